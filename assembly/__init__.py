@@ -1,0 +1,45 @@
+"""assembly: simulated citizens' assemblies with language models.
+
+    import assembly
+    result = assembly.deliberate("examples/ai_assistant.yaml", model="embedded", seed=7)
+    print(result.verdict.text)
+
+Heavy modules (LangGraph, the store, model backends) load on first use, so `import assembly` stays light.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "deliberate": "assembly.deliberation",
+    "adeliberate": "assembly.deliberation",
+    "resolve_spec": "assembly.deliberation",
+    "build_graph": "assembly.graph",
+    "AssemblyContext": "assembly.graph",
+    "as_subgraph": "assembly.subgraph",
+    "AssemblyResult": "assembly.result",
+    "AssemblySpec": "assembly.config",
+    "load_spec": "assembly.config",
+    "AssemblyError": "assembly.errors",
+    "SpecError": "assembly.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from assembly.config import AssemblySpec, load_spec
+    from assembly.deliberation import adeliberate, deliberate, resolve_spec
+    from assembly.errors import AssemblyError, SpecError
+    from assembly.graph import AssemblyContext, build_graph
+    from assembly.result import AssemblyResult
+    from assembly.subgraph import as_subgraph
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'assembly' has no attribute {name!r}")

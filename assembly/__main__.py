@@ -1,0 +1,3 @@
+from assembly.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `assembly` command line: one module per command, registered in app.py."""

@@ -1,0 +1,77 @@
+"""The Typer application and the entry point that turns every user-facing error into one line and an exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from assembly.cli import jury, run, validate
+from assembly.cli.console import err
+from assembly.errors import AssemblyError
+
+app = typer.Typer(
+    name="assembly",
+    help="Simulated citizens' assemblies: draw a jury, hear witnesses, deliberate, vote, and record everything.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(run.run)
+app.command("validate")(validate.validate)
+jury_app = typer.Typer(help="Preview jury draws.", no_args_is_help=True)
+jury_app.command("sample")(jury.sample)
+app.add_typer(jury_app, name="jury")
+
+
+def _register_optional() -> None:
+    """Commands owned by modules that may pull optional dependencies register only when importable."""
+    from importlib import import_module
+
+    for module, name, attr in (("assembly.cli.serve", "serve", "serve"),):
+        try:
+            app.command(name)(getattr(import_module(module), attr))
+        except ImportError:
+            pass
+    try:
+        from assembly.cli import eval as eval_cli
+
+        eval_app = typer.Typer(help="Measure fidelity against real survey answers.", no_args_is_help=True)
+        eval_app.command("survey")(eval_cli.survey)
+        app.add_typer(eval_app, name="eval")
+    except ImportError:
+        pass
+    try:
+        from assembly.cli import store as store_cli
+
+        store_cli.register(app)
+    except ImportError:
+        pass
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. AssemblyError -> 'error: …' on one line, exit 2; usage errors exit 2; Ctrl-C exits 130."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except AssemblyError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # never a traceback for users; ASSEMBLY_DEBUG=1 shows it
+        if os.environ.get("ASSEMBLY_DEBUG"):
+            raise
+        err.print(f"error: internal error ({type(exc).__name__}): {exc} — set ASSEMBLY_DEBUG=1 for the traceback",
+                  highlight=False, markup=False)
+        sys.exit(1)

@@ -1,0 +1,158 @@
+"""`assembly eval survey FILE.csv`: score how well simulated sub-groups answer like the real ones (docs/fidelity.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from assembly.errors import AssemblyError
+
+MODES = ("ballot", "assembly")
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def survey(
+    file: Annotated[Path, typer.Argument(help="Survey distributions in FORMAT 1 (CSV, optionally .gz).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec for the jurors.")] = "embedded",
+    attributes: Annotated[Optional[str], typer.Option(
+        "--attributes", "-a", help="Comma-separated attributes to evaluate, e.g. party,ideology (default: all).")] = None,
+    questions: Annotated[Optional[str], typer.Option(
+        "--questions", "-q", help="A number N (seeded sample of N questions) or comma-separated question ids.")] = None,
+    split: Annotated[Optional[Path], typer.Option(help="Split file (JSON: split name -> question ids).")] = None,
+    split_name: Annotated[str, typer.Option(help="Which split of --split to evaluate.")] = "validation",
+    jurors_per_group: Annotated[int, typer.Option(
+        "--jurors-per-group", "-n", min=1, help="Simulated jurors seated per (attribute, group).")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed for the question sample, juror draws, personas and ballots.")] = 0,
+    mode: Annotated[str, typer.Option(
+        help="ballot: one private ballot per juror; assembly: a mini-assembly per (question, group), post ballots.")
+    ] = "ballot",
+    population: Annotated[str, typer.Option(help="Population frame the jurors are drawn from.")] = "us_adults",
+    meta: Annotated[Optional[Path], typer.Option(
+        help="questions_meta.csv with nominal flags / exact ordinals (default: questions_meta.csv beside FILE, "
+             "if present).")] = None,
+    exact_ordinals: Annotated[bool, typer.Option(
+        help="Use the exact ordinal values from --meta for W1 instead of positions 0..K-1.")] = False,
+    baselines: Annotated[bool, typer.Option(
+        help="Also run the model baselines: jurors from the whole population, and a prompt without persona.")] = True,
+    rounds: Annotated[int, typer.Option(min=0, help="--mode assembly: deliberation rounds.")] = 1,
+    max_concurrency: Annotated[int, typer.Option(
+        min=0, help="Cap on model calls in flight (0: all calls of a question at once).")] = 0,
+    write_sim: Annotated[Optional[Path], typer.Option(
+        help="Write the simulated distributions to this FORMAT 1 CSV.")] = None,
+    db: Annotated[Optional[Path], typer.Option(
+        help="Record every ballot and model call in this store (provenance 'eval').")] = None,
+    details: Annotated[bool, typer.Option(help="--json: include one record per (question, group).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+) -> None:
+    """Score how well simulated sub-groups answer like the real ones (R, TV, baselines, steerability)."""
+    err = Console(stderr=True)
+    try:
+        summary = _run(
+            file=file, model=model, attributes=_split_list(attributes), questions=questions, split=split,
+            split_name=split_name, jurors_per_group=jurors_per_group, seed=seed, mode=mode, population=population,
+            meta=meta, exact_ordinals=exact_ordinals, baselines=baselines, rounds=rounds,
+            max_concurrency=max_concurrency, write_sim=write_sim, db=db, details=details, err=err,
+            progress=not json_out and sys.stderr.isatty(),
+        )
+    except AssemblyError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        from assembly.evaluation.report import render
+
+        render(summary, Console())
+
+
+def _run(*, file, model, attributes, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
+         exact_ordinals, baselines, rounds, max_concurrency, write_sim, db, details, err, progress,
+         model_obj=None) -> dict:
+    from assembly.evaluation import fidelity
+    from assembly.evaluation.survey import load_split, read_questions_meta, read_survey, write_survey
+
+    if mode not in MODES:
+        raise AssemblyError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    meta_path = meta if meta is not None else file.parent / "questions_meta.csv"
+    qmeta = read_questions_meta(meta_path) if (meta is not None or meta_path.is_file()) else None
+    data = read_survey(file, nominal_ids=qmeta.nominal if qmeta else None,
+                       positions=qmeta.positions if qmeta else None)
+    split_ids = load_split(split, split_name) if split is not None else None
+    chosen = fidelity.select_questions(data, questions=questions, split_ids=split_ids, seed=seed)
+    fidelity.check_attributes(chosen, attributes)
+    config = fidelity.EvalConfig(
+        jurors_per_group=jurors_per_group, seed=seed, attributes=attributes, mode=mode, population=population,
+        ignore_persona=baselines, no_persona=baselines, exact_positions=exact_ordinals,
+        max_concurrency=max_concurrency, assembly_rounds=rounds,
+    )
+    summary = asyncio.run(_evaluate(chosen, model, config, db=db, err=err, progress=progress, model_obj=model_obj,
+                                    details=details))
+    if write_sim is not None:
+        write_survey(write_sim, summary.pop("_simulated"))
+        err.print(f"simulated distributions written to {write_sim}")
+    summary.pop("_simulated", None)
+    return summary
+
+
+async def _evaluate(survey, model_spec, config, *, db, err, progress, model_obj, details) -> dict:
+    from assembly.evaluation import fidelity
+    from assembly.providers import ModelPool
+
+    pool = ModelPool()
+    model = model_obj if model_obj is not None else pool.get(model_spec)
+    recorder = None
+    try:
+        if db is not None:
+            from assembly.evaluation.store import EvalRecorder
+
+            recorder = EvalRecorder.open(db, survey=survey, config=config, model=model)
+        bar = _progress(err, len(survey)) if progress else None
+        try:
+            result = await fidelity.evaluate_survey(
+                survey, model, config,
+                hooks=recorder,
+                progress=(lambda i, n, qid: bar[0].update(bar[1], completed=i, description=qid)) if bar else None,
+            )
+        finally:
+            if bar:
+                bar[0].stop()
+        summary = fidelity.summarise(result)
+        if details:
+            summary["records"] = result.records
+            summary["pairs"] = result.pairs
+        if recorder is not None:
+            summary["run_ids"] = recorder.finish(result, summary)
+            recorder = None
+        summary["_simulated"] = fidelity.simulated_survey(result, survey)
+        return summary
+    except BaseException as exc:
+        if recorder is not None:
+            recorder.fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    finally:
+        await pool.aclose()
+
+
+def _progress(err: Console, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=err, transient=True)
+    task = bar.add_task("questions", total=total)
+    bar.start()
+    return bar, task

@@ -1,0 +1,130 @@
+"""`assembly run question.yaml`: run an assembly with a live view on stderr and a summary (or JSON) on stdout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from assembly.cli.console import err, out, print_json
+from assembly.result import AssemblyResult
+
+
+class LiveView:
+    """Phase, who is speaking, the last turn and tokens/s — redrawn as graph events arrive."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.phase = "starting"
+        self.speaker = ""
+        self.last = ""
+        self.tokens = 0
+        self.turns = 0
+        self.ballots = 0
+        self.started = time.perf_counter()
+        self.live = Live(self.render(), console=err, refresh_per_second=4, transient=True) if enabled else None
+
+    def render(self) -> Panel:
+        elapsed = max(time.perf_counter() - self.started, 1e-6)
+        body = Text()
+        body.append(f"phase: {self.phase}\n", style="bold")
+        body.append(f"speaking: {self.speaker}\n")
+        body.append(f"turns {self.turns} · ballots {self.ballots} · {self.tokens / elapsed:.1f} tok/s · "
+                    f"{elapsed:.0f}s\n")
+        body.append(self.last[:300], style="dim")
+        return Panel(body, title="assembly", border_style="cyan")
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("kind")
+        if kind == "phase":
+            self.phase = event["phase"] + (f" (round {event['round']})" if event.get("round") else "")
+            if not self.enabled:
+                err.print(f"· {self.phase}", highlight=False, markup=False)
+        elif kind == "speaking":
+            self.speaker = event.get("speaker", "")
+        elif kind == "turn":
+            self.turns += 1
+            self.tokens += event.get("tokens") or 0
+            self.last = f"{event.get('speaker')}: {event.get('content', '')}"
+        elif kind == "ballot":
+            self.ballots += 1
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def __enter__(self):
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+
+def print_summary(result: AssemblyResult) -> None:
+    out.print(Panel(result.verdict.text or "(no verdict)", title=f"Verdict — {result.verdict.winner or 'no winner'}"
+                    f" ({result.verdict.rule})", border_style="green"))
+    if result.verdict.minority_report:
+        out.print(Panel(result.verdict.minority_report, title="Minority report", border_style="yellow"))
+    tallies = Table(title="Post-ballot tallies")
+    tallies.add_column("rule")
+    tallies.add_column("winner")
+    tallies.add_column("scores")
+    tallies.add_column("tie-break")
+    for t in result.tallies:
+        scores = ", ".join(f"{k} {v:g}" for k, v in t["scores"].items())
+        tallies.add_row(t["rule"], str(t["winner"]), scores, t.get("tie_break") or "")
+    out.print(tallies)
+    shift = Table(title="Pre → post ballot")
+    shift.add_column("option")
+    shift.add_column("pre", justify="right")
+    shift.add_column("post", justify="right")
+    shift.add_column("shift", justify="right")
+    for option in result.options:
+        shift.add_row(option, str(result.pre_counts[option]), str(result.post_counts[option]),
+                      f"{result.shift[option]:+d}")
+    out.print(shift)
+    rep = ", ".join(f"{a} {v:.3f}" for a, v in result.representativeness.items())
+    out.print(f"{result.changed} of {len(result.jurors)} jurors changed their vote · abstentions pre "
+              f"{result.abstentions['pre']}, post {result.abstentions['post']}", highlight=False)
+    out.print(f"representativeness: {rep} (overall {result.representativeness_overall:.3f})", highlight=False)
+    u = result.usage
+    out.print(f"{u.calls} model calls · {u.output_tokens} tokens out · {u.wall_seconds:.1f}s · "
+              f"{u.tokens_per_second:.1f} tok/s · run {result.run_id} in {result.store}", highlight=False)
+
+
+def run(
+    question: Annotated[Path, typer.Argument(help="The question file (YAML).")],
+    model: Annotated[str | None, typer.Option(help="Model spec for every role, e.g. embedded, "
+                                                     "openai:gpt-4.1-mini, local:<folder>[+<adapter>].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override jury.seed (the run's seed).")] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB store to record into (default: see `assembly transcripts path`).")] = None,
+    jurors: Annotated[int | None, typer.Option(help="Override jury.size.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override procedure.rounds.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads for local models.")] = None,
+    replay: Annotated[str | None, typer.Option(help="Re-run a recorded run from its recorded model calls (no model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Run an assembly: draw the jury, hear witnesses, deliberate, vote, write the verdict; record everything."""
+    from assembly.deliberation import deliberate
+
+    kwargs = {}
+    if threads is not None:
+        kwargs["model_options"] = {"threads": threads}
+    if replay is not None:
+        from assembly.replaying import replay_arguments
+
+        kwargs.update(replay_arguments(replay, db))
+    with LiveView(enabled=err.is_terminal) as view:
+        result = deliberate(question, model=model, seed=seed, db=db, jurors=jurors, rounds=rounds, on_event=view,
+                            **kwargs)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        print_summary(result)

@@ -1,0 +1,79 @@
+"""`assembly serve`: share one model (e.g. a fine-tuned juror) with many processes over an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Optional
+
+import typer
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Model spec to serve: embedded, local:<folder or hub id>[+<adapter>], ..."),
+    ] = "embedded",
+    adapter: Annotated[
+        Optional[str],
+        typer.Option("--adapter", help="A peft adapter folder to apply to a local: model (same as local:<m>+<a>)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind. Anything but loopback exposes the model.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    token: Annotated[
+        Optional[str],
+        typer.Option(envvar="ASSEMBLY_SERVE_TOKEN", show_default=False,
+                     help="Require 'Authorization: Bearer <token>' (clients: set OPENAI_API_KEY to it)."),
+    ] = None,
+    max_body_kb: Annotated[int, typer.Option(help="Refuse request bodies larger than this (HTTP 413).")] = 1024,
+    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 4096,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for a local model (default: torch's).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="Model id reported by /v1/models and in replies (default: the spec).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions with streaming, /v1/models).
+
+    Concurrent requests share forward passes. Point other runs at it with
+    `--model openai:<name>@http://HOST:PORT/v1`.
+    """
+    from rich.console import Console
+
+    from assembly.errors import AssemblyError, SpecError
+    from assembly.providers.registry import load_model, parse_model_spec
+    from assembly.serve import run_server
+
+    err = Console(stderr=True)
+    try:
+        spec = parse_model_spec(model)
+        if adapter:
+            if spec.provider != "local" or spec.adapter:
+                raise SpecError(f"--adapter needs --model local:<folder> without an adapter; got {model!r}")
+            spec = parse_model_spec(f"{model}+{adapter}")
+        if max_body_kb < 1 or max_tokens < 1:
+            raise SpecError("--max-body-kb and --max-tokens must be positive")
+        options = {"threads": threads} if threads else {}
+        if not _is_loopback(host) and not token:
+            err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
+        err.print(f"loading {spec} ...")
+        loaded = load_model(spec, **options)
+    except AssemblyError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+    served = name or str(spec)
+    err.print(f"serving {served} on http://{host}:{port}/v1 (token {'required' if token else 'not required'})")
+    run_server(loaded, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024, model_id=served,
+               max_tokens_limit=max_tokens, log_level=log_level)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m assembly.cli.serve`
+    typer.run(serve)

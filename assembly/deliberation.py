@@ -1,0 +1,233 @@
+"""Running one assembly: spec -> jury draw -> models by role -> the graph -> the store -> an AssemblyResult.
+
+This is the Python API (`assembly.deliberate` / `assembly.adeliberate`) that the CLI and other agents call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from assembly.ballot import Ballot
+from assembly.config import AssemblySpec, apply_overrides, load_spec, parse_spec
+from assembly.errors import AssemblyError, SpecError
+from assembly.graph import MODERATOR_ID, AssemblyContext, Participant, build_graph
+from assembly.prompts import render_prompt
+from assembly.providers.base import Model
+from assembly.providers.registry import ModelPool
+from assembly.providers.types import ModelError
+from assembly.recorder import RecordingModel
+from assembly.result import AssemblyResult, JurorSummary, Usage, Verdict
+
+ROLES = ("juror", "witness", "moderator")
+DOCUMENT_WORDS = 1500  # a witness's documents are cut here so testimony prompts stay bounded
+
+
+def resolve_spec(spec: str | Path | dict | AssemblySpec, **overrides) -> AssemblySpec:
+    """Accept a path, a dict or a spec; apply CLI/API overrides (validated like the file)."""
+    if isinstance(spec, AssemblySpec):
+        parsed = spec
+    elif isinstance(spec, dict):
+        parsed = parse_spec(spec)
+    else:
+        parsed = load_spec(spec)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return apply_overrides(parsed, **given) if given else parsed
+
+
+def draw(spec: AssemblySpec):
+    """The jury draw for a spec (population, Draw); a JuryError becomes a SpecError naming the jury field."""
+    from juries import JuryError, draw_jury, load_population
+
+    try:
+        population = load_population(spec.jury.population)
+        return population, draw_jury(population, spec.jury.size, spec.jury.stratify, spec.jury.quotas, spec.jury.seed)
+    except JuryError as exc:
+        raise SpecError(f"jury: {exc}") from None
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for dist in ("assembly-sim", "langgraph", "duckdb", "transformers", "torch", "pydantic"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _witnesses(spec: AssemblySpec) -> tuple[list[Participant], dict[str, str]]:
+    witnesses, documents = [], {}
+    for i, w in enumerate(spec.witnesses, start=1):
+        wid = f"witness-{i}"
+        persona = render_prompt("witness_system", name=w.name, expertise=w.expertise, stance=w.stance, brief=w.brief)
+        witnesses.append(Participant(wid, "witness", w.name, persona, {}, {"expertise": w.expertise,
+                                                                          "stance": w.stance}))
+        texts = []
+        for doc in w.documents:
+            try:
+                texts.append(Path(doc).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SpecError(f"witness {w.name!r}: cannot read document {doc}: {exc}") from None
+        words = "\n\n".join(texts).split()
+        documents[wid] = " ".join(words[:DOCUMENT_WORDS])
+    return witnesses, documents
+
+
+def _models_by_role(spec: AssemblySpec, pool: ModelPool, models: Model | dict[str, Model] | None) -> dict[str, Model]:
+    """Injected models (tests, agents) win; otherwise each role's spec is loaded once from the pool."""
+    chosen: dict[str, Model] = {}
+    for role in ROLES:
+        if isinstance(models, Model):
+            chosen[role] = models
+        elif isinstance(models, dict) and role in models:
+            chosen[role] = models[role]
+        else:
+            chosen[role] = pool.get(spec.models.for_role(role))
+    return chosen
+
+
+def _choice_counts(ballots: list[Ballot], options: list[str]) -> dict[str, int]:
+    counts = {o: 0 for o in options}
+    for b in ballots:
+        if b.status == "valid" and b.choice in counts:
+            counts[b.choice] += 1
+    return counts
+
+
+def _result(spec, ctx: AssemblyContext, state: dict, draw_, recorders: dict[str, RecordingModel], wall: float,
+            store_path: str) -> AssemblyResult:
+    ballots = {k: Ballot.model_validate(v) for k, v in (state.get("ballots") or {}).items()}
+    pre = [ballots[f"pre:{j.id}"] for j in ctx.jurors if f"pre:{j.id}" in ballots]
+    post = [ballots[f"post:{j.id}"] for j in ctx.jurors if f"post:{j.id}" in ballots]
+    jurors = []
+    for j in ctx.jurors:
+        before = ballots.get(f"pre:{j.id}")
+        after = ballots.get(f"post:{j.id}")
+        b, a = (before.choice if before else None), (after.choice if after else None)
+        jurors.append(JurorSummary(id=j.id, name=j.name, attributes=j.attributes, pre=b, post=a,
+                                   changed=b is not None and a is not None and a != b))
+    pre_counts = _choice_counts(pre, spec.ballot.options)
+    post_counts = _choice_counts(post, spec.ballot.options)
+    distinct = {id(r): r for r in recorders.values()}.values()
+    usage = Usage(
+        calls=sum(r.calls for r in distinct),
+        input_tokens=sum(r.input_tokens for r in distinct),
+        output_tokens=sum(r.output_tokens for r in distinct),
+        model_seconds=round(sum(r.model_seconds for r in distinct), 3),
+        wall_seconds=round(wall, 3),
+        cost_usd=sum(r.cost_usd for r in distinct if r.cost_usd is not None) if any(
+            r.cost_usd is not None for r in distinct) else None,
+    )
+    usage.tokens_per_second = round(usage.output_tokens / wall, 2) if wall > 0 else 0.0
+    return AssemblyResult(
+        run_id=ctx.run_id,
+        store=store_path,
+        status="completed",
+        question=spec.question,
+        options=spec.ballot.options,
+        ballot_type=spec.ballot.type,
+        seed=ctx.seed,
+        jurors=jurors,
+        representativeness=draw_.representativeness,
+        representativeness_overall=draw_.overall,
+        pre_counts=pre_counts,
+        post_counts=post_counts,
+        shift={o: post_counts[o] - pre_counts[o] for o in spec.ballot.options},
+        changed=sum(1 for j in jurors if j.changed),
+        abstentions={"pre": sum(b.status == "abstain" for b in pre), "post": sum(b.status == "abstain" for b in post)},
+        tallies=state["tallies"]["post"],
+        pre_tallies=state["tallies"]["pre"],
+        verdict=Verdict(**state["verdict"]),
+        floor=state.get("floor") or {},
+        usage=usage,
+        models={role: recorders[role].name for role in ROLES},
+    )
+
+
+async def adeliberate(
+    spec: str | Path | dict | AssemblySpec,
+    *,
+    model: str | None = None,
+    seed: int | None = None,
+    jurors: int | None = None,
+    rounds: int | None = None,
+    db: str | Path | None = None,
+    models: Model | dict[str, Model] | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    provenance: str = "simulated",
+    model_options: dict[str, Any] | None = None,
+) -> AssemblyResult:
+    """Run one assembly and record it. Raises AssemblyError (one-line message) on bad input or a failed run;
+    the run is then in the store with status 'failed' (or 'interrupted') and its reason."""
+    from transcripts import Store, default_store_path
+
+    spec = resolve_spec(spec, model=model, seed=seed, jurors=jurors, rounds=rounds)
+    population, jury = draw(spec)
+    witnesses, documents = _witnesses(spec)
+    pool = ModelPool(**(model_options or {}))
+    store_path = str(db or spec.store or default_store_path())
+    try:
+        inner = _models_by_role(spec, pool, models)  # load before the run starts: a bad model is not a failed run
+        store = Store(store_path)
+    except BaseException:
+        await pool.aclose()
+        raise
+    run_seed = spec.jury.seed
+    run_id = store.begin_run(question=spec.question, spec=spec.model_dump(mode="json"), seed=run_seed,
+                             provenance=provenance, versions=versions())
+    started = time.perf_counter()
+    status, reason = "failed", "unknown error"
+    try:
+        wrapped = {id(m): RecordingModel(m, store, run_id) for m in inner.values()}
+        recorders = {role: wrapped[id(m)] for role, m in inner.items()}
+        jurors_ = [Participant(j.id, "juror", j.persona.name, j.persona.text, dict(j.attributes)) for j in jury.jurors]
+        participants = [
+            {"id": MODERATOR_ID, "role": "moderator", "name": "Moderator", "persona": None, "attributes": {},
+             "extra": {"model": recorders["moderator"].name}},
+            *({"id": w.id, "role": "witness", "name": w.name, "persona": w.persona, "attributes": {},
+               "extra": {**w.extra, "model": recorders["witness"].name}} for w in witnesses),
+            *({"id": j.id, "role": "juror", "name": j.name, "persona": j.persona, "attributes": j.attributes,
+               "extra": {"model": recorders["juror"].name}} for j in jurors_),
+        ]
+        store.add_participants(run_id, participants)
+        ctx = AssemblyContext(spec=spec, jurors=jurors_, witnesses=witnesses, models=dict(recorders), store=store,
+                              run_id=run_id, seed=run_seed, documents=documents, on_event=on_event)
+        state = await build_graph().ainvoke({"round": 0}, context=ctx)
+        result = _result(spec, ctx, state, jury, recorders, time.perf_counter() - started, store_path)
+        population_marginals = {a: population.marginal(a) for a in spec.jury.stratify}
+        summary = {**result.model_dump(mode="json", exclude={"jurors"}), "population": population_marginals}
+        store.finish_run(run_id, status="completed", summary=summary)
+        status = "completed"
+        return result
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        status, reason = "interrupted", "interrupted by the user"
+        raise
+    except ModelError as exc:
+        reason = f"model error: {exc}"
+        raise AssemblyError(f"run {run_id} failed: {reason}") from None
+    except AssemblyError as exc:
+        reason = str(exc)
+        raise
+    except Exception as exc:  # recorded with its reason, then surfaced; nothing is lost
+        reason = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if status != "completed":
+            store.finish_run(run_id, status=status, reason=reason)
+        store.close()
+        await pool.aclose()
+
+
+def deliberate(spec: str | Path | dict | AssemblySpec, **kwargs) -> AssemblyResult:
+    """Synchronous twin of `adeliberate` for scripts and notebooks without a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(adeliberate(spec, **kwargs))
+    raise AssemblyError("deliberate() was called inside a running event loop; await adeliberate(...) instead")

@@ -1,0 +1,650 @@
+"""The fidelity runner: do simulated sub-groups answer like the real ones?
+
+For each question and each (attribute, group) of a FORMAT 1 file:
+  1. seat N jurors conditioned on the group (`Population.sample(where={attribute: group})`, so the other attributes
+     follow the population frame given the group), render each persona with its own seed, and ask each the question
+     as a private ballot over the file's options — with `assembly.ballots.cast_ballot`, the same prompt and
+     validation the engine uses. A scoring backend gives each juror's option probabilities and the simulated
+     distribution is their mean; otherwise each valid ballot counts one vote and abstentions are the invalid rate.
+  2. do the same with N jurors drawn from the whole population ("ignore persona": the model's own answer to a
+     representative jury) and with one persona-less prompt ("no persona");
+  3. score them against the human distributions (metrics.py) and the human baselines from the file itself.
+
+Each (attribute, group) panel is drawn once and sits for every question (like a real jury), so differences between
+questions are not sampling noise in the panel. All calls of a question (every group's jurors and the baselines) are
+fired concurrently, so a batching backend (the local model) scores them in few forward passes.
+
+`mode="assembly"` runs a full mini-assembly (`assembly.deliberate`) per (question, group) instead of single ballots,
+and scores the post-deliberation ballots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from assembly.ballot import Ballot
+from assembly.evaluation import metrics as M
+from assembly.evaluation.survey import OVERALL, Distribution, Survey, SurveyQuestion
+
+# Pairs of opposed groups for steerability: (attribute, group A, group B).
+DEFAULT_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("party", "Democrat", "Republican"),
+    ("ideology", "Very liberal", "Very conservative"),
+    ("ideology", "Liberal", "Conservative"),
+)
+
+BallotFn = Callable[..., Awaitable[Ballot]]
+ProgressFn = Callable[[int, int, str], None]
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed from any parts, stable across processes (unlike hash()): 31 bits of sha256."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass
+class EvalConfig:
+    jurors_per_group: int = 10
+    seed: int = 0
+    attributes: list[str] | None = None  # None: every attribute in the file except `overall`
+    mode: Literal["ballot", "assembly"] = "ballot"
+    population: str = "us_adults"
+    ignore_persona: bool = True  # jurors from the whole population
+    no_persona: bool = True  # one prompt without a persona
+    exact_positions: bool = False  # use SurveyQuestion.positions (e.g. OpinionQA ordinals) for R when known
+    pairs: tuple[tuple[str, str, str], ...] = DEFAULT_PAIRS
+    max_concurrency: int = 0  # cap on calls in flight (0: every call of a question at once)
+    assembly_rounds: int = 1  # mode="assembly": deliberation rounds per mini-assembly
+
+
+@dataclass
+class Juror:
+    id: str
+    attributes: dict[str, str]
+    persona: str
+    seed: int
+
+
+@dataclass
+class Cast:
+    """The jurors' ballots on one question for one panel, reduced to a distribution."""
+
+    probs: np.ndarray | None  # None when no ballot was valid
+    n_jurors: int
+    n_invalid: int
+    ballots: list[Ballot] = field(default_factory=list)
+
+
+def reduce_ballots(ballots: list[Ballot], options: list[str]) -> Cast:
+    """Mean of the jurors' option distributions: probabilities where scored, else one vote per valid ballot."""
+    rows = []
+    invalid = 0
+    for ballot in ballots:
+        if ballot.status != "valid":
+            invalid += 1
+            continue
+        if ballot.probabilities:
+            row = np.array([ballot.probabilities.get(o, 0.0) for o in options], dtype=float)
+            if row.sum() <= 0:
+                invalid += 1
+                continue
+            rows.append(row / row.sum())
+        elif ballot.choice in options:
+            row = np.zeros(len(options))
+            row[options.index(ballot.choice)] = 1.0
+            rows.append(row)
+        else:
+            invalid += 1
+    probs = np.mean(rows, axis=0) if rows else None
+    return Cast(probs, len(ballots), invalid, ballots)
+
+
+# --- jurors ---------------------------------------------------------------------------------------------------
+
+
+class PanelError(Exception):
+    """A group cannot be seated (the population frame has no such group)."""
+
+
+def _default_population(name: str):
+    from juries import load_population
+
+    return load_population(name)
+
+
+def _default_persona(attributes: dict[str, str], seed: int) -> str:
+    from juries import render_persona
+
+    return render_persona(attributes, seed).text
+
+
+def seat_panel(
+    population,
+    n: int,
+    *,
+    where: dict[str, str] | None,
+    seed: int,
+    label: str,
+    persona_fn: Callable[[dict[str, str], int], str],
+) -> list[Juror]:
+    """Draw n jurors (conditioned on `where`) and render their personas, each with its own seed."""
+    rng = np.random.default_rng(seed)
+    try:
+        records = population.sample(n, rng, where=where)
+    except Exception as exc:  # juries.JuryError and friends: the group is not in the frame
+        raise PanelError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    jurors = []
+    for i, attrs in enumerate(records):
+        attrs = dict(attrs)
+        persona_seed = stable_seed(seed, label, i)
+        jurors.append(Juror(f"{label}#{i + 1}", attrs, persona_fn(attrs, persona_seed), persona_seed))
+    return jurors
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    config: EvalConfig
+    model: str
+    file: str
+    questions: list[str]
+    records: list[dict[str, Any]]  # one per (question, attribute, group)
+    overall: list[dict[str, Any]]  # one per question with an `overall` row: the baselines against everyone
+    pairs: list[dict[str, Any]]  # one per (question, pair)
+    skipped: dict[str, str]  # "attribute=group" -> why it could not be seated
+    panels: dict[str, list[Juror]]
+    simulated: dict[str, dict[tuple[str, str], np.ndarray]]  # question_id -> (attribute, group) -> distribution
+    calls: int = 0
+    wall_s: float = 0.0
+    invalid: int = 0
+    ballots: int = 0
+
+
+class EvalHooks:
+    """Callbacks around the run; the defaults do nothing. The --db recorder (evaluation/store.py) overrides them."""
+
+    def start_question(self, question: SurveyQuestion, seated: dict[str, list[Juror]], model):
+        """Called before a question's ballots; returns the model to use for it (e.g. a recording wrapper)."""
+        return model
+
+    def on_ballot(self, question: SurveyQuestion, panel: str, juror: Juror | None, ballot: Ballot) -> None:
+        """Every ballot as it arrives (juror is None for a mini-assembly's post ballots)."""
+
+    def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
+        """After a question's ballots are scored."""
+
+    def assembly_db(self) -> str | None:
+        """mode="assembly": the store the mini-assemblies write to (None: a temporary one)."""
+        return None
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+
+async def _cast_default(model, **kwargs) -> Ballot:
+    from assembly.ballots import cast_ballot
+
+    return await cast_ballot(model, **kwargs)
+
+
+async def evaluate_survey(
+    survey: Survey,
+    model,
+    config: EvalConfig | None = None,
+    *,
+    population=None,
+    persona_fn: Callable[[dict[str, str], int], str] | None = None,
+    ballot_fn: BallotFn | None = None,
+    deliberate_fn: Callable[..., Awaitable[Any]] | None = None,
+    hooks: "EvalHooks | None" = None,
+    progress: ProgressFn | None = None,
+) -> EvalResult:
+    """Run the evaluation of `model` on `survey`. Returns per-question records; `summarise()` aggregates them.
+
+    population / persona_fn / ballot_fn default to juries.load_population(config.population), juries.render_persona
+    and assembly.ballots.cast_ballot; tests pass fakes. `hooks` (EvalHooks) sees each question start and end and
+    every ballot, and may wrap the model per question (the --db recorder does).
+    """
+    config = config or EvalConfig()
+    if config.jurors_per_group < 1:
+        raise ValueError("jurors_per_group must be at least 1")
+    started = time.perf_counter()
+    population = population if population is not None else _default_population(config.population)
+    persona_fn = persona_fn or _default_persona
+    ballot_fn = ballot_fn or _cast_default
+    hooks = hooks or EvalHooks()
+    n = config.jurors_per_group
+
+    attributes = config.attributes or [a for a in survey.attributes() if a != OVERALL[0]]
+    groups: list[tuple[str, str]] = []
+    for q in survey:
+        for key in q.distributions:
+            if key[0] in attributes and key != OVERALL and key not in groups:
+                groups.append(key)
+    groups.sort(key=lambda k: (attributes.index(k[0]), _group_order(*k)))
+
+    panels: dict[str, list[Juror]] = {}
+    skipped: dict[str, str] = {}
+    for attribute, group in groups:
+        label = f"{attribute}={group}"
+        try:
+            panels[label] = seat_panel(population, n, where={attribute: group}, seed=stable_seed(config.seed, label),
+                                       label=label, persona_fn=persona_fn)
+        except PanelError as exc:
+            skipped[label] = str(exc)
+    if config.ignore_persona:
+        panels["population"] = seat_panel(population, n, where=None, seed=stable_seed(config.seed, "population"),
+                                          label="population", persona_fn=persona_fn)
+
+    counter = _Counter()
+    semaphore = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency > 0 else None
+
+    async def ballot(q: SurveyQuestion, qmodel, panel: str, juror: Juror) -> Ballot:
+        counter.calls += 1
+        kwargs = dict(
+            juror_id=juror.id,
+            persona=juror.persona,
+            question=q.question,
+            options=list(q.options),
+            ballot_type="single",
+            phase="pre",
+            seed=stable_seed(config.seed, q.question_id, juror.id),
+        )
+        if semaphore is None:
+            result = await ballot_fn(qmodel, **kwargs)
+        else:
+            async with semaphore:
+                result = await ballot_fn(qmodel, **kwargs)
+        hooks.on_ballot(q, panel, juror, result)
+        return result
+
+    async def assembly_ballots(q: SurveyQuestion, qmodel, panel: str) -> list[Ballot]:
+        from assembly.evaluation.assembly_mode import run_mini_assembly
+
+        pre, post, calls = await run_mini_assembly(q, _key(panel), qmodel, config, deliberate_fn=deliberate_fn,
+                                                   db=hooks.assembly_db())
+        counter.calls += calls
+        pre_casts[panel] = reduce_ballots(pre, q.options)
+        for b in post:
+            hooks.on_ballot(q, panel, None, b)
+        return post
+
+    records: list[dict[str, Any]] = []
+    overall_records: list[dict[str, Any]] = []
+    pair_records: list[dict[str, Any]] = []
+    simulated: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+    total_invalid = 0
+    total_ballots = 0
+    scores = bool(getattr(model, "scores_options", False))
+
+    no_persona = [Juror(f"no-persona#{i + 1}", {}, "", 0) for i in range(1 if scores else n)]
+    for index, q in enumerate(survey, 1):
+        jobs: dict[str, Awaitable[list[Ballot]]] = {}
+        present = [label for label in panels if label == "population" or _key(label) in q.distributions]
+        seated = {label: panels[label] for label in present}
+        if config.no_persona:
+            seated["no-persona"] = no_persona
+        qmodel = hooks.start_question(q, seated, model)
+        pre_casts: dict[str, Cast] = {}
+        for label, jurors in seated.items():
+            if config.mode == "assembly" and label not in ("population", "no-persona"):
+                jobs[label] = assembly_ballots(q, model, label)  # a mini-assembly records its own run
+            else:
+                jobs[label] = asyncio.gather(*(ballot(q, qmodel, label, j) for j in jurors))
+        results = await asyncio.gather(*jobs.values())
+        casts = {label: reduce_ballots(list(b), q.options) for label, b in zip(jobs, results)}
+        for cast in casts.values():
+            total_invalid += cast.n_invalid
+            total_ballots += cast.n_jurors
+        simulated[q.question_id] = {_key(label): c.probs for label, c in casts.items() if c.probs is not None}
+        new_records = _question_records(q, casts, config, pre_casts)
+        records.extend(new_records)
+        hooks.end_question(q, new_records)
+        overall_records.extend(_overall_record(q, casts, config))
+        pair_records.extend(_pair_records(q, casts, config))
+        if progress is not None:
+            progress(index, len(survey), q.question_id)
+
+    return EvalResult(
+        config=config,
+        model=getattr(model, "name", str(model)),
+        file=survey.path,
+        questions=list(survey.questions),
+        records=records,
+        overall=overall_records,
+        pairs=pair_records,
+        skipped=skipped,
+        panels={k: v for k, v in panels.items()},
+        simulated=simulated,
+        calls=counter.calls,
+        wall_s=time.perf_counter() - started,
+        invalid=total_invalid,
+        ballots=total_ballots,
+    )
+
+
+def _group_order(attribute: str, group: str) -> tuple[int, str]:
+    try:
+        from juries.vocabulary import CANONICAL_GROUPS
+
+        canon = CANONICAL_GROUPS.get(attribute, ())
+    except ImportError:  # pragma: no cover - juries ships with the package
+        canon = ()
+    return (canon.index(group) if group in canon else len(canon), group)
+
+
+def _key(label: str) -> tuple[str, str]:
+    """Panel label -> (attribute, group); the baselines are ("population", "all") and ("no-persona", "all")."""
+    attribute, sep, group = label.partition("=")
+    return (attribute, group) if sep else (label, "all")
+
+
+def _positions(q: SurveyQuestion, config: EvalConfig):
+    return q.positions if config.exact_positions and q.positions else None
+
+
+def _r(p, q_, question: SurveyQuestion, config: EvalConfig) -> float | None:
+    if question.nominal or p is None or q_ is None:
+        return None
+    return M.representativeness(p, q_, _positions(question, config))
+
+
+def _tv(p, q_) -> float | None:
+    if p is None or q_ is None:
+        return None
+    return M.total_variation(p, q_)
+
+
+def _reference_overall(q: SurveyQuestion, attribute: str) -> np.ndarray:
+    """The 'overall' human distribution: the file's overall row, else the attribute's groups pooled."""
+    overall = q.overall()
+    if overall is not None:
+        return overall.probs
+    pooled = sum(d.counts for (a, _), d in q.distributions.items() if a == attribute)
+    return pooled / pooled.sum()
+
+
+def _question_records(q: SurveyQuestion, casts: dict[str, Cast], config: EvalConfig,
+                      pre_casts: dict[str, Cast] | None = None) -> list[dict[str, Any]]:
+    out = []
+    population = casts.get("population")
+    no_persona = casts.get("no-persona")
+    for label, cast in casts.items():
+        if label in ("population", "no-persona"):
+            continue
+        key = _key(label)
+        human: Distribution = q.distributions[key]
+        h = human.probs
+        overall = _reference_overall(q, key[0])
+        sim = cast.probs
+        pop = population.probs if population else None
+        nop = no_persona.probs if no_persona else None
+        out.append({
+            "question_id": q.question_id,
+            "attribute": key[0],
+            "group": key[1],
+            "k": q.k,
+            "nominal": q.nominal,
+            "n_human": human.n,
+            "human": h.tolist(),
+            "simulated": None if sim is None else sim.tolist(),
+            "R": _r(sim, h, q, config),
+            "TV": _tv(sim, h),
+            "R_ignore_persona": _r(pop, h, q, config),
+            "TV_ignore_persona": _tv(pop, h),
+            "R_no_persona": _r(nop, h, q, config),
+            "TV_no_persona": _tv(nop, h),
+            "R_uniform": _r(M.uniform(q.k), h, q, config),
+            "TV_uniform": _tv(M.uniform(q.k), h),
+            "R_overall": _r(overall, h, q, config),
+            "TV_overall": _tv(overall, h),
+            "n_jurors": cast.n_jurors,
+            "n_invalid": cast.n_invalid,
+        })
+        pre = (pre_casts or {}).get(label)
+        if pre is not None:  # mode "assembly": the same jury's ballots before deliberation
+            out[-1].update({"simulated_pre": None if pre.probs is None else pre.probs.tolist(),
+                            "R_pre": _r(pre.probs, h, q, config), "TV_pre": _tv(pre.probs, h)})
+    return out
+
+
+def _overall_record(q: SurveyQuestion, casts: dict[str, Cast], config: EvalConfig) -> list[dict[str, Any]]:
+    overall = q.overall()
+    if overall is None:
+        return []
+    h = overall.probs
+    pop = casts.get("population")
+    nop = casts.get("no-persona")
+    return [{
+        "question_id": q.question_id,
+        "nominal": q.nominal,
+        "R_ignore_persona": _r(pop.probs if pop else None, h, q, config),
+        "R_no_persona": _r(nop.probs if nop else None, h, q, config),
+        "R_uniform": _r(M.uniform(q.k), h, q, config),
+        "TV_ignore_persona": _tv(pop.probs if pop else None, h),
+        "TV_no_persona": _tv(nop.probs if nop else None, h),
+    }]
+
+
+def _pair_records(q: SurveyQuestion, casts: dict[str, Cast], config: EvalConfig) -> list[dict[str, Any]]:
+    out = []
+    if q.nominal:
+        return out
+    pos = _positions(q, config)
+    for attribute, a, b in config.pairs:
+        la, lb = f"{attribute}={a}", f"{attribute}={b}"
+        if la not in casts or lb not in casts:
+            continue
+        sa, sb = casts[la].probs, casts[lb].probs
+        ha, hb = q.distributions[(attribute, a)].probs, q.distributions[(attribute, b)].probs
+        if sa is None or sb is None:
+            continue
+        out.append({
+            "question_id": q.question_id,
+            "attribute": attribute,
+            "group_a": a,
+            "group_b": b,
+            "steer_a": M.steerability(sa, ha, hb, pos),
+            "steer_b": M.steerability(sb, hb, ha, pos),
+            "R_between_sim": M.representativeness(sa, sb, pos),
+            "R_between_human": M.representativeness(ha, hb, pos),
+            # signed shift of the mean position, B minus A, in units of the scale (K-1): does the model move the
+            # right way, and by how much compared with the real groups?
+            "shift_sim": _mean_shift(sa, sb),
+            "shift_human": _mean_shift(ha, hb),
+        })
+    return out
+
+
+def _mean_shift(p: np.ndarray, q: np.ndarray) -> float:
+    k = len(p)
+    x = np.arange(k) / (k - 1)
+    return float(np.dot(q, x) - np.dot(p, x))
+
+
+# --- aggregation ----------------------------------------------------------------------------------------------
+
+METRIC_KEYS = ("R", "TV", "R_ignore_persona", "TV_ignore_persona", "R_no_persona", "TV_no_persona", "R_uniform",
+               "TV_uniform", "R_overall", "TV_overall", "R_pre", "TV_pre")
+
+
+def _mean(rows: Iterable[dict], key: str) -> float | None:
+    return M.mean_or_none(r.get(key) for r in rows)
+
+
+def summarise(result: EvalResult) -> dict[str, Any]:
+    """The JSON document of a run (keys documented in docs/fidelity.md)."""
+    by_group: dict[tuple[str, str], list[dict]] = {}
+    for rec in result.records:
+        by_group.setdefault((rec["attribute"], rec["group"]), []).append(rec)
+    groups = []
+    for (attribute, group), rows in by_group.items():
+        n_jurors = sum(r["n_jurors"] for r in rows)
+        n_invalid = sum(r["n_invalid"] for r in rows)
+        entry = {
+            "attribute": attribute,
+            "group": group,
+            "n_questions": len(rows),
+            "n_ordinal": sum(1 for r in rows if not r["nominal"]),
+            **{key: _mean(rows, key) for key in METRIC_KEYS},
+            "invalid_rate": M.invalid_rate(n_invalid, n_jurors),
+        }
+        entry["R_gain_over_ignore_persona"] = (
+            None if entry["R"] is None or entry["R_ignore_persona"] is None else entry["R"] - entry["R_ignore_persona"]
+        )
+        groups.append(entry)
+
+    attributes: dict[str, dict[str, Any]] = {}
+    for entry in groups:
+        attributes.setdefault(entry["attribute"], []).append(entry)  # type: ignore[arg-type]
+    per_attribute = {}
+    for attribute, entries in attributes.items():
+        rows = [r for r in result.records if r["attribute"] == attribute]
+        per_attribute[attribute] = {
+            "n_groups": len(entries),
+            **{key: _mean(entries, key) for key in METRIC_KEYS},
+            "invalid_rate": M.invalid_rate(sum(r["n_invalid"] for r in rows), sum(r["n_jurors"] for r in rows)),
+        }
+
+    by_pair: dict[tuple[str, str, str], list[dict]] = {}
+    for rec in result.pairs:
+        by_pair.setdefault((rec["attribute"], rec["group_a"], rec["group_b"]), []).append(rec)
+    steer = []
+    for (attribute, a, b), rows in by_pair.items():
+        sa, sb = _mean(rows, "steer_a"), _mean(rows, "steer_b")
+        shift_sim = np.array([r["shift_sim"] for r in rows])
+        shift_human = np.array([r["shift_human"] for r in rows])
+        agree = [np.sign(s) == np.sign(h) for s, h in zip(shift_sim, shift_human) if abs(h) > 0.05]
+        steer.append({
+            "attribute": attribute,
+            "group_a": a,
+            "group_b": b,
+            "n_questions": len(rows),
+            "steer_a": sa,
+            "steer_b": sb,
+            "steerability": None if sa is None or sb is None else (sa + sb) / 2,
+            "R_between_sim": _mean(rows, "R_between_sim"),
+            "R_between_human": _mean(rows, "R_between_human"),
+            "mean_abs_shift_sim": float(np.mean(np.abs(shift_sim))),
+            "mean_abs_shift_human": float(np.mean(np.abs(shift_human))),
+            "shift_direction_agreement": float(np.mean(agree)) if agree else None,
+        })
+
+    overall = None
+    if result.overall:
+        overall = {
+            "n_questions": len(result.overall),
+            **{key: _mean(result.overall, key) for key in ("R_ignore_persona", "R_no_persona", "R_uniform",
+                                                         "TV_ignore_persona", "TV_no_persona")},
+        }
+
+    cfg = result.config
+    return {
+        "schema": "assembly.eval.survey/1",
+        "file": result.file,
+        "model": result.model,
+        "mode": cfg.mode,
+        "seed": cfg.seed,
+        "jurors_per_group": cfg.jurors_per_group,
+        "population": cfg.population,
+        "n_questions": len(result.questions),
+        "question_ids": result.questions,
+        "attributes": per_attribute,
+        "groups": groups,
+        "steerability": steer,
+        "overall": overall,
+        "skipped_groups": result.skipped,
+        "calls": result.calls,
+        "ballots": result.ballots,
+        "invalid_rate": M.invalid_rate(result.invalid, result.ballots),
+        "wall_s": round(result.wall_s, 3),
+        "ballots_per_s": round(result.ballots / result.wall_s, 3) if result.wall_s > 0 else None,
+    }
+
+
+def simulated_survey(result: EvalResult, survey: Survey) -> list[SurveyQuestion]:
+    """The simulated distributions as FORMAT 1 questions (counts = probability x jurors), for write_survey().
+
+    Panels become their (attribute, group); the baselines become attribute `population` / `no-persona`, group `all`.
+    """
+    out = []
+    n = result.config.jurors_per_group
+    for qid in result.questions:
+        src = survey.questions[qid]
+        q = SurveyQuestion(qid, src.question, list(src.options), nominal=src.nominal)
+        for (attribute, group), probs in result.simulated.get(qid, {}).items():
+            if probs is None or not math.isfinite(float(np.sum(probs))):
+                continue
+            q.distributions[(attribute, group)] = Distribution(attribute, group, np.asarray(probs) * n)
+        out.append(q)
+    return out
+
+
+# --- choosing what to evaluate ---------------------------------------------------------------------------------
+
+
+def select_questions(
+    survey: Survey,
+    *,
+    questions: str | None = None,
+    split_ids: list[str] | None = None,
+    seed: int = 0,
+) -> Survey:
+    """Restrict a survey to a split (ids not in the file are ignored: a split may cover several files), then to
+    `questions`: a number N (a seeded sample of N, kept in file order) or comma-separated ids (an unknown id is an
+    error naming it)."""
+    from assembly.evaluation.survey import SurveyFormatError
+
+    chosen = survey
+    if split_ids is not None:
+        wanted = set(split_ids)
+        kept = [qid for qid in survey.questions if qid in wanted]
+        if not kept:
+            raise SurveyFormatError(f"{survey.path}: no question of the split is in this file")
+        chosen = survey.select(kept)
+    if questions:
+        text = questions.strip()
+        if text.isdigit():
+            n = int(text)
+            if n < 1:
+                raise SurveyFormatError(f"--questions {text}: must be at least 1")
+            ids = list(chosen.questions)
+            if n < len(ids):
+                picked = set(np.random.default_rng(seed).choice(len(ids), size=n, replace=False).tolist())
+                ids = [qid for i, qid in enumerate(ids) if i in picked]
+            chosen = chosen.select(ids)
+        else:
+            ids = [t.strip() for t in text.split(",") if t.strip()]
+            outside = [i for i in ids if i not in chosen.questions]
+            if outside:
+                where = "the split" if split_ids is not None else "the file"
+                raise SurveyFormatError(f"--questions: not in {where}: {', '.join(outside[:5])}")
+            chosen = chosen.select(ids)
+    return chosen
+
+
+def check_attributes(survey: Survey, attributes: list[str] | None) -> list[str] | None:
+    from assembly.evaluation.survey import SurveyFormatError
+
+    if attributes is None:
+        return None
+    present = survey.attributes()
+    unknown = [a for a in attributes if a not in present]
+    if unknown:
+        raise SurveyFormatError(
+            f"--attributes: {', '.join(unknown)} not in {survey.path} (attributes there: {', '.join(present)})"
+        )
+    return attributes

@@ -1,0 +1,129 @@
+"""`--db`: record an evaluation in the transcripts store like any run, with provenance "eval".
+
+One run per question (a run has one question): its participants are the seated jurors (with their attributes,
+persona and panel), its ballots are their private ballots (phase "pre"), its llm_calls every model call (through
+`assembly.recorder.RecordingModel`). The run's summary holds the question's fidelity records. Writes are buffered
+during a question and committed in one short transaction at its end, so a long evaluation neither pays one
+transaction per call nor holds the store's lock while the model computes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from assembly.ballot import Ballot
+from assembly.evaluation.fidelity import EvalConfig, EvalHooks, Juror
+from assembly.evaluation.survey import Survey, SurveyQuestion
+
+
+class _BufferedCalls:
+    """Stands in for the store inside RecordingModel: hands out call ids now, writes at flush()."""
+
+    def __init__(self) -> None:
+        self.pending: list[dict[str, Any]] = []
+
+    def add_llm_call(self, run_id: str, **fields) -> str:
+        from transcripts.store import new_id
+
+        call_id = new_id()
+        self.pending.append({"run_id": run_id, "call_id": call_id, **fields})
+        return call_id
+
+
+class EvalRecorder(EvalHooks):
+    def __init__(self, store, *, survey: Survey, config: EvalConfig, model_name: str, store_path: str):
+        self.store = store
+        self.survey = survey
+        self.config = config
+        self.model_name = model_name
+        self.store_path = store_path
+        self.run_ids: dict[str, str] = {}
+        self._current: str | None = None
+        self._calls = _BufferedCalls()
+        self._ballots: list[dict[str, Any]] = []
+
+    @classmethod
+    def open(cls, path: str | Path, *, survey: Survey, config: EvalConfig, model) -> "EvalRecorder":
+        from transcripts import Store
+
+        return cls(Store(path), survey=survey, config=config, model_name=getattr(model, "name", str(model)),
+                   store_path=str(path))
+
+    # -- hooks ------------------------------------------------------------------------------------------------------
+
+    def start_question(self, question: SurveyQuestion, seated: dict[str, list[Juror]], model):
+        from assembly.deliberation import versions
+        from assembly.recorder import RecordingModel
+
+        spec = {
+            "eval": "survey",
+            "file": self.survey.path,
+            "question_id": question.question_id,
+            "options": list(question.options),
+            "model": self.model_name,
+            "mode": self.config.mode,
+            "jurors_per_group": self.config.jurors_per_group,
+            "population": self.config.population,
+            "attributes": self.config.attributes,
+        }
+        run_id = self.store.begin_run(question=question.question, spec=spec, seed=self.config.seed,
+                                      provenance="eval", versions=versions(), options=list(question.options),
+                                      external_id=question.question_id, source=Path(self.survey.path).name)
+        self.run_ids[question.question_id] = run_id
+        self._current = run_id
+        participants = [
+            {"id": j.id, "role": "juror", "name": j.id, "persona": j.persona or None, "attributes": j.attributes,
+             "extra": {"panel": label, "persona_seed": j.seed, "model": self.model_name}}
+            for label, jurors in seated.items() for j in jurors
+        ]
+        self.store.add_participants(run_id, participants)
+        return RecordingModel(model, self._calls, run_id)
+
+    def on_ballot(self, question: SurveyQuestion, panel: str, juror: Juror | None, ballot: Ballot) -> None:
+        if self.config.mode == "assembly" and juror is None:
+            return  # the mini-assembly recorded its own run and ballots
+        self._ballots.append({
+            "participant_id": ballot.participant_id, "phase": ballot.phase, "ballot_type": ballot.type,
+            "status": ballot.status, "choice": ballot.choice, "ranking": ballot.ranking,
+            "approvals": ballot.approvals, "probabilities": ballot.probabilities, "rationale": ballot.rationale,
+            "reason": ballot.reason, "attempts": ballot.attempts,
+        })
+
+    def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
+        run_id = self._current
+        self._flush(run_id)
+        self.store.finish_run(run_id, status="completed", summary={"fidelity": records})
+        self._current = None
+
+    def assembly_db(self) -> str | None:
+        return self.store_path
+
+    # -- end of the evaluation --------------------------------------------------------------------------------------
+
+    def _flush(self, run_id: str | None) -> None:
+        calls, self._calls.pending = self._calls.pending, []
+        ballots, self._ballots = self._ballots, []
+        if run_id is None or not (calls or ballots):
+            return
+        with self.store.transaction():
+            for call in calls:
+                self.store.add_llm_call(**call)
+            for ballot in ballots:
+                self.store.add_ballot(run_id, **ballot)
+
+    def finish(self, result, summary: dict[str, Any]) -> list[str]:
+        """Store the whole evaluation's summary on every question's run; return the run ids."""
+        slim = {k: v for k, v in summary.items() if k not in ("records", "pairs", "question_ids")}
+        for run_id in self.run_ids.values():
+            self.store.update_summary(run_id, {"evaluation": slim})
+        self.store.close()
+        return list(self.run_ids.values())
+
+    def fail(self, reason: str = "evaluation failed") -> None:
+        if self._current is not None:
+            try:
+                self._flush(self._current)
+            finally:
+                self.store.finish_run(self._current, status="failed", reason=reason)
+                self._current = None

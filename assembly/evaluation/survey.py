@@ -1,0 +1,330 @@
+"""FORMAT 1 — the survey-distribution CSV: strict reader, writer, split and metadata helpers.
+
+Columns: question_id, question, options, attribute, group, option, count (see ../shared/data/README.md).
+One row per (question_id, attribute, group, option); `options` is a JSON array of the substantive options in ordinal
+order; `count` is a non-negative number. The reader turns the rows into one `SurveyQuestion` per question_id, each with
+one normalised `Distribution` per (attribute, group).
+
+Every error is one line naming the file, the line, the field and the value, e.g.
+    survey.csv:7: field 'count': -3 is negative
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from assembly.errors import AssemblyError
+
+COLUMNS = ("question_id", "question", "options", "attribute", "group", "option", "count")
+OVERALL = ("overall", "all")
+
+
+class SurveyFormatError(AssemblyError):
+    """A FORMAT 1 file (or split / metadata file) is malformed; the message names file, line, field and value."""
+
+
+@dataclass
+class Distribution:
+    """One (attribute, group)'s answers to one question: raw counts aligned to the question's options."""
+
+    attribute: str
+    group: str
+    counts: np.ndarray  # float, len K, non-negative, sum > 0
+
+    @property
+    def n(self) -> float:
+        """The group's number of substantive answers (sum of counts; may be fractional for weighted counts)."""
+        return float(self.counts.sum())
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.counts / self.counts.sum()
+
+
+@dataclass
+class SurveyQuestion:
+    question_id: str
+    question: str
+    options: list[str]
+    distributions: dict[tuple[str, str], Distribution] = field(default_factory=dict)
+    nominal: bool = False  # options have no order: use TV only, not R
+    positions: list[float] | None = None  # exact ordinal values when known (questions_meta.opinionqa_ordinal)
+
+    @property
+    def k(self) -> int:
+        return len(self.options)
+
+    def groups(self, attribute: str | None = None) -> list[tuple[str, str]]:
+        return [key for key in self.distributions if attribute is None or key[0] == attribute]
+
+    def overall(self) -> Distribution | None:
+        return self.distributions.get(OVERALL)
+
+
+@dataclass
+class Survey:
+    questions: dict[str, SurveyQuestion]
+    path: str = "<memory>"
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __iter__(self):
+        return iter(self.questions.values())
+
+    def attributes(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for q in self.questions.values():
+            for attribute, _ in q.distributions:
+                seen.setdefault(attribute, None)
+        return list(seen)
+
+    def select(self, ids: Iterable[str]) -> "Survey":
+        """The questions with these ids, in the given order; unknown ids are an error naming them."""
+        ids = list(ids)
+        missing = [i for i in ids if i not in self.questions]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise SurveyFormatError(f"{self.path}: question_id not in file: {shown}")
+        return Survey({i: self.questions[i] for i in ids}, self.path)
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _parse_options(text: str, where: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SurveyFormatError(f"{where}: field 'options': {text!r} is not valid JSON ({exc.msg})") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SurveyFormatError(f"{where}: field 'options': {text!r} is not a JSON array of strings")
+    if len(value) < 2:
+        raise SurveyFormatError(f"{where}: field 'options': {text!r} has fewer than 2 options")
+    if len(set(value)) != len(value):
+        raise SurveyFormatError(f"{where}: field 'options': {text!r} repeats an option")
+    return value
+
+
+def read_survey(
+    path: str | Path,
+    *,
+    nominal_ids: Iterable[str] | None = None,
+    positions: dict[str, list[float]] | None = None,
+) -> Survey:
+    """Read and validate a FORMAT 1 CSV (optionally .gz). Raise SurveyFormatError on the first problem.
+
+    `nominal_ids`: questions whose options have no order (e.g. from questions_meta.csv); they get TV only.
+    `positions`: exact ordinal values per question id (must have one value per option), for the paper-exact W1.
+    """
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise SurveyFormatError(f"{name}: file not found")
+    nominal = set(nominal_ids or ())
+    questions: dict[str, SurveyQuestion] = {}
+    raw_options: dict[str, str] = {}  # question_id -> options text as first seen
+    option_index: dict[str, dict[str, int]] = {}
+    first_line: dict[tuple[str, str, str], int] = {}
+    seen_rows: dict[tuple[str, str, str, str], int] = {}
+    parsed_cache: dict[str, list[str]] = {}
+    try:
+        handle = _open_text(path)
+    except OSError as exc:
+        raise SurveyFormatError(f"{name}: cannot open ({exc.strerror})") from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise SurveyFormatError(f"{name}: empty file (expected header {','.join(COLUMNS)})") from None
+        except (UnicodeDecodeError, OSError, csv.Error) as exc:
+            raise SurveyFormatError(f"{name}:1: unreadable ({exc})") from None
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise SurveyFormatError(
+                f"{name}:1: missing column(s) {', '.join(missing)} (header is {','.join(header)}; "
+                f"expected {','.join(COLUMNS)})"
+            )
+        dup = sorted({h for h in header if header.count(h) > 1 and h in COLUMNS})
+        if dup:
+            raise SurveyFormatError(f"{name}:1: column(s) {', '.join(dup)} appear more than once")
+        col = {c: header.index(c) for c in COLUMNS}
+        width = len(header)
+        try:
+            for row in reader:
+                line = reader.line_num
+                where = f"{name}:{line}"
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != width:
+                    raise SurveyFormatError(f"{where}: expected {width} fields, found {len(row)}")
+                qid, question, options_text, attribute, group, option, count_text = (
+                    row[col[c]] for c in COLUMNS
+                )
+                for fname, value in (("question_id", qid), ("attribute", attribute), ("group", group)):
+                    if not value.strip():
+                        raise SurveyFormatError(f"{where}: field '{fname}' is empty")
+                try:
+                    count = float(count_text)
+                except ValueError:
+                    raise SurveyFormatError(f"{where}: field 'count': {count_text!r} is not a number") from None
+                if not math.isfinite(count):
+                    raise SurveyFormatError(f"{where}: field 'count': {count_text!r} is not finite")
+                if count < 0:
+                    raise SurveyFormatError(f"{where}: field 'count': {count_text} is negative")
+                q = questions.get(qid)
+                if q is None:
+                    options = parsed_cache.get(options_text)
+                    if options is None:
+                        options = parsed_cache[options_text] = _parse_options(options_text, where)
+                    q = questions[qid] = SurveyQuestion(qid, question, options, nominal=qid in nominal)
+                    raw_options[qid] = options_text
+                    option_index[qid] = {o: i for i, o in enumerate(options)}
+                elif options_text != raw_options[qid]:
+                    other = parsed_cache.get(options_text)
+                    if other is None:
+                        other = _parse_options(options_text, where)
+                    if other != q.options:
+                        raise SurveyFormatError(
+                            f"{where}: field 'options': {options_text!r} differs from the options given earlier "
+                            f"for question_id {qid!r} ({raw_options[qid]!r})"
+                        )
+                if option not in option_index[qid]:
+                    raise SurveyFormatError(
+                        f"{where}: field 'option': {option!r} is not in the options list {raw_options[qid]} "
+                        f"of question_id {qid!r}"
+                    )
+                key = (qid, attribute, group, option)
+                if key in seen_rows:
+                    raise SurveyFormatError(
+                        f"{where}: duplicate row for (question_id={qid!r}, attribute={attribute!r}, "
+                        f"group={group!r}, option={option!r}); first on line {seen_rows[key]}"
+                    )
+                seen_rows[key] = line
+                dist = q.distributions.get((attribute, group))
+                if dist is None:
+                    dist = q.distributions[(attribute, group)] = Distribution(
+                        attribute, group, np.zeros(q.k, dtype=float)
+                    )
+                    first_line[(qid, attribute, group)] = line
+                dist.counts[option_index[qid][option]] += count
+        except csv.Error as exc:
+            raise SurveyFormatError(f"{name}:{reader.line_num}: CSV syntax error ({exc})") from None
+        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+            raise SurveyFormatError(f"{name}: unreadable ({exc})") from None
+    if not questions:
+        raise SurveyFormatError(f"{name}: no data rows")
+    for qid, q in questions.items():
+        for (attribute, group), dist in q.distributions.items():
+            if dist.counts.sum() <= 0:
+                line = first_line[(qid, attribute, group)]
+                raise SurveyFormatError(
+                    f"{name}:{line}: field 'count': the counts of (question_id={qid!r}, attribute={attribute!r}, "
+                    f"group={group!r}) sum to 0"
+                )
+        if positions and qid in positions:
+            pos = [float(x) for x in positions[qid]]
+            if len(pos) != q.k:
+                raise SurveyFormatError(
+                    f"{name}: positions for {qid!r} have {len(pos)} values for {q.k} options"
+                )
+            q.positions = pos
+    return Survey(questions, name)
+
+
+def write_survey(path: str | Path, questions: Survey | Iterable[SurveyQuestion], *, precision: int = 6) -> Path:
+    """Write questions in FORMAT 1 (one row per option, zero counts included). `.gz` paths are gzip-compressed.
+
+    Simulated distributions are written with fractional counts (probability x number of jurors).
+    """
+    path = Path(path)
+    items = list(questions.questions.values()) if isinstance(questions, Survey) else list(questions)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for q in items:
+        options_text = json.dumps(q.options, ensure_ascii=False)
+        for (attribute, group), dist in q.distributions.items():
+            for option, count in zip(q.options, dist.counts):
+                value = float(count)
+                text = str(int(value)) if value.is_integer() else f"{value:.{precision}g}"
+                writer.writerow([q.question_id, q.question, options_text, attribute, group, option, text])
+    data = buffer.getvalue().encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def load_split(path: str | Path, name: str = "validation") -> list[str]:
+    """Question ids of one split from a split JSON file ({"train": [...], "validation": [...], ...})."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SurveyFormatError(f"{path}: split file not found") from None
+    except json.JSONDecodeError as exc:
+        raise SurveyFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise SurveyFormatError(f"{path}: a split file must be a JSON object of name -> list of question ids")
+    splits = {k: v for k, v in data.items() if isinstance(v, list) and all(isinstance(x, str) for x in v)}
+    if name not in splits:
+        raise SurveyFormatError(
+            f"{path}: field {name!r}: no such split (splits here: {', '.join(sorted(splits)) or 'none'})"
+        )
+    return list(splits[name])
+
+
+@dataclass
+class QuestionsMeta:
+    nominal: set[str]
+    positions: dict[str, list[float]]
+
+
+def read_questions_meta(path: str | Path) -> QuestionsMeta:
+    """Nominal flags and exact ordinals from an OpinionQA-style questions_meta.csv
+    (columns question_id, nominal, and optionally opinionqa_ordinal as a JSON array)."""
+    path = Path(path)
+    nominal: set[str] = set()
+    positions: dict[str, list[float]] = {}
+    try:
+        handle = _open_text(path)
+    except OSError as exc:
+        raise SurveyFormatError(f"{path}: cannot open ({exc.strerror})") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "question_id" not in reader.fieldnames or "nominal" not in reader.fieldnames:
+            raise SurveyFormatError(f"{path}:1: missing column(s): needs question_id and nominal")
+        for row in reader:
+            flag = (row.get("nominal") or "").strip().lower()
+            if flag not in ("true", "false", "1", "0", ""):
+                raise SurveyFormatError(f"{path}:{reader.line_num}: field 'nominal': {row['nominal']!r} is not a boolean")
+            if flag in ("true", "1"):
+                nominal.add(row["question_id"])
+            ordinal = (row.get("opinionqa_ordinal") or "").strip()
+            if ordinal:
+                try:
+                    values = [float(x) for x in json.loads(ordinal)]
+                except (json.JSONDecodeError, TypeError, ValueError):
+                    raise SurveyFormatError(
+                        f"{path}:{reader.line_num}: field 'opinionqa_ordinal': {ordinal!r} is not a JSON array of numbers"
+                    ) from None
+                positions[row["question_id"]] = values
+    return QuestionsMeta(nominal, positions)

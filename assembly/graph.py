@@ -1,0 +1,473 @@
+"""The assembly as a LangGraph graph.
+
+Phases: private pre-ballot (fanned out) -> moderator opening -> witness testimony (fanned out) -> juror questions
+and witness answers (fanned out) -> deliberation rounds (moderator opens the round and gives the floor in a shuffled
+order; jurors speak in parallel, each answering the previous round; the moderator summarises) -> private
+post-ballot (fanned out) -> aggregation -> verdict and minority report.
+
+Models, the store and the jury live in the runtime context (not in checkpointed state). Fanned-out results merge
+into dicts keyed by juror id, so completion order never matters; transcript order is fixed up front by reserving
+sequence numbers in speaking order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from assembly.ballot import Ballot
+from assembly.ballots import cast_ballot
+from assembly.config import AssemblySpec
+from assembly.prompts import render_prompt
+from assembly.providers.base import Model
+from assembly.providers.types import GenerateRequest, Message
+from assembly.voting import tally_all
+
+MODERATOR_ID = "moderator"
+
+
+def merge(left: dict | None, right: dict | None) -> dict:
+    return {**(left or {}), **(right or {})}
+
+
+class AssemblyState(TypedDict, total=False):
+    round: int
+    ballots: Annotated[dict[str, dict], merge]  # "pre:juror-01" -> Ballot dump
+    testimony: Annotated[dict[str, str], merge]  # witness id -> testimony
+    questions: Annotated[dict[str, dict], merge]  # juror id -> {witness, question, answer}
+    statements: Annotated[dict[str, dict], merge]  # "round:juror id" -> {speaker, content, seq}
+    floor: Annotated[dict[str, dict], merge]  # round -> {seed, order}
+    summaries: Annotated[list[str], operator.add]
+    prompts: Annotated[dict[str, str], merge]  # round -> the moderator's invitation
+    tallies: dict[str, list[dict]]  # phase -> tallies
+    verdict: dict
+
+
+@dataclass
+class Participant:
+    id: str
+    role: str
+    name: str
+    persona: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AssemblyContext:
+    """Run-scoped, not checkpointed: the spec, who sits, which model plays each role, where it is recorded."""
+
+    spec: AssemblySpec
+    jurors: list[Participant]
+    witnesses: list[Participant]
+    models: dict[str, Model]  # role -> model (already wrapped for recording)
+    store: Any
+    run_id: str
+    seed: int
+    documents: dict[str, str] = field(default_factory=dict)  # witness id -> document text
+    on_event: Callable[[dict], None] | None = None
+    seq: Any = field(default_factory=lambda: count(0))
+
+    def name_of(self, participant_id: str) -> str:
+        if participant_id == MODERATOR_ID:
+            return "Moderator"
+        for p in (*self.jurors, *self.witnesses):
+            if p.id == participant_id:
+                return p.name
+        return participant_id
+
+    def reserve(self, n: int = 1) -> int:
+        """Reserve n consecutive transcript positions; returns the first."""
+        first = next(self.seq)
+        for _ in range(n - 1):
+            next(self.seq)
+        return first
+
+    def emit(self, **event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def seed_for(*parts: object) -> int:
+    """A stable 31-bit seed from the run seed and a call's identity: same run seed, same requests."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+_SPEAKER_PREFIX = re.compile(r"^\s*(?:[A-Z][\w .'-]{0,40}:)\s*")
+
+
+def clean_turn(text: str, words: int) -> str:
+    """Trim a generated turn to about `words` words, ending at a sentence boundary when one is near."""
+    text = _SPEAKER_PREFIX.sub("", (text or "").strip(), count=1).strip().strip('"').strip()
+    tokens = text.split()
+    if len(tokens) <= words:
+        return text
+    clipped = " ".join(tokens[:words])
+    end = max(clipped.rfind(". "), clipped.rfind("? "), clipped.rfind("! "), clipped.rfind("."))
+    return clipped[: end + 1] if end > len(clipped) // 2 else clipped + "…"
+
+
+def words_to_tokens(words: int) -> int:
+    return int(words * 1.6) + 8
+
+
+async def speak(ctx: AssemblyContext, role: str, speaker_id: str, system: str, user: str, *, phase: str,
+                round_: int | None, seq: int, words: int) -> tuple[str, str | None]:
+    """One generated turn, recorded at its reserved position."""
+    request = GenerateRequest(
+        messages=[Message(role="system", content=system), Message(role="user", content=user)],
+        max_tokens=words_to_tokens(words),
+        temperature=ctx.spec.procedure.temperature,
+        seed=seed_for(ctx.seed, phase, round_, speaker_id, seq),
+        tags={"role": role, "participant": speaker_id, "phase": phase, "round": round_},
+    )
+    ctx.emit(kind="speaking", phase=phase, round=round_, speaker=ctx.name_of(speaker_id))
+    response = await ctx.models[role].generate(request)
+    content = clean_turn(response.text, words)
+    call_id = response.raw.get("call_id")
+    ctx.store.add_turn(ctx.run_id, seq=seq, phase=phase, round=round_, speaker_id=speaker_id, content=content,
+                       call_id=call_id)
+    ctx.emit(kind="turn", phase=phase, round=round_, speaker=ctx.name_of(speaker_id), content=content,
+             tokens=response.usage.output_tokens, duration_s=response.duration_s)
+    return content, call_id
+
+
+def moderator_system(ctx: AssemblyContext) -> str:
+    return render_prompt("moderator_system", jury_size=len(ctx.jurors))
+
+
+def juror(ctx: AssemblyContext, juror_id: str) -> Participant:
+    return next(j for j in ctx.jurors if j.id == juror_id)
+
+
+def testimony_digest(ctx: AssemblyContext, state: AssemblyState) -> str:
+    """A bounded digest: the opening of each witness's testimony, so prompts do not grow with the record."""
+    per_witness = max(20, ctx.spec.procedure.testimony_words // 2)
+    lines = []
+    for w in ctx.witnesses:
+        text = (state.get("testimony") or {}).get(w.id)
+        if text:
+            lines.append(f"{w.name} ({w.extra.get('expertise', 'witness')}): {clean_turn(text, per_witness)}")
+    return "\n".join(lines) or "(no expert testimony)"
+
+
+def latest_summary(state: AssemblyState) -> str:
+    summaries = state.get("summaries") or []
+    return summaries[-1] if summaries else ""
+
+
+def round_turns(ctx: AssemblyContext, state: AssemblyState, round_: int) -> list[dict]:
+    turns = [s for key, s in (state.get("statements") or {}).items() if key.startswith(f"{round_}:")]
+    return [{"speaker": ctx.name_of(t["speaker"]), "content": t["content"]} for t in sorted(turns, key=lambda t: t["seq"])]
+
+
+# --- ballots -----------------------------------------------------------------------------------------------------
+
+
+async def _ballot(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    member = juror(ctx, payload["juror_id"])
+    phase = payload["phase"]
+    ballot = await cast_ballot(
+        ctx.models["juror"],
+        juror_id=member.id,
+        persona=member.persona,
+        question=spec.question,
+        options=spec.ballot.options,
+        ballot_type=spec.ballot.type,
+        phase=phase,
+        context=payload.get("context"),
+        background=spec.background,
+        seed=seed_for(ctx.seed, "ballot", phase, member.id),
+        max_attempts=spec.procedure.ballot_attempts,
+        temperature=spec.procedure.temperature,
+    )
+    ctx.store.add_ballot(ctx.run_id, participant_id=member.id, phase=phase, ballot_type=ballot.type,
+                         status=ballot.status, choice=ballot.choice, ranking=ballot.ranking, approvals=ballot.approvals,
+                         probabilities=ballot.probabilities, rationale=ballot.rationale, reason=ballot.reason,
+                         attempts=ballot.attempts)
+    ctx.emit(kind="ballot", phase=f"ballot-{phase}", speaker=member.name, choice=ballot.choice, status=ballot.status)
+    return {"ballots": {f"{phase}:{member.id}": ballot.model_dump(mode="json")}}
+
+
+def route_pre_ballot(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> list[Send]:
+    runtime.context.emit(kind="phase", phase="ballot-pre")
+    # No context: a pre-ballot sees nothing any other participant said (anti-anchoring).
+    return [Send("ballot", {"juror_id": j.id, "phase": "pre"}) for j in runtime.context.jurors]
+
+
+def route_post_ballot(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> list[Send]:
+    ctx = runtime.context
+    ctx.emit(kind="phase", phase="ballot-post")
+    parts = [f"Expert testimony:\n{testimony_digest(ctx, state)}"]
+    if latest_summary(state):
+        parts.append(f"The moderator's summary of the deliberation:\n{latest_summary(state)}")
+    context = "\n\n".join(parts)
+    return [Send("ballot", {"juror_id": j.id, "phase": "post", "context": context}) for j in ctx.jurors]
+
+
+def join(state: AssemblyState) -> dict:
+    """Waits for every task of a fan-out; routing from here runs once, not once per task."""
+    return {}
+
+
+def after_ballot(state: AssemblyState) -> str:
+    return "aggregate" if any(k.startswith("post:") for k in state.get("ballots") or {}) else "opening"
+
+
+# --- opening, testimony, questions -------------------------------------------------------------------------------
+
+
+async def opening(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    ctx.emit(kind="phase", phase="opening")
+    user = render_prompt("moderator_opening", question=spec.question, background=spec.background,
+                         witnesses=spec.witnesses, rounds=spec.procedure.rounds, options=spec.ballot.options,
+                         words=spec.procedure.words_per_turn)
+    await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="opening", round_=None,
+                seq=ctx.reserve(), words=spec.procedure.words_per_turn)
+    return {}
+
+
+def route_testimony(state: AssemblyState, runtime: Runtime[AssemblyContext]):
+    ctx = runtime.context
+    if not ctx.witnesses:
+        return route_questions(state, runtime)
+    ctx.emit(kind="phase", phase="testimony")
+    first = ctx.reserve(len(ctx.witnesses))
+    return [Send("testify", {"witness_id": w.id, "seq": first + i}) for i, w in enumerate(ctx.witnesses)]
+
+
+async def testify(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    witness = next(w for w in ctx.witnesses if w.id == payload["witness_id"])
+    user = render_prompt("testimony", question=spec.question, documents=ctx.documents.get(witness.id, ""),
+                         words=spec.procedure.testimony_words)
+    content, _ = await speak(ctx, "witness", witness.id, witness.persona, user, phase="testimony", round_=None,
+                             seq=payload["seq"], words=spec.procedure.testimony_words)
+    return {"testimony": {witness.id: content}}
+
+
+def route_questions(state: AssemblyState, runtime: Runtime[AssemblyContext]):
+    ctx = runtime.context
+    proc = ctx.spec.procedure
+    if not (proc.questions and ctx.witnesses and proc.questioners > 0):
+        return route_round(state, runtime)
+    ctx.emit(kind="phase", phase="questions")
+    rng = random.Random(seed_for(ctx.seed, "questioners"))
+    askers = rng.sample(ctx.jurors, min(proc.questioners, len(ctx.jurors)))
+    first = ctx.reserve(2 * len(askers))
+    sends = []
+    for i, member in enumerate(askers):
+        witness = ctx.witnesses[i % len(ctx.witnesses)]
+        testimony = clean_turn((state.get("testimony") or {}).get(witness.id, ""), proc.testimony_words)
+        sends.append(Send("question", {"juror_id": member.id, "witness_id": witness.id, "seq": first + 2 * i,
+                                       "testimony": f"{witness.name}: {testimony}"}))
+    return sends
+
+
+async def question(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    member = juror(ctx, payload["juror_id"])
+    witness = next(w for w in ctx.witnesses if w.id == payload["witness_id"])
+    user = render_prompt("juror_question", question=spec.question, witness=witness.name, testimony=payload["testimony"])
+    asked, _ = await speak(ctx, "juror", member.id, render_prompt("juror_system", persona=member.persona), user,
+                           phase="question", round_=None, seq=payload["seq"], words=40)
+    user = render_prompt("witness_answer", question=spec.question, juror=member.name, asked=asked,
+                         words=spec.procedure.words_per_turn)
+    answer, _ = await speak(ctx, "witness", witness.id, witness.persona, user, phase="answer", round_=None,
+                            seq=payload["seq"] + 1, words=spec.procedure.words_per_turn)
+    return {"questions": {member.id: {"witness": witness.id, "question": asked, "answer": answer}}}
+
+
+# --- deliberation rounds -----------------------------------------------------------------------------------------
+
+
+def route_round(state: AssemblyState, runtime: Runtime[AssemblyContext]):
+    return "round_open" if runtime.context.spec.procedure.rounds > 0 else route_post_ballot(state, runtime)
+
+
+async def round_open(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    round_ = (state.get("round") or 0) + 1
+    ctx.emit(kind="phase", phase="deliberation", round=round_)
+    floor_seed = seed_for(ctx.seed, "floor", round_)
+    order = [j.id for j in ctx.jurors]
+    random.Random(floor_seed).shuffle(order)  # speaking order shuffled per round against order bias; seed logged
+    user = render_prompt("moderator_round", question=spec.question, summary=latest_summary(state), round=round_,
+                         rounds=spec.procedure.rounds, speakers=[ctx.name_of(j) for j in order],
+                         words=min(50, spec.procedure.words_per_turn))
+    invitation, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="floor",
+                                round_=round_, seq=ctx.reserve(), words=min(50, spec.procedure.words_per_turn))
+    return {"round": round_, "floor": {str(round_): {"seed": floor_seed, "order": order}},
+            "prompts": {str(round_): invitation}}
+
+
+def route_speakers(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> list[Send]:
+    ctx = runtime.context
+    round_ = state["round"]
+    order = state["floor"][str(round_)]["order"]
+    first = ctx.reserve(len(order))
+    return [Send("statement", {"juror_id": j, "round": round_, "seq": first + i}) for i, j in enumerate(order)]
+
+
+def recent_turns(ctx: AssemblyContext, state: AssemblyState, round_: int) -> list[dict]:
+    """The last few turns a juror sees: the previous round's statements (or the Q&A before round 1)."""
+    keep = ctx.spec.procedure.recent_turns
+    if keep == 0:
+        return []
+    if round_ > 1:
+        turns = round_turns(ctx, state, round_ - 1)
+    else:
+        turns = []
+        for juror_id, qa in sorted((state.get("questions") or {}).items()):
+            turns.append({"speaker": ctx.name_of(juror_id), "content": qa["question"]})
+            turns.append({"speaker": ctx.name_of(qa["witness"]), "content": qa["answer"]})
+    return turns[-keep:]
+
+
+async def statement(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    state: AssemblyState = payload["state"]
+    member = juror(ctx, payload["juror_id"])
+    round_ = payload["round"]
+    user = render_prompt("juror_statement", question=spec.question, options=spec.ballot.options,
+                         testimony=testimony_digest(ctx, state), summary=latest_summary(state),
+                         recent=recent_turns(ctx, state, round_), prompt=state["prompts"][str(round_)],
+                         words=spec.procedure.words_per_turn)
+    content, _ = await speak(ctx, "juror", member.id, render_prompt("juror_system", persona=member.persona), user,
+                             phase="deliberation", round_=round_, seq=payload["seq"],
+                             words=spec.procedure.words_per_turn)
+    return {"statements": {f"{round_}:{member.id}": {"speaker": member.id, "content": content, "seq": payload["seq"]}}}
+
+
+async def round_summary(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    round_ = state["round"]
+    user = render_prompt("moderator_summary", question=spec.question, summary=latest_summary(state), round=round_,
+                         turns=round_turns(ctx, state, round_), words=spec.procedure.words_per_turn * 2)
+    summary, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="summary",
+                             round_=round_, seq=ctx.reserve(), words=spec.procedure.words_per_turn * 2)
+    return {"summaries": [summary]}
+
+
+def after_summary(state: AssemblyState, runtime: Runtime[AssemblyContext]):
+    if state["round"] < runtime.context.spec.procedure.rounds:
+        return "round_open"
+    return route_post_ballot(state, runtime)
+
+
+# --- aggregation and verdict -------------------------------------------------------------------------------------
+
+
+def ballots_of(state: AssemblyState, phase: str) -> list[Ballot]:
+    return [Ballot.model_validate(b) for k, b in sorted((state.get("ballots") or {}).items()) if k.startswith(f"{phase}:")]
+
+
+async def aggregate(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    ctx.emit(kind="phase", phase="aggregation")
+    tallies: dict[str, list[dict]] = {}
+    for phase in ("pre", "post"):
+        results = tally_all(spec.ballot.rules, ballots_of(state, phase), spec.ballot.options)
+        tallies[phase] = [t.model_dump(mode="json") for t in results]
+        for t in results:
+            ctx.store.add_tally(ctx.run_id, phase=phase, rule=t.rule, winner=t.winner, winners=t.winners,
+                                scores=t.scores, rounds=t.rounds, tie_break=t.tie_break, valid=t.valid,
+                                abstained=t.abstained, explain=t.explain)
+    return {"tallies": tallies}
+
+
+async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
+    ctx = runtime.context
+    spec = ctx.spec
+    ctx.emit(kind="phase", phase="verdict")
+    post = state["tallies"]["post"]
+    pre = state["tallies"]["pre"]
+    main = post[0]  # the first listed rule decides; the others are reported beside it
+    words = spec.procedure.words_per_turn * 2
+    user = render_prompt("verdict", question=spec.question, ballot_type=spec.ballot.type, valid=main["valid"],
+                         abstained=main["abstained"], tallies=post, pre_winner=pre[0]["winner"], winner=main["winner"],
+                         rule=main["rule"], summary=latest_summary(state) or "(no deliberation rounds)", words=words)
+    text, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="verdict",
+                          round_=None, seq=ctx.reserve(), words=words)
+    minority = [b for b in ballots_of(state, "post") if b.status == "valid" and b.choice != main["winner"]]
+    report = None
+    if minority and main["winner"] is not None:
+        ids = {b.participant_id for b in minority}
+        said = [{"speaker": ctx.name_of(s["speaker"]), "content": s["content"]}
+                for s in sorted((state.get("statements") or {}).values(), key=lambda s: s["seq"])
+                if s["speaker"] in ids][-ctx.spec.procedure.recent_turns or None:]
+        user = render_prompt("minority_report", question=spec.question, winner=main["winner"],
+                             minority_count=len(minority),
+                             minority_options=sorted({b.choice for b in minority}, key=spec.ballot.options.index),
+                             turns=said, words=words)
+        report, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="minority",
+                                round_=None, seq=ctx.reserve(), words=words)
+    ctx.store.add_verdict(ctx.run_id, text=text, minority_report=report, winner=main["winner"], rule=main["rule"])
+    return {"verdict": {"text": text, "minority_report": report, "winner": main["winner"], "rule": main["rule"]}}
+
+
+# --- the graph ---------------------------------------------------------------------------------------------------
+
+
+def _with_state(route):
+    """Statement workers need the round's shared state (summary, previous turns): pass a snapshot in the Send."""
+
+    def wrapped(state: AssemblyState, runtime: Runtime[AssemblyContext]):
+        sends = route(state, runtime)
+        return [Send(s.node, {**s.arg, "state": dict(state)}) if s.node == "statement" else s for s in sends]
+
+    return wrapped
+
+
+def build_graph(checkpointer=None):
+    """The compiled assembly graph. Invoke with `context=AssemblyContext(...)`; embed it in another graph as a
+    subgraph node that shares this context, or use assembly.as_subgraph() for a self-contained node."""
+    builder = StateGraph(AssemblyState, context_schema=AssemblyContext)
+    builder.add_node("ballot", _ballot)
+    builder.add_node("ballots_done", join)
+    builder.add_node("opening", opening)
+    builder.add_node("testify", testify)
+    builder.add_node("testimony_done", join)
+    builder.add_node("question", question)
+    builder.add_node("questions_done", join)
+    builder.add_node("round_open", round_open)
+    builder.add_node("statement", statement)
+    builder.add_node("round_summary", round_summary)
+    builder.add_node("aggregate", aggregate)
+    builder.add_node("verdict", verdict)
+
+    builder.add_conditional_edges(START, route_pre_ballot, ["ballot"])
+    builder.add_edge("ballot", "ballots_done")
+    builder.add_conditional_edges("ballots_done", after_ballot, ["opening", "aggregate"])
+    builder.add_conditional_edges("opening", route_testimony, ["testify", "question", "round_open", "ballot"])
+    builder.add_edge("testify", "testimony_done")
+    builder.add_conditional_edges("testimony_done", route_questions, ["question", "round_open", "ballot"])
+    builder.add_edge("question", "questions_done")
+    builder.add_conditional_edges("questions_done", route_round, ["round_open", "ballot"])
+    builder.add_conditional_edges("round_open", _with_state(route_speakers), ["statement"])
+    builder.add_edge("statement", "round_summary")
+    builder.add_conditional_edges("round_summary", after_summary, ["round_open", "ballot"])
+    builder.add_edge("aggregate", "verdict")
+    builder.add_edge("verdict", END)
+    return builder.compile(checkpointer=checkpointer)

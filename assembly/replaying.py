@@ -1,0 +1,26 @@
+"""`--replay RUN`: re-run a recorded assembly from its recorded model calls, with no model at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assembly.errors import AssemblyError
+
+
+def replay_arguments(run_id: str, db: str | Path | None) -> dict:
+    """Arguments for `deliberate` that swap every role's model for the recorded answers of `run_id`.
+
+    The recorded spec is not substituted: the caller passes the question file, and a changed file shows up as
+    replay misses naming the request that differs.
+    """
+    from assembly.providers.replay import ReplayModel
+    from transcripts import Store, default_store_path
+
+    store = Store(str(db or default_store_path()))
+    try:
+        records = store.recorded_calls(run_id)
+    finally:
+        store.close()
+    if not records:
+        raise AssemblyError(f"run {run_id} has no recorded model calls to replay (is it in {db or default_store_path()}?)")
+    return {"models": ReplayModel(records, name=f"replay:{run_id}"), "provenance": "replay"}

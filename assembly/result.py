@@ -1,0 +1,55 @@
+"""What a finished assembly returns to the CLI and to Python callers: typed and JSON-serialisable."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class JurorSummary(BaseModel):
+    id: str
+    name: str
+    attributes: dict[str, str]
+    pre: str | None = None  # pre-ballot choice (first preference for ranked ballots)
+    post: str | None = None
+    changed: bool = False
+
+
+class Verdict(BaseModel):
+    text: str
+    minority_report: str | None = None
+    winner: str | None = None
+    rule: str | None = None
+
+
+class Usage(BaseModel):
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    cost_usd: float | None = None
+
+
+class AssemblyResult(BaseModel):
+    run_id: str
+    store: str
+    status: str
+    question: str
+    options: list[str]
+    ballot_type: str
+    seed: int
+    jurors: list[JurorSummary]
+    representativeness: dict[str, float]
+    representativeness_overall: float
+    pre_counts: dict[str, int]
+    post_counts: dict[str, int]
+    shift: dict[str, int]  # post minus pre, per option
+    changed: int  # jurors whose choice changed between ballots
+    abstentions: dict[str, int]
+    tallies: list[dict]  # one per rule, post-ballot
+    pre_tallies: list[dict]
+    verdict: Verdict
+    floor: dict[str, dict] = Field(default_factory=dict)  # round -> speaking order and its seed
+    usage: Usage = Field(default_factory=Usage)
+    models: dict[str, str] = Field(default_factory=dict)  # role -> model spec

@@ -1,0 +1,282 @@
+"""The fidelity runner end to end with scripted models that answer by persona, so R and steerability are predictable."""
+
+import asyncio
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from assembly.evaluation import fidelity
+from assembly.evaluation.fidelity import EvalConfig, evaluate_survey, seat_panel, select_questions, summarise
+from assembly.evaluation.survey import COLUMNS, SurveyFormatError, read_survey
+from assembly.providers.base import Model
+from assembly.providers.scripted import ScriptedModel
+from assembly.providers.types import GenerateResponse
+from juries.population import Population
+
+# Human answers: Democrats mostly Yes, Republicans mostly No.
+HUMAN = {
+    "Q1": (["Yes", "No"], {("overall", "all"): [55, 45], ("party", "Democrat"): [80, 20],
+                           ("party", "Republican"): [30, 70], ("party", "Independent"): [50, 50]}),
+    "Q2": (["Red", "Green", "Blue"], {("overall", "all"): [4, 4, 2], ("party", "Democrat"): [6, 2, 2],
+                                      ("party", "Republican"): [2, 6, 2]}),
+}
+
+
+def write_fixture(path, human=HUMAN):
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        for qid, (options, groups) in human.items():
+            for (attribute, group), counts in groups.items():
+                for option, count in zip(options, counts):
+                    w.writerow([qid, f"Question {qid}?", json.dumps(options), attribute, group, option, count])
+    return path
+
+
+@pytest.fixture
+def population():
+    return Population(pl.DataFrame({
+        "party": ["Democrat", "Democrat", "Republican", "Republican", "Independent"],
+        "ideology": ["Liberal", "Moderate", "Conservative", "Moderate", "Moderate"],
+        "weight": [3.0, 1.0, 3.0, 1.0, 2.0],
+    }), name="toy")
+
+
+def persona(attributes, seed):
+    return f"You are a {attributes['party']} ({attributes['ideology']}). [persona seed {seed}]"
+
+
+SIM = {"Democrat": [0.8, 0.2], "Republican": [0.2, 0.8]}
+
+
+class PersonaModel(Model):
+    """Scores options: P(options) by the party named in the system prompt, uniform without a party."""
+
+    name = "test:persona"
+    scores_options = True
+
+    def __init__(self):
+        self.batches = []
+        self.in_flight = 0
+
+    async def generate(self, request):
+        self.in_flight += 1
+        await asyncio.sleep(0)  # let every concurrent call start: the runner must fire a question's calls at once
+        self.batches.append(self.in_flight)
+        self.in_flight -= 1
+        system = request.messages[0].content
+        k = len(request.choices)
+        probs = next((p for party, p in SIM.items() if party in system), None)
+        if probs is None or k != 2:
+            probs = [1.0 / k] * k if probs is None else ([0.6, 0.2, 0.2] if "Democrat" in system else [0.2, 0.6, 0.2])
+        logprobs = {c: math.log(p) for c, p in zip(request.choices, probs)}
+        best = max(logprobs, key=logprobs.get)
+        return GenerateResponse(text=best, model=self.name, choice=best, choice_logprobs=logprobs)
+
+
+def run(survey, model, population, **config):
+    cfg = EvalConfig(**{"jurors_per_group": 4, "seed": 1, **config})
+    return asyncio.run(evaluate_survey(survey, model, cfg, population=population, persona_fn=persona))
+
+
+def test_scoring_backend_gives_predicted_r_and_steerability(tmp_path, population):
+    survey = read_survey(write_fixture(tmp_path / "s.csv"), nominal_ids={"Q2"})
+    model = PersonaModel()
+    result = run(survey, model, population)
+    summary = summarise(result)
+    groups = {g["group"]: g for g in summary["groups"]}
+    # Q1 only for R (Q2 is nominal): Democrat sim (.8,.2) vs human (.8,.2) -> 1; Republican (.2,.8) vs (.3,.7) -> .9
+    assert groups["Democrat"]["R"] == pytest.approx(1.0)
+    assert groups["Republican"]["R"] == pytest.approx(0.9)
+    assert groups["Independent"]["R"] == pytest.approx(1.0)  # uniform sim vs (.5,.5)
+    # no-persona prompt -> uniform: Democrat R = 1 - .3 = .7, Republican 1 - .2 = .8
+    assert groups["Democrat"]["R_no_persona"] == pytest.approx(0.7)
+    assert groups["Republican"]["R_no_persona"] == pytest.approx(0.8)
+    # human baselines from the file: uniform .7 / .8; overall (.55,.45) -> .75 / .75
+    assert groups["Democrat"]["R_uniform"] == pytest.approx(0.7)
+    assert groups["Democrat"]["R_overall"] == pytest.approx(0.75)
+    assert groups["Republican"]["R_overall"] == pytest.approx(0.75)
+    # TV averages both questions: Democrat Q1 0, Q2 (.6,.2,.2) vs (.6,.2,.2) -> 0
+    assert groups["Democrat"]["TV"] == pytest.approx(0.0)
+    assert groups["Republican"]["TV"] == pytest.approx((0.1 + 0.0) / 2)
+    # ignore-persona: the population panel's mean, predicted from who was drawn
+    pop = result.panels["population"]
+    expected = np.mean([SIM.get(j.attributes["party"], [0.5, 0.5]) for j in pop], axis=0)
+    assert groups["Democrat"]["R_ignore_persona"] == pytest.approx(1 - abs(expected[0] - 0.8))
+    # steerability: Dem 1 - (1 - .5) = .5; Rep .9 - (1 - .6) = .5
+    (steer,) = summary["steerability"]
+    assert (steer["group_a"], steer["group_b"]) == ("Democrat", "Republican")
+    assert steer["steer_a"] == pytest.approx(0.5)
+    assert steer["steer_b"] == pytest.approx(0.5)
+    assert steer["steerability"] == pytest.approx(0.5)
+    assert steer["R_between_sim"] == pytest.approx(0.4)
+    assert steer["R_between_human"] == pytest.approx(0.5)
+    assert steer["shift_direction_agreement"] == 1.0
+    assert summary["attributes"]["party"]["R"] == pytest.approx((1.0 + 0.9 + 1.0) / 3)
+    assert summary["invalid_rate"] == 0.0
+    # calls: Q1 3 groups x 4 + population 4 + no-persona 1; Q2 2 groups x 4 + 4 + 1
+    assert summary["calls"] == 17 + 13
+    # every call of a question was in flight together (batching)
+    assert max(model.batches) == 17
+    json.dumps(summary)  # serialisable
+
+
+def test_group_attribute_always_holds_and_panels_are_reused(tmp_path, population):
+    survey = read_survey(write_fixture(tmp_path / "s.csv"))
+    model = ScriptedModel(choose=lambda r: r.choices[0])
+    result = run(survey, model, population, jurors_per_group=6)
+    for label, jurors in result.panels.items():
+        if label != "population":
+            attribute, group = label.split("=")
+            assert all(j.attributes[attribute] == group for j in jurors)
+            assert len({j.seed for j in jurors}) == len(jurors)  # a persona seed per juror
+    # the same jurors sat for both questions: each juror's system prompt appears once per question it was asked
+    prompts = [r.messages[0].content for r in model.history]
+    dem = [j.persona for j in result.panels["party=Democrat"]]
+    assert all(sum(p in prompt for prompt in prompts) == 2 for p in dem)
+
+
+def test_scripted_model_by_persona(tmp_path, population):
+    """ScriptedModel choosing 'Yes' for Democrats, 'No' otherwise: p(choice) = 1 / (1 + e^-5)."""
+    human = {"Q1": HUMAN["Q1"]}
+    survey = read_survey(write_fixture(tmp_path / "s.csv", human))
+    model = ScriptedModel(choose=lambda r: "Yes" if "Democrat" in r.messages[0].content else "No")
+    summary = summarise(run(survey, model, population, attributes=["party"]))
+    p = 1 / (1 + math.exp(-5))
+    groups = {g["group"]: g for g in summary["groups"]}
+    assert groups["Democrat"]["R"] == pytest.approx(1 - abs(p - 0.8))
+    assert groups["Republican"]["R"] == pytest.approx(1 - abs((1 - p) - 0.3))
+    steer = summary["steerability"][0]
+    assert steer["steer_a"] == pytest.approx((1 - abs(p - 0.8)) - (1 - abs(p - 0.3)))
+
+
+def test_sampled_ballots_and_invalid_rate(tmp_path, population):
+    """A backend without scoring: JSON ballots count one vote each; unparseable replies become invalid."""
+
+    def reply(request):
+        system = request.messages[0].content
+        if "Democrat" in system:
+            return '{"choice": "Yes", "reason": "r"}'
+        if "Republican" in system:
+            return '{"choice": "no", "reason": "r"}'  # case-insensitive match is accepted
+        return "I would rather not say."
+
+    survey = read_survey(write_fixture(tmp_path / "s.csv", {"Q1": HUMAN["Q1"]}))
+    model = ScriptedModel(reply, scores_options=False)
+    summary = summarise(run(survey, model, population, attributes=["party"]))
+    groups = {g["group"]: g for g in summary["groups"]}
+    assert groups["Democrat"]["R"] == pytest.approx(0.8)  # (1,0) vs (.8,.2)
+    assert groups["Republican"]["R"] == pytest.approx(0.7)  # (0,1) vs (.3,.7)
+    assert groups["Independent"]["R"] is None and groups["Independent"]["invalid_rate"] == 1.0
+    assert groups["Democrat"]["invalid_rate"] == 0.0
+    assert groups["Democrat"]["R_no_persona"] is None  # the persona-less prompt never answered validly
+    assert 0 < summary["invalid_rate"] < 1
+    # re-asks happened (3 attempts per invalid juror)
+    assert summary["calls"] < len(model.history)
+
+
+def test_unseatable_group_is_skipped(tmp_path, population):
+    human = {"Q1": (["Yes", "No"], {("party", "Democrat"): [8, 2], ("party", "Green"): [5, 5]})}
+    survey = read_survey(write_fixture(tmp_path / "s.csv", human))
+    summary = summarise(run(survey, PersonaModel(), population))
+    assert "party=Green" in summary["skipped_groups"]
+    assert [g["group"] for g in summary["groups"]] == ["Democrat"]
+    assert summary["overall"] is None  # no overall row in this file
+
+
+def test_select_questions(tmp_path):
+    human = {f"Q{i}": HUMAN["Q1"] for i in range(10)}
+    survey = read_survey(write_fixture(tmp_path / "s.csv", human))
+    a = select_questions(survey, questions="3", seed=5)
+    assert len(a) == 3 and list(a.questions) == [q for q in survey.questions if q in a.questions]
+    assert list(select_questions(survey, questions="3", seed=5).questions) == list(a.questions)
+    assert list(select_questions(survey, questions="Q7,Q2").questions) == ["Q7", "Q2"]
+    split = select_questions(survey, split_ids=["Q1", "Q4", "Q99"])
+    assert list(split.questions) == ["Q1", "Q4"]
+    with pytest.raises(SurveyFormatError, match="not in the split: Q5"):
+        select_questions(survey, split_ids=["Q1", "Q4"], questions="Q5")
+
+
+def test_conditional_sampling_follows_the_frame(population):
+    jurors = seat_panel(population, 4000, where={"party": "Democrat"}, seed=0, label="party=Democrat",
+                        persona_fn=persona)
+    assert all(j.attributes["party"] == "Democrat" for j in jurors)
+    liberal = np.mean([j.attributes["ideology"] == "Liberal" for j in jurors])
+    assert liberal == pytest.approx(0.75, abs=0.03)  # P(Liberal | Democrat) = 3 / 4 in the frame
+
+
+def test_conditional_sampling_builtin_frame():
+    from juries import load_population
+
+    frame = load_population("us_adults")
+    jurors = seat_panel(frame, 3000, where={"ideology": "Very conservative"}, seed=3, label="x",
+                        persona_fn=lambda a, s: "")
+    assert all(j.attributes["ideology"] == "Very conservative" for j in jurors)
+    # the other attributes follow the frame's conditional distribution
+    mask = frame.mask({"ideology": "Very conservative"}) * frame.weights
+    codes = frame.codes("party")
+    groups = frame.groups("party")
+    expected = np.bincount(codes, weights=mask, minlength=len(groups)) / mask.sum()
+    drawn = np.array([np.mean([j.attributes["party"] == g for j in jurors]) for g in groups])
+    np.testing.assert_allclose(drawn, expected, atol=0.03)
+    with pytest.raises(fidelity.PanelError):
+        seat_panel(frame, 2, where={"party": "Whig"}, seed=0, label="y", persona_fn=lambda a, s: "")
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch, population):
+    from assembly.cli.eval import survey as survey_command
+    from assembly.providers.registry import ModelPool
+
+    monkeypatch.setattr(ModelPool, "get", lambda self, spec: PersonaModel())
+    monkeypatch.setattr(fidelity, "_default_population", lambda name: population)
+    monkeypatch.setattr(fidelity, "_default_persona", persona)
+    app = typer.Typer()
+    app.command()(survey_command)
+    return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_json(tmp_path, cli):
+    path = write_fixture(tmp_path / "s.csv")
+    out = cli(path, "--json", "--jurors-per-group", "3", "--attributes", "party", "--write-sim", tmp_path / "sim.csv",
+              "--details")
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    for key in ("schema", "file", "model", "mode", "seed", "jurors_per_group", "n_questions", "question_ids",
+                "attributes", "groups", "steerability", "overall", "skipped_groups", "calls", "ballots",
+                "invalid_rate", "wall_s", "ballots_per_s", "records", "pairs"):
+        assert key in data
+    assert data["attributes"]["party"]["n_groups"] == 3
+    sim = read_survey(tmp_path / "sim.csv")
+    assert ("party", "Democrat") in sim.questions["Q1"].distributions
+    assert sim.questions["Q1"].distributions[("party", "Democrat")].n == pytest.approx(3)
+
+
+def test_cli_table(tmp_path, cli):
+    out = cli(write_fixture(tmp_path / "s.csv"), "-n", "2", "--questions", "Q1")
+    assert out.exit_code == 0, out.output
+    assert "Democrat" in out.stdout and "Steerability" in out.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path, cli):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question_id,question,options,attribute,group,option\n")
+    out = cli(bad)
+    assert out.exit_code == 2
+    assert "missing column(s) count" in out.stderr and out.stderr.strip().count("\n") == 0
+    out = cli(write_fixture(tmp_path / "s.csv"), "--attributes", "religion")
+    assert out.exit_code == 2 and "--attributes: religion not in" in out.stderr
+    split = tmp_path / "split.json"
+    split.write_text('{"train": ["Q1"]}')
+    out = cli(write_fixture(tmp_path / "s.csv"), "--split", split)
+    assert out.exit_code == 2 and "no such split" in out.stderr
