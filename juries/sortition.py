@@ -126,44 +126,180 @@ def _quota_targets(population: Population, attribute: str, quota: dict[str, int]
     return {g: int(quota.get(g, 0)) for g in groups}
 
 
+_GREEDY_TRIES = 8
+_EXACT_SEATS = 3  # the last seats are drawn among exactly the cells that can still complete the targets
+_MILP_CELLS = 2_000  # beyond this HiGHS can take minutes to find or refute a completion
+_MILP_SECONDS = 20.0
+
+
 class _Cells:
     """Records grouped by their combination of stratified groups, with the seat-feasibility problem over them."""
 
     def __init__(self, population: Population, attributes: list[str], targets: dict[str, dict[str, int]]):
         weights = population.weights
         live = np.flatnonzero(weights > 0)
-        codes = np.stack([population.codes(a)[live] for a in attributes], axis=1)
-        self.keys, of_record = np.unique(codes, axis=0, return_inverse=True)
-        of_record = of_record.reshape(-1)
+        sizes = [len(targets[a]) for a in attributes]
+        if np.prod(sizes, dtype=float) > 2**62:
+            raise JuryError(f"too many strata to cross: {' x '.join(map(str, sizes))} groups in {attributes}")
+        # Cells are identified by a mixed-radix code, so a combination of groups can be looked up by search.
+        self.radix = np.cumprod([1] + sizes[:-1]).astype(np.int64)
+        codes = np.stack([population.codes(a)[live] for a in attributes], axis=1) @ self.radix
+        self.sorted_codes, of_record = np.unique(codes, return_inverse=True)
+        self.keys = (self.sorted_codes[:, None] // self.radix) % np.array(sizes)  # (cells x attributes)
         order = np.argsort(of_record, kind="stable")
         bounds = np.searchsorted(of_record[order], np.arange(len(self.keys) + 1))
         self.members = [live[order[bounds[c] : bounds[c + 1]]] for c in range(len(self.keys))]
-        self.weight = np.array([weights[m].sum() for m in self.members])
+        self.weight = np.bincount(of_record, weights=weights[live], minlength=len(self.keys))
         # One equality row per (attribute, group): seats taken by cells of that group == seats still open.
         self.need = np.concatenate([np.array(list(targets[a].values()), dtype=float) for a in attributes])
-        offsets = np.cumsum([0] + [len(targets[a]) for a in attributes])
-        self.rows_of_cell = self.keys + offsets[:-1]  # (cells x attributes): each cell's constraint rows
+        self.offsets = np.cumsum([0] + sizes)
+        self.rows_of_cell = self.keys + self.offsets[:-1]  # (cells x attributes): each cell's constraint rows
         rows = self.rows_of_cell.T.reshape(-1)
         cols = np.tile(np.arange(len(self.keys)), len(attributes))
         self.matrix = csr_array((np.ones(len(rows)), (rows, cols)), shape=(len(self.need), len(self.keys)))
 
-    def complete(self, need: np.ndarray) -> np.ndarray | None:
-        """Seats per cell meeting `need` exactly, or None if the frame's cells cannot."""
+    def complete(self, need: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """Seats per cell meeting `need` exactly, or None when none is found.
+
+        A few randomized greedy passes first (fast, and almost always enough); then, where the cells are few
+        enough for it to be quick, an exact MILP, which also proves infeasibility.
+        """
         if need.min() < 0:
+            return None
+        for _ in range(_GREEDY_TRIES):
+            plan = self._greedy(need, rng)
+            if plan is not None:
+                return plan
+        if len(self.keys) > _MILP_CELLS:
+            return None
+        return self._solve(need)
+
+    def repair(self, plan: np.ndarray, cell: int, rng: np.random.Generator) -> np.ndarray | None:
+        """A completion for the seats left after giving one to `cell`, found by changing only a few seats of `plan`.
+
+        Take out seats of `plan` that between them hold each of `cell`'s groups, plus a few others, and refill the
+        difference with the greedy pass: far cheaper than re-planning every remaining seat.
+        """
+        seats = np.repeat(np.arange(len(plan)), plan)
+        wanted = self.rows_of_cell[cell]
+        seat_rows = self.rows_of_cell[seats]
+        out = np.zeros(len(seats), dtype=bool)
+        for attribute, row in enumerate(wanted):
+            if not (seat_rows[out, attribute] == row).any():  # `plan` fills every open group, so a match exists
+                agree = (seat_rows == wanted).sum(axis=1) + rng.random(len(seats))  # prefer similar seats
+                agree[out | (seat_rows[:, attribute] != row)] = -1
+                out[int(np.argmax(agree))] = True
+        extra = np.flatnonzero(~out)
+        for more in (0, 2, 6, len(extra)):
+            removed = out.copy()
+            removed[rng.permutation(extra)[: min(more, len(extra))]] = True
+            residual = np.bincount(seat_rows[removed].ravel(), minlength=len(self.need)).astype(float)
+            residual[wanted] -= 1
+            refill = self._greedy(residual, rng)
+            if refill is not None:
+                kept = np.bincount(seats[~removed], minlength=len(plan))
+                return kept + refill
+        return None
+
+    def open(self, need: np.ndarray) -> np.ndarray:
+        """Cells all of whose groups still have an open seat."""
+        return (need[self.rows_of_cell] > 0).all(axis=1)
+
+    def _greedy(self, need: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """Fill the scarcest group first (LEGACY-style: most seats needed per unit of open weight), by a cell drawn
+        in proportion to its weight times the open seats of its groups, so that no rare group is stranded; the
+        last two seats, where a greedy pass most often strands, are matched exactly."""
+        need = need.copy()
+        plan = np.zeros(len(self.keys), dtype=np.int64)
+        attributes = self.rows_of_cell.shape[1]
+        active = np.flatnonzero(self.open(need))  # shrinks as groups fill: closed cells never reopen
+        for _ in range(int(round(need.sum() / attributes)) - 2):
+            rows = self.rows_of_cell[active]
+            score = self.weight[active] * np.prod(need[rows], axis=1)
+            supply = np.bincount(rows.ravel(), weights=np.repeat(score, attributes), minlength=len(need))
+            wanted = need > 0
+            if (supply[wanted] <= 0).any():
+                return None
+            ratio = np.where(wanted, need / np.where(supply > 0, supply, 1.0), -1.0)
+            scarcest = int(np.argmax(ratio))
+            k = int(pick_weighted(score * (rows == scarcest).any(axis=1), 1, rng)[0])
+            plan[active[k]] += 1
+            need[rows[k]] -= 1
+            if (need[rows[k]] == 0).any():
+                active = active[(need[rows] > 0).all(axis=1)]
+        tail = self._finish(need, rng)
+        return None if tail is None else plan + tail
+
+    def pick_exactly(self, need: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        """With at most three seats left: a cell drawn by weight among exactly those after which the remaining
+        seats can be filled, and a completion after it."""
+        candidates, completions = [], []
+        for cell in np.flatnonzero(self.open(need)):
+            after = need.copy()
+            after[self.rows_of_cell[cell]] -= 1
+            tail = self._finish(after, rng)
+            if tail is not None:
+                candidates.append(cell)
+                completions.append(tail)
+        if not candidates:
+            raise JuryError("seat allocation failed: no open cell can complete the targets")
+        k = int(pick_weighted(self.weight[candidates], 1, rng)[0])
+        return int(candidates[k]), completions[k]
+
+    def _finish(self, need: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """Exact completion of at most two seats: the cell, or a pair drawn by the product of their weights."""
+        plan = np.zeros(len(self.keys), dtype=np.int64)
+        seats = int(round(need.sum() / self.rows_of_cell.shape[1]))
+        if seats == 0:
+            return plan
+        # Per attribute, the sum of the open groups' indices (weighted by open seats) fixes the partner's group.
+        index_sum = np.array([
+            np.dot(need[lo:hi], np.arange(hi - lo)) for lo, hi in zip(self.offsets[:-1], self.offsets[1:])
+        ])
+        if seats == 1:
+            cell = self._find(index_sum[None, :])[0]
+            if cell < 0:
+                return None
+            plan[cell] = 1
+            return plan
+        first = np.flatnonzero(self.open(need))
+        partner = self._find(np.rint(index_sum - self.keys[first]).astype(np.int64))
+        found = partner >= 0
+        if not found.any():
+            return None
+        first, partner = first[found], partner[found]
+        k = int(pick_weighted(self.weight[first] * self.weight[partner], 1, rng)[0])
+        plan[first[k]] += 1
+        plan[partner[k]] += 1
+        return plan
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """Cell index of each row of group indices, or -1 where the frame has no such cell."""
+        valid = ((keys >= 0) & (keys < np.diff(self.offsets))).all(axis=1)
+        codes = np.where(valid, keys @ self.radix, -1)
+        pos = np.minimum(np.searchsorted(self.sorted_codes, codes), len(self.sorted_codes) - 1)
+        return np.where(valid & (self.sorted_codes[pos] == codes), pos, -1)
+
+    def _solve(self, need: np.ndarray) -> np.ndarray | None:
+        """Exact integer feasibility over the open cells (HiGHS via scipy)."""
+        open_ = np.flatnonzero(self.open(need))
+        plan = np.zeros(len(self.keys), dtype=np.int64)
+        if need.sum() == 0:
+            return plan
+        if not len(open_):
             return None
         seats = need.sum() / self.rows_of_cell.shape[1]  # each open seat is counted once per attribute
         result = milp(
-            c=np.zeros(len(self.keys)),  # any completion will do: it only caches feasibility
-            constraints=LinearConstraint(self.matrix, need, need),
-            integrality=np.ones(len(self.keys)),
+            c=np.zeros(len(open_)),  # any completion will do: it only caches feasibility
+            constraints=LinearConstraint(self.matrix[:, open_], need, need),
+            integrality=np.ones(len(open_)),
             bounds=Bounds(0, seats),
-            options={"time_limit": 30.0},
+            options={"time_limit": _MILP_SECONDS},
         )
         if result.status == 0 and result.x is not None:
-            return np.round(result.x).astype(np.int64)
-        if result.status == 2:
-            return None
-        raise JuryError(f"seat allocation did not finish ({result.message})")
+            plan[open_] = np.round(result.x).astype(np.int64)
+            return plan
+        return None  # infeasible, or not proven within the time limit
 
 
 def _fill_seats(
@@ -175,29 +311,40 @@ def _fill_seats(
         return pick_weighted(population.weights, size, rng)
     cells = _Cells(population, attributes, targets)
     need = cells.need.copy()
-    plan = cells.complete(need)
+    plan = cells.complete(need, rng)
     if plan is None:
-        described = "; ".join(f"{a}: {targets[a]}" for a in attributes)
-        raise JuryError(f"targets cannot be met together by any records of frame {population.name}: {described}")
+        described = "; ".join(f"{a} {targets[a]}" for a in attributes)
+        raise JuryError(f"targets cannot be met together by the records of frame {population.name}: {described}")
     chosen = []
-    for _ in range(size):
-        banned = np.zeros(len(cells.keys), dtype=bool)
-        while True:
-            open_ = (need[cells.rows_of_cell] > 0).all(axis=1) & ~banned
-            if not open_.any():  # cannot happen while `plan` is a valid completion; guard the invariant
-                raise JuryError(f"seat allocation failed for frame {population.name}")
-            cell = int(pick_weighted(cells.weight * open_, 1, rng)[0])
-            after = need.copy()
-            after[cells.rows_of_cell[cell]] -= 1
-            if plan[cell] > 0:
-                plan[cell] -= 1
-                break
-            replan = cells.complete(after)
-            if replan is not None:
-                plan = replan
-                break
-            banned[cell] = True  # this cell would strand a later target; try another
-        need = after
+    for seat in range(size):
+        if size - seat <= _EXACT_SEATS:
+            cell, plan = cells.pick_exactly(need, rng)
+        else:
+            cell, plan = _pick_cell(cells, need, plan, rng)
+        need[cells.rows_of_cell[cell]] -= 1
         members = cells.members[cell]
         chosen.append(members[pick_weighted(population.weights[members], 1, rng)[0]])
     return np.array(chosen, dtype=np.int64)
+
+
+def _pick_cell(cells: _Cells, need: np.ndarray, plan: np.ndarray, rng: np.random.Generator):
+    """A cell drawn by weight among open cells, rejecting those after which no completion is found; and the
+    completion (`plan`, kept from the last seat while the drawn cell is in it)."""
+    banned = np.zeros(len(cells.keys), dtype=bool)
+    while True:
+        open_ = cells.open(need) & ~banned
+        if not open_.any():  # cannot happen while `plan` is a valid completion; guard the invariant
+            raise JuryError("seat allocation failed: no open cell can complete the targets")
+        cell = int(pick_weighted(cells.weight * open_, 1, rng)[0])
+        if plan[cell] > 0:
+            plan = plan.copy()
+            plan[cell] -= 1
+            return cell, plan
+        replan = cells.repair(plan, cell, rng)
+        if replan is None:
+            after = need.copy()
+            after[cells.rows_of_cell[cell]] -= 1
+            replan = cells.complete(after, rng)
+        if replan is not None:
+            return cell, replan
+        banned[cell] = True  # no completion found after this cell: it would strand a later target

@@ -160,6 +160,9 @@ def test_price_lookup_rules():
     assert table.lookup("openai:gpt-4.1") != table.lookup("openai:gpt-4.1-mini")
     assert table.lookup("anthropic:claude-sonnet-4-5-20250929") == table.lookup("anthropic:claude-sonnet-4-5")
     assert table.lookup("openai:gpt-4.1-mini@http://127.0.0.1:8000/v1") is None  # self-hosted: no vendor price
+    assert table.lookup("openai:gpt-5.4-mini-2026-03-17") == table.lookup("openai:gpt-5.4-mini")
+    assert table.lookup("openai:gpt-5.4-mini") != table.lookup("openai:gpt-5")
+    assert table.lookup("anthropic:claude-opus-4-9") is None  # unknown version: unknown price, not Opus 4's
     custom = PriceTable.load({"openai:mine@http://127.0.0.1:8000/v1": [0.1, 0.2]})
     assert custom.lookup("openai:mine@http://127.0.0.1:8000/v1").output == 0.2
 

@@ -47,9 +47,16 @@ _open: dict[str, tuple[str, bool]] = {}
 _current = "memory"  # the catalog selected with USE on the engine
 
 
+_inherited: list[duckdb.DuckDBPyConnection] = []
+
+
 def _reset_after_fork() -> None:
     global _engine, _lock, _current
-    _engine = None  # the parent's instance (and its threads) are not ours to use or close
+    if _engine is not None:
+        # The parent's instance is not ours to use, and not ours to free either: its destructor would join
+        # threads that do not exist in the child (a segfault). Keep it referenced, unused.
+        _inherited.append(_engine)
+    _engine = None
     _lock = threading.RLock()
     _open.clear()
     _current = "memory"

@@ -140,6 +140,14 @@ class Store:
         with self._session(write=True):
             yield self
 
+    @contextmanager
+    def reading(self) -> Iterator["Store"]:
+        """Hold one read-only attachment across many reads (a report, an export): one attach instead of many.
+
+        Writers in other processes wait (and retry) until the block ends, so keep it short."""
+        with self._session(write=False):
+            yield self
+
     def _open_for_writing(self) -> None:
         # Check the ledger before touching anything: a store from a newer version must stay byte-for-byte as is.
         if self.path.exists():

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
-import click
 import typer
+
+try:  # typer vendors click from 0.2x on; older typers use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
 
 from assembly.cli import jury, run, validate
 from assembly.cli.console import err
@@ -54,20 +59,32 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM (timeout, kill) unwinds like Ctrl-C, so a running assembly is marked interrupted, not left running."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. AssemblyError -> 'error: …' on one line, exit 2; usage errors exit 2; Ctrl-C exits 130."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=False)
     except AssemblyError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.UsageError as exc:
-        err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        err.print(exc.format_message(), highlight=False, markup=False)
         sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except click_exceptions.UsageError as exc:
+        err.print(f"error: {exc.format_message()} (see 'assembly --help')", highlight=False, markup=False)
+        sys.exit(2)
+    except click_exceptions.ClickException as exc:
+        err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted", highlight=False)
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # never a traceback for users; ASSEMBLY_DEBUG=1 shows it
         if os.environ.get("ASSEMBLY_DEBUG"):

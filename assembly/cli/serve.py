@@ -24,7 +24,7 @@ def serve(
     ] = "embedded",
     adapter: Annotated[
         Optional[str],
-        typer.Option("--adapter", help="A peft adapter folder to apply to a local: model (same as local:<m>+<a>)."),
+        typer.Option("--adapter", help="A peft adapter folder to apply to the embedded or a local: model."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind. Anything but loopback exposes the model.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
@@ -46,31 +46,41 @@ def serve(
     Concurrent requests share forward passes. Point other runs at it with
     `--model openai:<name>@http://HOST:PORT/v1`.
     """
-    from rich.console import Console
-
-    from assembly.errors import AssemblyError, SpecError
+    from assembly.cli.console import err
+    from assembly.errors import MissingExtraError, SpecError
     from assembly.providers.registry import load_model, parse_model_spec
-    from assembly.serve import run_server
 
-    err = Console(stderr=True)
     try:
-        spec = parse_model_spec(model)
+        from assembly.serve import run_server
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"assembly serve needs fastapi and uvicorn ({exc.name} is missing): pip install 'assembly-sim[serve]'"
+        ) from None
+
+    spec = parse_model_spec(model)
+    if max_body_kb < 1 or max_tokens < 1:
+        raise SpecError("--max-body-kb and --max-tokens must be positive")
+    options = {"threads": threads} if threads else {}
+    if adapter and spec.provider == "embedded":
+        from assembly.providers.local import EmbeddedModel
+
+        label = f"embedded+{adapter}"
+        err.print(f"loading {label} ...", highlight=False)
+        loaded = EmbeddedModel(name=label, adapter=adapter, **options)
+    else:
         if adapter:
             if spec.provider != "local" or spec.adapter:
-                raise SpecError(f"--adapter needs --model local:<folder> without an adapter; got {model!r}")
+                raise SpecError(f"--adapter needs --model embedded or local:<folder> (without '+adapter'); "
+                                f"got --model {model!r}")
             spec = parse_model_spec(f"{model}+{adapter}")
-        if max_body_kb < 1 or max_tokens < 1:
-            raise SpecError("--max-body-kb and --max-tokens must be positive")
-        options = {"threads": threads} if threads else {}
-        if not _is_loopback(host) and not token:
-            err.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
-        err.print(f"loading {spec} ...")
+        label = str(spec)
+        err.print(f"loading {label} ...", highlight=False)
         loaded = load_model(spec, **options)
-    except AssemblyError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
-    served = name or str(spec)
-    err.print(f"serving {served} on http://{host}:{port}/v1 (token {'required' if token else 'not required'})")
+    if not _is_loopback(host) and not token:
+        err.print(f"[yellow]warning:[/yellow] serving on {host} without --token: anyone who can reach it can use it")
+    served = name or label
+    err.print(f"serving {served} at http://{host}:{port}/v1 (bearer token {'required' if token else 'not required'}); "
+              f"clients: --model 'openai:{served}@http://{host}:{port}/v1'", highlight=False)
     run_server(loaded, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024, model_id=served,
                max_tokens_limit=max_tokens, log_level=log_level)
 

@@ -188,17 +188,20 @@ class AnthropicModel(Model):
         start = time.perf_counter()
         native = self._native_schema
         while True:
+            failure: ModelError | None = None
             try:
                 message = await self._client.messages.create(**self._params(request, native))
-                break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every SDK failure becomes a ModelError with a safe message
-                err = self._error(exc)
-                if native and request.json_schema and self._format_rejected(err):
-                    self._native_schema = native = False
-                    continue
-                raise err from None
+                failure = self._error(exc)
+            if failure is None:
+                break
+            if native and request.json_schema and self._format_rejected(failure):
+                self._native_schema = native = False
+                continue
+            # raised outside the except block: the SDK exception (holding the request headers) is not attached
+            raise failure
         return self._response(message, time.perf_counter() - start)
 
     def _response(self, message: Any, duration: float) -> GenerateResponse:

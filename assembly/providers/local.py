@@ -66,6 +66,26 @@ _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter")
 
 
+def _cpu_has_fast_bf16() -> bool:
+    """True when this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX, or ARM bf16 via oneDNN).
+
+    Measured on an AVX2-only AMD EPYC: bf16 linear layers ran at ~5 GFLOP/s whatever the batch, fp32 at 6-20
+    GFLOP/s rising with batch size; so "bf16 where supported" means where it is accelerated, not merely accepted.
+    """
+    checks = (
+        lambda: torch.cpu._is_avx512_bf16_supported(),
+        lambda: torch.cpu._is_amx_tile_supported(),
+        lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    )
+    for check in checks:
+        try:
+            if check():
+                return True
+        except Exception:  # noqa: BLE001 - private helpers may be missing in other torch builds
+            continue
+    return False
+
+
 @dataclass
 class _Pending:
     request: GenerateRequest
@@ -171,14 +191,11 @@ class LocalModel(Model):
             return device, names[self.dtype_option]
         if device.type == "cuda":
             return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        try:  # bf16 matmuls work on every recent CPU build; a build without them falls back to fp32
-            a = torch.ones(4, 4, dtype=torch.bfloat16, device=device)
-            (a @ a).sum().item()
+        if _cpu_has_fast_bf16():
             return device, torch.bfloat16
-        except (RuntimeError, TypeError) as exc:
-            log.warning("bf16 is not supported on %s (%s); loading %s in fp32 (slower, twice the memory)",
-                        device, exc, self.name)
-            return device, torch.float32
+        log.info("bf16 is not accelerated on this CPU (no AVX512-BF16/AMX; bf16 matmuls would run ~4x slower than "
+                 "fp32 and gain nothing from batching): loading %s in fp32", self.name)
+        return device, torch.float32
 
     def load(self) -> "LocalModel":
         """Load tokenizer and weights now (idempotent, thread-safe)."""

@@ -21,8 +21,10 @@ Behaviour:
   - `scores_options` is False, except against an `assembly serve` server (detected on loopback base URLs via
     GET /models, or forced with `server_choices=True`): then `request.choices` travel as the `choices` extension
     and the server's log-likelihood choice comes back, so ballots are scored, not re-asked.
-  - Official OpenAI: `max_completion_tokens`, and no temperature/top_p for reasoning models (o-series, gpt-5*),
-    which reject them. Custom servers: `max_tokens`, temperature and top_p as given.
+  - Official OpenAI: `max_completion_tokens`, and no temperature/top_p for reasoning models (o-series, gpt-5 and
+    later), which reject them; any other official model that answers 400 naming temperature/top_p is asked again
+    without them. `max_tokens` counts reasoning tokens there: give reasoning models `reasoning_effort="low"` (a
+    model option) or more tokens. Custom servers: `max_tokens`, temperature and top_p as given.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from assembly.providers.wrappers import (
 
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "assembly-no-key"
-_REASONING = re.compile(r"^(o\d|gpt-5)")
+_REASONING = re.compile(r"^(o\d|gpt-[5-9])")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -84,8 +86,10 @@ class OpenAIModel(Model):
         name: str | None = None,
         timeout: float = 120.0,
         server_choices: bool | None = None,
+        reasoning_effort: str | None = None,
     ):
         self.model = model
+        self.reasoning_effort = reasoning_effort
         spec_url = base_url
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OFFICIAL_BASE_URL).rstrip("/")
         self.official = _is_official(self.base_url)
@@ -100,6 +104,9 @@ class OpenAIModel(Model):
         self.name = name or (f"openai:{model}@{spec_url}" if spec_url else f"openai:{model}")
         self._client = _sdk.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=timeout)
         self._send_schema = True
+        # reasoning models on the official API reject temperature/top_p; any other official model that answers 400
+        # naming them is asked again without them (and not sent them again)
+        self._send_sampling = not (self.official and bool(_REASONING.match(model)))
         if server_choices is None:
             server_choices = not self.official and _detect_assembly_server(self.base_url, key)
         self.server_choices = bool(server_choices)
@@ -108,7 +115,7 @@ class OpenAIModel(Model):
     @classmethod
     def from_spec(cls, spec, **options) -> Model:
         """The backend for `spec`, wrapped (retries, concurrency, cost) per the wrap options in `options`."""
-        own = {k: options[k] for k in ("api_key", "timeout", "server_choices") if k in options}
+        own = {k: options[k] for k in ("api_key", "timeout", "server_choices", "reasoning_effort") if k in options}
         backend = cls(spec.model, base_url=spec.base_url, name=str(spec), **own)
         return wrap_from_options(backend, options)
 
@@ -122,11 +129,12 @@ class OpenAIModel(Model):
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
         }
-        reasoning = self.official and bool(_REASONING.match(self.model))
         params["max_completion_tokens" if self.official else "max_tokens"] = request.max_tokens
-        if not reasoning:
+        if self._send_sampling:
             params["temperature"] = request.temperature
             params["top_p"] = request.top_p
+        if self.reasoning_effort:
+            params["reasoning_effort"] = self.reasoning_effort
         if request.seed is not None:
             params["seed"] = request.seed
         if request.stop:
@@ -165,7 +173,7 @@ class OpenAIModel(Model):
             elif status == 404:
                 err = ModelError(f"{where}: model {self.model!r} or endpoint not found at {self.base_url} (404): "
                                  f"{detail}", status=404)
-            elif status == 429 and "insufficient_quota" in detail:
+            elif status == 429 and (getattr(exc, "code", None) == "insufficient_quota" or "insufficient_quota" in detail):
                 err = ModelError(f"{where}: quota exhausted (429 insufficient_quota): {detail}", status=429)
             else:
                 err = ModelError(f"{where}: HTTP {status}: {detail}", retryable=status_is_retryable(status),
@@ -181,24 +189,30 @@ class OpenAIModel(Model):
                           f"{redact(str(exc), self._key)}")
 
     @staticmethod
-    def _schema_rejected(err: ModelError) -> bool:
-        return err.status in (400, 422) and any(w in str(err) for w in ("response_format", "json_schema"))
+    def _rejects(err: ModelError, *words: str) -> bool:
+        return err.status in (400, 422) and any(w in str(err) for w in words)
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         start = time.perf_counter()
         with_schema = self._send_schema
         while True:
+            failure: ModelError | None = None
             try:
                 completion = await self._client.chat.completions.create(**self._params(request, with_schema))
-                break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every SDK failure becomes a ModelError with a safe message
-                err = self._error(exc)
-                if with_schema and request.json_schema and self._schema_rejected(err):
-                    self._send_schema = with_schema = False
-                    continue
-                raise err from None
+                failure = self._error(exc)
+            if failure is None:
+                break
+            if with_schema and request.json_schema and self._rejects(failure, "response_format", "json_schema"):
+                self._send_schema = with_schema = False
+                continue
+            if self.official and self._send_sampling and self._rejects(failure, "temperature", "top_p"):
+                self._send_sampling = False
+                continue
+            # raised outside the except block: the SDK exception (holding the request headers) is not attached
+            raise failure
         return self._response(completion, request, time.perf_counter() - start)
 
     def _response(self, completion: Any, request: GenerateRequest, duration: float) -> GenerateResponse:

@@ -9,8 +9,9 @@ dict) of the same shape:
 Lookup of a model name (the spec string a backend was built from):
   1. the exact name;
   2. names with a custom base URL (`...@http://...`) stop here: a self-hosted model has no vendor price;
-  3. the longest key of the same provider whose model id is a prefix of the name's model id followed by a date or
-     version suffix (`gpt-4.1-mini-2025-04-14` -> `gpt-4.1-mini`, but `gpt-4.1-mini` never matches `gpt-4.1`).
+  3. the key of the same provider whose model id is the name's model id less a date snapshot suffix
+     (`gpt-4.1-mini-2025-04-14` -> `gpt-4.1-mini`, `claude-sonnet-4-5-20250929` -> `claude-sonnet-4-5`);
+     `gpt-4.1-mini` never matches `gpt-4.1`, and `claude-opus-4-8` never matches `claude-opus-4`.
 A model with no price gets `cost_usd = None` (unknown), never 0.
 """
 
@@ -27,7 +28,7 @@ from typing import Any, Union
 from assembly.errors import SpecError
 from assembly.providers.types import Usage
 
-_SUFFIX = re.compile(r"^(-\d.*|-latest)?$")
+_SUFFIX = re.compile(r"^(-\d{4}-?\d{2}-?\d{2}|-latest)?$")  # a dated snapshot or alias of the same model
 
 
 @dataclass(frozen=True)

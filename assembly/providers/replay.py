@@ -91,21 +91,27 @@ class ReplayBook:
 
     def take(self, request: GenerateRequest, prefer: str | None = None) -> dict[str, Any]:
         names = ([prefer] if prefer in self.models else []) + [m for m in self.models if m != prefer]
+        exhausted: tuple[str, str] | None = None
         for name in names:
             key = request.hash(name)
             indices = self.by_hash.get(key)
             if not indices:
                 continue
-            self.asked[key] += 1
             free = [i for i in indices if i not in self.used]
             if not free:
-                raise ReplayMissError(
-                    f"replay miss: request #{self.asked[key]} like this one ({describe_request(request)}; model "
-                    f"{name}) but the recording answered it only {len(indices)} time(s)"
-                )
+                exhausted = exhausted or (name, key)
+                continue
+            self.asked[key] += 1
             pick = next((i for i in free if _tags_match(_record_tags(self.records[i]), request.tags)), free[0])
             self.used.add(pick)
             return self.records[pick]
+        if exhausted:
+            name, key = exhausted
+            self.asked[key] += 1
+            raise ReplayMissError(
+                f"replay miss: request #{self.asked[key]} like this one ({describe_request(request)}; model "
+                f"{name}) but the recording answered it only {len(self.by_hash[key])} time(s)"
+            )
         models = ", ".join(self.models) or "none"
         raise ReplayMissError(
             f"replay miss: no recorded call matches the request ({describe_request(request)}) for any recorded "

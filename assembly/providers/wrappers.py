@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import re
 import sqlite3
@@ -355,8 +354,3 @@ def wrap_from_options(model: Model, options: dict[str, Any]) -> Model:
     """`wrap(model, **the wrap options found in options)`; what API backends' `from_spec` use."""
     return wrap(model, **{k: options[k] for k in WRAP_OPTIONS if k in options})
 
-
-def dumps_safe(value: Any) -> str:
-    """JSON for error messages, short."""
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,250 @@
+"""The anthropic backend against a local server speaking the Messages wire format (the real SDK, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytest.importorskip("anthropic")
+
+from assembly.providers.anthropic import AnthropicModel  # noqa: E402
+from assembly.providers.registry import load_model  # noqa: E402
+from assembly.providers.types import GenerateRequest, Message, ModelError  # noqa: E402
+from assembly.providers.wrappers import MissingAPIKeyError  # noqa: E402
+
+KEY = "sk-ant-test-SECRET0123456789abcdef"
+
+
+def message(text="Hello there.", input_tokens=12, output_tokens=4, stop_reason="end_turn"):
+    return {
+        "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-fake-20250101",
+        "content": [{"type": "text", "text": text}], "stop_reason": stop_reason, "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+def error(status, kind, text):
+    return status, {"type": "error", "error": {"type": kind, "message": text}}
+
+
+class FakeServer:
+    """Replies in turn from `replies` ((status, dict | bytes[, delay])); the last one repeats. Records requests."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": json.loads(body)})
+                reply = fake.replies.pop(0) if len(fake.replies) > 1 else fake.replies[0]
+                status, payload, *delay = reply
+                if delay:
+                    time.sleep(delay[0])
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.send_response(404)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.handle_error = lambda request, address: None  # a client that timed out is not news
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"  # no /v1 for Anthropic
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def make(*replies):
+        server = FakeServer(replies)
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    for var in ("ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def req(*messages, **kw):
+    messages = messages or (("system", "Be brief."), ("user", "Say hello"))
+    return GenerateRequest(messages=[Message(role=r, content=c) for r, c in messages], **kw)
+
+
+def model_for(server, **options):
+    options = {"retries": 3, "initial_wait": 0.01, "max_wait": 0.05, "prices": False, **options}
+    return load_model(f"anthropic:claude-fake@{server.base_url}", **options)
+
+
+def run(model, request):
+    async def main():
+        try:
+            return await model.generate(request)
+        finally:
+            await model.aclose()
+
+    return asyncio.run(main())
+
+
+def assert_no_key(error_value):
+    for text in (str(error_value), repr(error_value)):
+        assert KEY not in text and KEY[10:] not in text
+    # the SDK exception (it holds the request and its headers) is never attached; only our own errors may be
+    assert error_value.__cause__ is None
+    context = error_value.__context__
+    assert context is None or (type(context) is ModelError and KEY not in str(context) and context.__context__ is None)
+
+
+def sent_key(request):
+    headers = request["headers"]
+    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def test_success_maps_system_messages_and_usage(fake):
+    server = fake((200, message()))
+    response = run(model_for(server), req(("system", "Be brief."), ("system", "You are a juror."),
+                                          ("user", "Hi"), ("user", "Say hello"), stop=["\n\nJuror", " "]))
+    assert response.text == "Hello there."
+    assert response.usage.input_tokens == 12 and response.usage.output_tokens == 4
+    assert response.finish_reason == "stop" and response.attempts == 1
+    assert response.model == f"anthropic:claude-fake@{server.base_url}"
+    (sent,) = server.requests
+    assert sent["path"] == "/v1/messages"
+    assert sent_key(sent) == KEY
+    body = sent["json"]
+    assert body["model"] == "claude-fake" and body["max_tokens"] == 256
+    assert body["system"] == "Be brief.\n\nYou are a juror."
+    assert body["messages"] == [{"role": "user", "content": "Hi\n\nSay hello"}]
+    assert body["stop_sequences"] == ["\n\nJuror"]  # whitespace-only stops are dropped
+    assert "temperature" not in body and "output_config" not in body
+
+
+def test_conversation_must_start_with_the_user(fake):
+    server = fake((200, message()))
+    run(model_for(server), req(("system", "s"), ("assistant", "I opened."), ("user", "Go on")))
+    assert [m["role"] for m in server.requests[0]["json"]["messages"]] == ["user", "assistant", "user"]
+
+
+def test_json_schema_uses_native_structured_output(fake):
+    server = fake((200, message('{"vote": "yes"}')))
+    schema = {"type": "object", "properties": {"vote": {"type": "string"},
+                                               "why": {"type": "object", "properties": {"x": {"type": "string"}}}}}
+    run(model_for(server), req(json_schema=schema))
+    fmt = server.requests[0]["json"]["output_config"]["format"]
+    assert fmt["type"] == "json_schema"
+    assert fmt["schema"]["additionalProperties"] is False
+    assert fmt["schema"]["properties"]["why"]["additionalProperties"] is False
+    assert "additionalProperties" not in schema  # the caller's schema is not modified
+
+
+def test_rejected_format_falls_back_to_an_instruction(fake):
+    server = fake(error(400, "invalid_request_error", "output_config.format: unsupported schema"), (200, message("{}")))
+    model = AnthropicModel("claude-fake", base_url=server.base_url)
+    assert run(model, req(json_schema={"type": "object"})).text == "{}"
+    second = server.requests[1]["json"]
+    assert "output_config" not in second and "JSON schema" in second["system"]
+
+
+def test_429_then_success_is_retried(fake):
+    server = fake(error(429, "rate_limit_error", "Number of requests has exceeded your rate limit"), (200, message()))
+    response = run(model_for(server), req())
+    assert response.attempts == 2 and len(server.requests) == 2
+
+
+def test_500_then_success_is_retried(fake):
+    server = fake(error(500, "api_error", "Internal server error"), (200, message()))
+    response = run(model_for(server), req())
+    assert response.attempts == 2 and len(server.requests) == 2
+
+
+def test_529_overloaded_is_retried(fake):
+    server = fake(error(529, "overloaded_error", "Overloaded"), (200, message()))
+    assert run(model_for(server), req()).attempts == 2
+
+
+def test_401_is_not_retried_and_names_the_variable(fake):
+    server = fake(error(401, "authentication_error", f"invalid x-api-key: {KEY}"))
+    with pytest.raises(ModelError) as info:
+        run(model_for(server), req())
+    assert len(server.requests) == 1 and sent_key(server.requests[0]) == KEY
+    assert info.value.status == 401 and not info.value.retryable
+    assert "ANTHROPIC_API_KEY" in str(info.value)
+    assert_no_key(info.value)
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_client_errors_are_not_retried(fake, status):
+    server = fake(error(status, "invalid_request_error", f"echo of the header x-api-key: {KEY}"))
+    with pytest.raises(ModelError) as info:
+        run(model_for(server), req())
+    assert len(server.requests) == 1 and info.value.status == status
+    assert_no_key(info.value)
+
+
+def test_malformed_json_is_a_clear_error(fake):
+    server = fake((200, b'{"type": "message", "content": [{"te'))
+    with pytest.raises(ModelError, match="malformed response") as info:
+        run(model_for(server), req())
+    assert not info.value.retryable and len(server.requests) == 1
+    assert_no_key(info.value)
+
+
+def test_exhausted_retries_report_the_last_error(fake):
+    server = fake(error(503, "api_error", "down"))
+    with pytest.raises(ModelError, match="gave up after 3 attempts.*503") as info:
+        run(model_for(server), req())
+    assert len(server.requests) == 3
+    assert_no_key(info.value)
+
+
+def test_missing_key_names_the_variable(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    with pytest.raises(MissingAPIKeyError, match="ANTHROPIC_API_KEY is not set"):
+        load_model("anthropic:claude-sonnet-4-5")
+
+
+def test_custom_base_url_without_key_and_from_environment(fake, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    server = fake((200, message("proxied")), error(401, "authentication_error", "key please"))
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    model = AnthropicModel("claude-fake")
+    assert model.name == "anthropic:claude-fake"
+    assert run(model, req()).text == "proxied"
+    with pytest.raises(ModelError, match="set ANTHROPIC_API_KEY"):
+        run(AnthropicModel("claude-fake"), req())
+
+
+def test_cost_from_the_table(fake):
+    server = fake((200, message(input_tokens=1000, output_tokens=1000)))
+    model = load_model(f"anthropic:claude-sonnet-4-6@{server.base_url}", prices={
+        f"anthropic:claude-sonnet-4-6@{server.base_url}": {"input": 3.0, "output": 15.0}})
+    assert run(model, req()).cost_usd == pytest.approx(0.018)

@@ -1,0 +1,104 @@
+"""The CLI: results on stdout, one-line errors on stderr with a nonzero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from assembly.cli.app import main
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "assembly", *args], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_json_parses_and_lands_in_store(question_file, tmp_path):
+    db = tmp_path / "cli.duckdb"
+    code, out, err = cli("run", str(question_file), "--model", "scripted:demo", "--db", str(db), "--json",
+                         "--seed", "3", "--jurors", "4")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "completed" and len(result["jurors"]) == 4 and result["seed"] == 3
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("select count(*) from runs where status = 'completed'").fetchall() == [(1,)]
+    finally:
+        con.close()
+
+
+def test_run_summary_text(question_file, tmp_path, capsys):
+    code, out, err = call(capsys, "run", str(question_file), "--model", "scripted:demo", "--db",
+                          str(tmp_path / "s.duckdb"))
+    assert code == 0, err
+    assert "Verdict" in out and "Pre → post ballot" in out and "representativeness" in out
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda t: t.replace("size: 6", "sise: 6"), "did you mean 'size'"),
+        (lambda t: t.replace("options: [Ban cars, Keep access, Ban only in summer]", "options: []"), "at least two"),
+        (lambda t: t + "models:\n  default: bogus:model\n", "unknown model spec"),
+        (lambda t: t.replace("stance: Pedestrian squares raise footfall.", "documents: [missing.txt]"), "missing.txt"),
+        (lambda t: t + "  quotas:\n    party: {Democrat: 6, Republican: 6}\n", "quota"),
+        (lambda t: "question: [oops\n", "malformed YAML"),
+    ],
+)
+def test_bad_input_is_one_line_error(question_file, tmp_path, mutate, expected):
+    question_file.write_text(mutate(question_file.read_text()))
+    db = tmp_path / "bad.duckdb"
+    code, out, err = cli("run", str(question_file), "--model", "scripted:demo", "--db", str(db))
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # Bad input never leaves a half-written run behind.
+    if db.exists():
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            assert con.execute("select count(*) from runs where status in ('running', 'completed')").fetchall() == [(0,)]
+        finally:
+            con.close()
+
+
+def test_validate_ok_and_bad(question_file, capsys):
+    code, out, _ = call(capsys, "validate", str(question_file))
+    assert code == 0 and "ok" in out and "representativeness" in out
+    question_file.write_text(question_file.read_text().replace("rounds: 2", "rounds: -1"))
+    code, _, err = call(capsys, "validate", str(question_file))
+    assert code == 2 and "procedure.rounds" in err
+
+
+def test_jury_sample_json(question_file, capsys):
+    code, out, _ = call(capsys, "jury", "sample", str(question_file), "--json", "--seed", "4")
+    assert code == 0
+    data = json.loads(out)
+    assert len(data["jurors"]) == 6 and 0.0 <= data["overall"] <= 1.0
+    code2, out2, _ = call(capsys, "jury", "sample", str(question_file), "--json", "--seed", "4")
+    assert json.loads(out2) == data  # seeded: the same draw
+
+
+def test_unknown_command_is_usage_error(capsys):
+    code, _, err = call(capsys, "nonsense")
+    assert code == 2 and "nonsense" in err
+
+
+def test_examples_validate(capsys):
+    for path in sorted(Path("examples").glob("*.yaml")):
+        code, out, err = call(capsys, "validate", str(path))
+        assert code == 0, f"{path}: {err}"

