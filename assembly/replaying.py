@@ -23,4 +23,12 @@ def replay_arguments(run_id: str, db: str | Path | None) -> dict:
         store.close()
     if not records:
         raise AssemblyError(f"run {run_id} has no recorded model calls to replay (is it in {db or default_store_path()}?)")
-    return {"models": ReplayModel(records, name=f"replay:{run_id}"), "provenance": "replay"}
+    # One replay model per original model name (sharing one book), so each role's requests hash exactly as they did
+    # when recorded and the replayed run's own records match the original's.
+    by_name = ReplayModel.for_models(records)
+    fallback = next(iter(by_name.values()))
+    models = {}
+    for role in ("juror", "witness", "moderator"):
+        name = next((r["model"] for r in records if r.get("role") == role), None)
+        models[role] = by_name.get(name, fallback)
+    return {"models": models, "provenance": "replay"}

@@ -7,60 +7,88 @@ of each ideology and faith commonly say they care about, in their own terms, not
 
 from __future__ import annotations
 
-FIRST_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "White": {
-        "Male": ("James", "Michael", "Robert", "David", "William", "Thomas", "Daniel", "Matthew", "Ryan", "Kevin",
-                 "Brian", "Scott", "Kyle", "Tyler", "Greg", "Dale"),
-        "Female": ("Jennifer", "Sarah", "Jessica", "Emily", "Ashley", "Karen", "Linda", "Megan", "Rachel", "Amanda",
-                   "Heather", "Laura", "Susan", "Hannah", "Kristen", "Brenda"),
-    },
-    "Black": {
-        "Male": ("Marcus", "Andre", "Darnell", "Terrence", "Jamal", "Curtis", "Reginald", "Malik", "Cedric",
-                 "Derrick", "Isaiah", "Xavier"),
-        "Female": ("Keisha", "Tamika", "Aaliyah", "Latoya", "Monique", "Ebony", "Jasmine", "Denise", "Imani",
-                   "Shanice", "Gloria", "Tiana"),
-    },
-    "Hispanic": {
-        "Male": ("Jose", "Luis", "Carlos", "Miguel", "Juan", "Alejandro", "Diego", "Javier", "Ricardo", "Eduardo",
-                 "Mateo", "Roberto"),
-        "Female": ("Maria", "Ana", "Gabriela", "Lucia", "Rosa", "Daniela", "Veronica", "Carmen", "Isabel",
-                   "Adriana", "Sofia", "Yesenia"),
-    },
-    "Asian": {
-        "Male": ("Kevin", "Jason", "Andrew", "Minh", "Raj", "Hiroshi", "Wei", "Sanjay", "Jun", "Arjun", "Tuan",
-                 "Paolo"),
-        "Female": ("Grace", "Michelle", "Priya", "Mei", "Linh", "Christine", "Anjali", "Yuki", "Jenny", "Soo-jin",
-                   "Ananya", "Maricel"),
-    },
-    "Other": {
-        "Male": ("Elijah", "Cody", "Aiden", "Dakota", "Kai", "Noah", "Keoni", "Travis", "Adrian", "Mason"),
-        "Female": ("Skye", "Leilani", "Nia", "Autumn", "Maya", "Cheyenne", "Kiana", "Savannah", "Layla", "Tessa"),
-    },
-    # Used for Muslim personas more often than not: many Muslim Americans have Arab or South Asian names.
-    "Muslim": {
-        "Male": ("Omar", "Yusuf", "Ahmed", "Khalid", "Amir", "Tariq", "Hamza", "Bilal"),
-        "Female": ("Layla", "Fatima", "Noor", "Amina", "Yasmin", "Sara", "Mariam", "Zainab"),
-    },
-}
+from dataclasses import dataclass
 
-SURNAMES: dict[str, tuple[str, ...]] = {
-    "White": ("Miller", "Anderson", "Olson", "Schmidt", "Murphy", "Baker", "Cooper", "Hughes", "Sullivan", "Becker",
-              "Walsh", "Foster", "Reed", "Larson", "Kowalski", "Novak"),
-    "Black": ("Robinson", "Harris", "Coleman", "Jenkins", "Banks", "Simmons", "Freeman", "Boyd", "Mitchell",
-              "Dawson", "Brooks", "Gaines"),
-    "Hispanic": ("Garcia", "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Perez", "Ramirez", "Torres",
-                 "Flores", "Rivera", "Morales", "Castillo", "Ortiz"),
-    "Asian": ("Nguyen", "Kim", "Patel", "Chen", "Wang", "Tran", "Park", "Shah", "Huang", "Nakamura", "Santos",
-              "Cruz"),
-    "Other": ("Begay", "Yazzie", "Kahale", "Silva", "Morgan", "Bennett", "Carter", "Ellis", "Locklear", "Oxendine"),
-    "Muslim": ("Haddad", "Khan", "Rahman", "Saleh", "Abdullah", "Hassan", "Qureshi", "Mansour"),
-    "Jewish": ("Cohen", "Levine", "Goldberg", "Katz", "Friedman", "Shapiro", "Rosen", "Weiss"),
+
+@dataclass(frozen=True)
+class NamePool:
+    """Given names and surnames that go together (one heritage), so a persona's full name is plausible."""
+
+    male: tuple[str, ...]
+    female: tuple[str, ...]
+    surnames: tuple[str, ...]
+
+
+NAME_POOLS: dict[str, tuple[NamePool, ...]] = {
+    "White": (
+        NamePool(
+            male=("James", "Michael", "Robert", "David", "William", "Thomas", "Daniel", "Matthew", "Ryan", "Kevin",
+                  "Brian", "Scott", "Kyle", "Tyler", "Greg", "Dale"),
+            female=("Jennifer", "Sarah", "Jessica", "Emily", "Ashley", "Karen", "Linda", "Megan", "Rachel", "Amanda",
+                    "Heather", "Laura", "Susan", "Hannah", "Kristen", "Brenda"),
+            surnames=("Miller", "Anderson", "Olson", "Schmidt", "Murphy", "Baker", "Cooper", "Hughes", "Sullivan",
+                      "Becker", "Walsh", "Foster", "Reed", "Larson", "Kowalski", "Novak"),
+        ),
+    ),
+    "Black": (
+        NamePool(
+            male=("Marcus", "Andre", "Darnell", "Terrence", "Jamal", "Curtis", "Reginald", "Malik", "Cedric",
+                  "Derrick", "Isaiah", "Xavier"),
+            female=("Keisha", "Tamika", "Aaliyah", "Latoya", "Monique", "Ebony", "Jasmine", "Denise", "Imani",
+                    "Shanice", "Gloria", "Tiana"),
+            surnames=("Robinson", "Harris", "Coleman", "Jenkins", "Banks", "Simmons", "Freeman", "Boyd", "Mitchell",
+                      "Dawson", "Brooks", "Gaines"),
+        ),
+    ),
+    "Hispanic": (
+        NamePool(
+            male=("Jose", "Luis", "Carlos", "Miguel", "Juan", "Alejandro", "Diego", "Javier", "Ricardo", "Eduardo",
+                  "Mateo", "Roberto"),
+            female=("Maria", "Ana", "Gabriela", "Lucia", "Rosa", "Daniela", "Veronica", "Carmen", "Isabel",
+                    "Adriana", "Sofia", "Yesenia"),
+            surnames=("Garcia", "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Perez", "Ramirez",
+                      "Torres", "Flores", "Rivera", "Morales", "Castillo", "Ortiz"),
+        ),
+    ),
+    # The largest Asian American origin groups: Chinese, Indian, Filipino, Vietnamese, Korean, Japanese.
+    "Asian": (
+        NamePool(male=("Wei", "Jason", "Kevin", "Andrew", "Jun"), female=("Mei", "Grace", "Michelle", "Jenny", "Lin"),
+                 surnames=("Chen", "Wang", "Huang", "Li", "Zhang")),
+        NamePool(male=("Raj", "Sanjay", "Arjun", "Vikram", "Rohan"),
+                 female=("Priya", "Anjali", "Ananya", "Deepa", "Kavya"), surnames=("Patel", "Shah", "Reddy", "Iyer")),
+        NamePool(male=("Paolo", "Jose", "Mark", "Ramon"), female=("Maricel", "Joy", "Rowena", "Cristina"),
+                 surnames=("Santos", "Reyes", "Cruz", "Bautista")),
+        NamePool(male=("Minh", "Tuan", "Huy", "Khoa"), female=("Linh", "Thao", "Ngoc", "Vy"),
+                 surnames=("Nguyen", "Tran", "Pham", "Le")),
+        NamePool(male=("Min-jun", "Daniel", "Sung"), female=("Soo-jin", "Ji-yeon", "Esther"),
+                 surnames=("Kim", "Park", "Choi")),
+        NamePool(male=("Hiroshi", "Kenji", "Ryan"), female=("Yuki", "Naomi", "Emi"),
+                 surnames=("Nakamura", "Tanaka", "Yamamoto")),
+    ),
+    # Native American, Pacific Islander and multiracial Americans.
+    "Other": (
+        NamePool(male=("Elijah", "Cody", "Dakota", "Travis"), female=("Cheyenne", "Autumn", "Skye", "Savannah"),
+                 surnames=("Begay", "Yazzie", "Locklear", "Oxendine")),
+        NamePool(male=("Keoni", "Kai", "Makoa"), female=("Leilani", "Kiana", "Malia"),
+                 surnames=("Kahale", "Akana", "Fonoti")),
+        NamePool(male=("Aiden", "Noah", "Adrian", "Mason"), female=("Maya", "Nia", "Tessa", "Layla"),
+                 surnames=("Silva", "Morgan", "Bennett", "Carter", "Ellis")),
+    ),
 }
+# Used for Muslim personas more often than not: many Muslim Americans have Arab or South Asian names.
+MUSLIM_NAMES = NamePool(
+    male=("Omar", "Yusuf", "Ahmed", "Khalid", "Amir", "Tariq", "Hamza", "Bilal"),
+    female=("Layla", "Fatima", "Noor", "Amina", "Yasmin", "Sara", "Mariam", "Zainab"),
+    surnames=("Haddad", "Khan", "Rahman", "Saleh", "Abdullah", "Hassan", "Qureshi", "Mansour"),
+)
+# Used for some White Jewish personas' surnames.
+JEWISH_SURNAMES = ("Cohen", "Levine", "Goldberg", "Katz", "Friedman", "Shapiro", "Rosen", "Weiss")
 
 # Full names that belong to well-known public figures; a persona drawing one re-draws.
 FAMOUS_NAMES = frozenset({
     "Michael Jackson", "Michael Cohen", "Kevin Kim", "David Cohen", "Robert Miller", "Jose Ramirez",
-    "Carlos Santana", "Jason Kim", "Andrew Kim", "Scott Baker", "Emily Baker",
+    "Carlos Santana", "Jason Kim", "Andrew Kim", "Daniel Kim", "Scott Baker", "Emily Baker", "Grace Park",
+    "Michelle Kim", "Kevin Nguyen", "Wei Chen", "Naomi Tanaka", "Jose Cruz", "Mark Santos",
 })
 
 # Education tiers, so that an occupation fits the degree it usually requires.
@@ -118,12 +146,13 @@ OCCUPATIONS: dict[str, dict[str, tuple[str, ...]]] = {
                  "physical therapist"),
     },
 }
+STUDENT_POSTS = ("graduate student", "research assistant")
 STUDENT_JOBS = ("a coffee shop", "a grocery store", "the campus library", "a restaurant", "a gym")
 
 PLACES: dict[str, tuple[str, ...]] = {
     "Northeast": ("Worcester, Massachusetts", "Scranton, Pennsylvania", "Albany, New York", "Hartford, Connecticut",
                   "Portland, Maine", "Newark, New Jersey", "Pittsburgh, Pennsylvania", "Providence, Rhode Island",
-                  "Burlington, Vermont", "Queens, New York", "Allentown, Pennsylvania", "Manchester, New Hampshire"),
+                  "Burlington, Vermont", "Syracuse, New York", "Allentown, Pennsylvania", "Manchester, New Hampshire"),
     "Midwest": ("Columbus, Ohio", "Grand Rapids, Michigan", "Des Moines, Iowa", "Milwaukee, Wisconsin",
                 "Omaha, Nebraska", "Indianapolis, Indiana", "Wichita, Kansas", "Toledo, Ohio", "Madison, Wisconsin",
                 "Springfield, Missouri", "Fargo, North Dakota", "Duluth, Minnesota"),

@@ -82,17 +82,19 @@ def _draw_age(band: str | None, rng: np.random.Generator) -> int:
 
 
 def _draw_name(attributes: dict[str, str], pick) -> str:
-    race = attributes.get("race", "")
-    race = race if race in lexicon.SURNAMES and race in lexicon.FIRST_NAMES else "Other"
+    pools = lexicon.NAME_POOLS.get(attributes.get("race", ""), lexicon.NAME_POOLS["Other"])
     sex = attributes.get("sex", "")
+    religion = attributes.get("religion")
     for _ in range(20):  # re-draw the rare famous combination
         given_sex = sex if sex in ("Male", "Female") else pick(("Male", "Female"))
-        first_pool, last_pool = race, race
-        if attributes.get("religion") == "Muslim" and pick((True, True, False)):
-            first_pool, last_pool = "Muslim", "Muslim"
-        elif attributes.get("religion") == "Jewish" and race == "White" and pick((True, False)):
-            last_pool = "Jewish"
-        name = f"{pick(lexicon.FIRST_NAMES[first_pool][given_sex])} {pick(lexicon.SURNAMES[last_pool])}"
+        pool = pick(pools)
+        if religion == "Muslim" and pick((True, True, False)):
+            pool = lexicon.MUSLIM_NAMES
+        first = pick(pool.male if given_sex == "Male" else pool.female)
+        surnames = pool.surnames
+        if religion == "Jewish" and attributes.get("race") == "White" and pick((True, False)):
+            surnames = lexicon.JEWISH_SURNAMES
+        name = f"{first} {pick(surnames)}"
         if name not in lexicon.FAMOUS_NAMES:
             return name
     return name
@@ -104,8 +106,11 @@ def _draw_occupation(attributes: dict[str, str], age: int, pick) -> str:
     income = lexicon.INCOME_TIER.get(attributes.get("income", ""), "middle")
     if age <= 23 and tier in ("high school", "some college") and income != "high" and pick((True, False)):
         return f"a college student who works part-time at {pick(lexicon.STUDENT_JOBS)}"
-    job = pick(lexicon.OCCUPATIONS[tier][income])
-    if age >= _RETIREMENT_AGE and job not in ("graduate student", "research assistant"):
+    jobs = lexicon.OCCUPATIONS[tier][income]
+    if age >= 35:  # student posts are for the young
+        jobs = tuple(j for j in jobs if j not in lexicon.STUDENT_POSTS) or jobs
+    job = pick(jobs)
+    if age >= _RETIREMENT_AGE:
         return f"a retired {job}"
     return _with_article(job)
 

@@ -7,11 +7,17 @@ Method
    stratified even if `stratify` omits it.
 2. Cells. Records are grouped into cells: the distinct combinations of the stratified attributes' groups.
 3. Seats, one at a time. Each seat goes to a record drawn in proportion to its weight among the records whose
-   cell keeps every remaining target satisfiable: each of its groups still has an open seat, and the seats left
-   after it can still be filled by cells of the frame exactly (an integer feasibility problem, solved by
-   scipy's HiGHS MILP; a feasible completion is kept and only re-solved when a draw leaves it). So every target
-   is met exactly, and the attributes that are not stratified follow the frame conditional on the stratified
-   ones, because whole records are drawn.
+   cell keeps every target reachable: each of its groups still has an open seat, and the seats left after it can
+   still be filled exactly by cells of the frame. Whole records are drawn, so the attributes that are not
+   stratified follow the frame conditional on the stratified ones.
+   Whether the seats left can be filled is a small integer feasibility problem. A completion (seats per cell) is
+   kept; a drawn cell inside it is accepted at once. Otherwise the completion is repaired (a few of its seats
+   swapped out and refilled) or rebuilt by a randomized greedy pass that fills the scarcest group first, in the
+   spirit of the LEGACY algorithm of Flanigan et al., "Fair algorithms for selecting citizens' assemblies",
+   Nature 596 (2021); with at most 2,000 cells an exact MILP (scipy's HiGHS) backs the greedy pass up and proves
+   infeasibility. For the last three seats the candidate cells are enumerated exactly. Every target is met
+   exactly; the one approximation is that, with many crossed attributes, a cell whose completion the heuristics
+   miss is passed over.
 4. Jurors are shuffled (so a juror's number says nothing about when the quotas bound) and given personas.
 
 For a single stratified attribute this is the same as drawing each stratum's target count by weight within it.
@@ -84,6 +90,7 @@ def draw_jury(
         raise JuryError(f"jury size must be a positive integer, got {size!r}")
     size = int(size)
     quotas = quotas or {}
+    stratify = [stratify] if isinstance(stratify, str) else list(stratify)
     attributes = list(dict.fromkeys([*stratify, *quotas]))
     for attribute in attributes:
         if attribute not in population.attributes:
@@ -94,12 +101,14 @@ def draw_jury(
     targets = {a: _quota_targets(population, a, quotas[a], size) if a in quotas else
                allocate_seats(population.marginal(a), size) for a in attributes}
 
-    rng = np.random.default_rng(seed)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise JuryError(f"seed must be an integer, got {seed!r}")
+    rng = np.random.default_rng(int(seed) % 2**64)  # numpy seeds are non-negative; any int is accepted
     indices = _fill_seats(population, attributes, targets, size, rng)
     rng.shuffle(indices)
     records = population.rows(indices)
     width = max(2, len(str(size)))
-    persona_seeds = np.random.SeedSequence(seed).generate_state(size)
+    persona_seeds = np.random.SeedSequence(int(seed) % 2**64).generate_state(size)
     jurors = [
         Juror(id=f"juror-{i + 1:0{width}d}", attributes=rec, persona=render_persona(rec, int(persona_seeds[i])))
         for i, rec in enumerate(records)
@@ -314,7 +323,7 @@ def _fill_seats(
     plan = cells.complete(need, rng)
     if plan is None:
         described = "; ".join(f"{a} {targets[a]}" for a in attributes)
-        raise JuryError(f"targets cannot be met together by the records of frame {population.name}: {described}")
+        raise JuryError(f"no way found to meet these targets together from frame {population.name}: {described}")
     chosen = []
     for seat in range(size):
         if size - seat <= _EXACT_SEATS:

@@ -131,7 +131,7 @@ def test_stop_strings_trim(tiny):
 
 
 def _direct_scores(model: LocalModel, request: GenerateRequest) -> dict[str, float]:
-    """Unbatched reference: one full forward of prompt+reply per option, mean token log-probability, log-softmax."""
+    """Unbatched reference: one full forward of prompt+reply per option, summed token log-probability, log-softmax."""
     hf, tok = model.hf_model, model.tokenizer
     prompt = tok.apply_chat_template(
         [m.model_dump() for m in request.messages], tokenize=False, add_generation_prompt=True
@@ -145,7 +145,7 @@ def _direct_scores(model: LocalModel, request: GenerateRequest) -> dict[str, flo
             logp = torch.log_softmax(hf(input_ids=ids).logits.float(), dim=-1)[0]
         start = len(prompt_ids)
         token_lp = [float(logp[start + j - 1, t]) for j, t in enumerate(reply_ids)]
-        scores.append(sum(token_lp) / len(token_lp))
+        scores.append(sum(token_lp))
     norm = torch.log_softmax(torch.tensor(scores, dtype=torch.float64), dim=0).tolist()
     return dict(zip(request.choices, norm))
 
@@ -182,7 +182,7 @@ def test_choice_and_text_requests_mix_in_one_wave(tiny):
 
 
 def test_letter_and_sum_methods(tiny_dir):
-    for method in ("letter", "sum"):
+    for method in ("letter", "mean"):
         model = LocalModel(tiny_dir, dtype="float32", choice_method=method)
         r = asyncio.run(model.generate(ask("the park", choices=["yes", "no", "cars"])))
         assert r.choice in ("yes", "no", "cars")

@@ -15,17 +15,20 @@ def _pct(value: float) -> str:
 
 
 def grouped_bars(categories: list[str], series: dict[str, list[float | None]], *, title: str,
-                 percent: bool = True, label_width: int = 170, bar_width: int = 360) -> str:
+                 percent: bool = True, peak: float | None = None, label_width: int = 170,
+                 bar_width: int = 360) -> str:
     """Horizontal bars: one group per category, one bar per series (e.g. jury vs population, pre vs post).
 
-    Values are shares in [0, 1] when `percent`, else any non-negative numbers scaled to the largest."""
+    Values are shares in [0, 1] when `percent` (bars scaled to 100%, or to `peak` when given), else any
+    non-negative numbers scaled to the largest."""
     names = list(series)
     bar_h, gap = 14, 10
     group_h = bar_h * len(names) + gap
     top = 28 + (18 if len(names) > 1 else 0)
     height = top + group_h * len(categories) + 6
     width = label_width + bar_width + 60
-    peak = 1.0 if percent else max([v for vs in series.values() for v in vs if v is not None] or [1.0]) or 1.0
+    largest = max([v for vs in series.values() for v in vs if v is not None] or [1.0]) or 1.0
+    peak = peak or (1.0 if percent else largest)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
            f'width="{width}" height="{height}" {FONT}>',
            f"<title>{escape(title)}</title>",
@@ -59,9 +62,9 @@ def transition_matrix(options: list[str], counts: dict[tuple[str, str], int], *,
     """Pre (rows) to post (columns) ballot counts as a shaded grid; the diagonal is 'kept their choice'."""
     cell, label = 46, 110
     n = len(options)
-    width, height = label + cell * n + 10, 44 + label // 2 + cell * n
+    top = 66
+    width, height = label + cell * n + 10, top + cell * n + 4
     peak = max(counts.values(), default=0) or 1
-    top = 44 + label // 2
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
            f'width="{width}" height="{height}" {FONT}>',
            f"<title>{escape(title)}</title>",

@@ -75,13 +75,16 @@ def _render(store: Store, run_id: str, population: Mapping[str, Mapping[str, flo
     for a in attrs:
         if a["participant_id"] in voters and a["value"] is not None:
             by_attribute.setdefault(a["attribute"], []).append(a["value"])
-    charted = list(population) or sorted(a for a, v in by_attribute.items() if len(set(v)) <= MAX_GROUPS)
+    # Without population marginals: every attribute with few groups, except raw source answers (FORMAT 2 `*_raw`).
+    charted = list(population) or sorted(a for a, v in by_attribute.items()
+                                         if len(set(v)) <= MAX_GROUPS and not a.endswith("_raw"))
+    label = "jury" if voter_role == "juror" else "participants"
     composition_charts = []
     for attribute in charted:
         jury = _shares(by_attribute.get(attribute, []))
         pop = population.get(attribute, {})
         groups = list(pop) + sorted(g for g in jury if g not in pop)
-        series = {"jury": [jury.get(g, 0.0) for g in groups]}
+        series = {label: [jury.get(g, 0.0) for g in groups]}
         if pop:
             series["population"] = [pop.get(g) for g in groups]
         composition_charts.append(Markup(grouped_bars(groups, series, title=attribute)))
@@ -117,13 +120,20 @@ def _render(store: Store, run_id: str, population: Mapping[str, Mapping[str, flo
         t["scores_text"] = (", ".join(f"{k}: {v:g}" if isinstance(v, (int, float)) else f"{k}: {v}"
                                       for k, v in scores.items()) if isinstance(scores, dict)
                             else json.dumps(scores) if scores is not None else "")
-    speaking = _rows(store, "SELECT * FROM speaking_share WHERE run_id = ? ORDER BY words DESC", run_id)
+    # Every speaker, plus the voters who never spoke (a silent juror is a finding, not a missing row).
+    speaking = _rows(store, """
+        SELECT coalesce(s.speaker_id, p.id) AS speaker_id, coalesce(s.name, p.name) AS name,
+               coalesce(s.role, p.role) AS role, coalesce(s.words, 0) AS words, coalesce(s.word_share, 0) AS word_share
+        FROM (SELECT * FROM speaking_share WHERE run_id = $1) s
+        FULL OUTER JOIN (SELECT * FROM participants WHERE run_id = $1 AND role IN ('juror', 'participant')) p
+          ON p.id = s.speaker_id
+        ORDER BY words DESC, speaker_id""", run_id)
     speaking_chart = None
-    if speaking:
+    if speaking and any(s["words"] for s in speaking):
         speaking_chart = Markup(grouped_bars(
             [f"{s['name'] or s['speaker_id']} ({s['role'] or '?'})" for s in speaking],
             {"share of words": [s["word_share"] for s in speaking]}, title="Share of all words spoken",
-            label_width=220))
+            peak=max(s["word_share"] for s in speaking), label_width=220))
     turns = _rows(store, "SELECT * FROM transcript WHERE run_id = ? ORDER BY seq", run_id)
     previous = None
     for t in turns:

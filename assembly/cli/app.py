@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover
 from assembly.cli import jury, run, validate
 from assembly.cli.console import err
 from assembly.errors import AssemblyError
+from transcripts.errors import StoreError
 
 app = typer.Typer(
     name="assembly",
@@ -69,9 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=False)
-    except AssemblyError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-        sys.exit(exc.exit_code)
+    except (AssemblyError, StoreError) as exc:  # StoreError: the store is a plain library with its own error type
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(getattr(exc, "exit_code", 2))
     except click_exceptions.NoArgsIsHelpError as exc:
         err.print(exc.format_message(), highlight=False, markup=False)
         sys.exit(2)

@@ -11,7 +11,7 @@ Design
 * **Our own decoding loop instead of `model.generate`.** Rows in one batch keep their own sampling parameters
   (temperature, top_p, max_tokens, stop strings) and their own seeded `torch.Generator`: a seeded request draws the
   same random numbers whichever other requests share its batch, so a seed reproduces a run even though batch
-  composition depends on timing. (Padding can move bf16 logits by rounding noise, so "reproducible" means: same
+  composition depends on timing. (Padding can move logits by rounding noise, so "reproducible" means: same
   seed, same batch shape -> same text; across batch shapes it almost always holds.) Finished rows are dropped from
   the KV cache, so short answers do not pay for long ones.
 * **Constrained choice by log-likelihood** (`request.choices`): the prompt is run once per request (all requests
@@ -20,16 +20,18 @@ Design
   prefill plus K short passes per batch, instead of one full pass per (prompt, option).
   What is scored is the assistant's whole reply as the chat template renders it: the option text followed by the
   end-of-turn token (so "Yes" is scored as "the answer is exactly 'Yes'", not as a prefix of "Yes, but ...").
-  Methods (`choice_method`), chosen with a small experiment on SmolLM2-135M (see the module-level note below):
-    - "mean" (default): mean token log-probability of the reply; length-normalised so long options are not
-      penalised for having more tokens;
-    - "sum": total log-probability (the exact probability of the reply; favours short options);
-    - "letter": options are appended to the last user message as "A. ...", "B. ..." and the letter is scored
-      (the MMLU/OpinionQA convention; strong models do well with it, 135M models show a heavy "A" bias).
-  `choice_logprobs` is a log-softmax over the option scores, so exp(values) sums to 1.
-
-Note on the default scoring method (SmolLM2-135M-Instruct, measured here; benchmarks/batching.py prints the setup):
-see `CHOICE_METHOD_NOTE`.
+  Methods (`choice_method`):
+    - "sum" (default): total log-probability of the reply, i.e. log P(the answer is exactly this option). The
+      log-softmax over options is then a true conditional distribution (the model's probabilities renormalised to
+      the allowed answers), which is what ballots' `probabilities` and fidelity metrics against survey answer
+      distributions need. It favours shorter options a little; ballot options are usually short, similar labels.
+    - "mean": mean token log-probability (length-normalised). Not a probability; on SmolLM2 it favours *longer*
+      options, because the later tokens of a multi-word option are nearly certain once it has begun.
+    - "letter": options appended to the last user message as "A. ...", "B. ..." and the letter scored (the
+      MMLU/OpinionQA convention for strong models).
+  `choice_logprobs` is a log-softmax over the option scores, so exp(values) sums to 1. `raw["option_token_logprobs"]`
+  keeps every option's per-token log-probabilities so other scorings can be computed afterwards.
+  Why "sum": see CHOICE_METHOD_NOTE (a small experiment on SmolLM2-135M-Instruct).
 """
 
 from __future__ import annotations
@@ -54,11 +56,13 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CHOICE_METHODS", "EmbeddedModel", "LocalModel", "embedded_model_path"]
 
-CHOICE_METHODS = ("mean", "sum", "letter")
+CHOICE_METHODS = ("sum", "mean", "letter")
 CHOICE_METHOD_NOTE = (
-    "On SmolLM2-135M-Instruct, letter scoring collapses onto the first letter whatever the persona, and summed "
-    "log-likelihood prefers the shortest option; the length-normalised mean of the reply's token log-probabilities "
-    "tracks the persona best, so it is the default."
+    "Measured on SmolLM2-135M-Instruct: 10 persona/question pairs with an obvious answer, each asked with the "
+    "options in both orders (20 ballots, the project's ballot wording). Correct / same answer under both orders: "
+    "sum 7/20, 9/10; mean 7/20, 7/10; letter 9/20, 3/10 (it picks the first-listed option 15/20). At 135M no "
+    "method follows the persona better than chance; 'sum' is the most order-robust and the only one whose "
+    "normalised scores are probabilities, so it is the default. 'letter' suits larger models."
 )
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -114,7 +118,7 @@ class LocalModel(Model):
       dtype          "auto" (bf16 where the device supports it, else fp32, with a log line), "bfloat16",
                      "float16", "float32".
       device         "auto" (cuda if available, else cpu), "cpu", "cuda", ...
-      choice_method  "mean" (default), "sum" or "letter": how options are scored (see the module docstring).
+      choice_method  "sum" (default), "mean" or "letter": how options are scored (see the module docstring).
       merge_adapter  merge a peft adapter into the weights after loading (default True: faster inference).
     Weights load lazily on first use (in the worker thread), or eagerly with `load()`.
     `stats` counts batches, requests, forward passes and tokens (tests and benchmarks read it).
@@ -133,7 +137,7 @@ class LocalModel(Model):
         batch_wait_ms: float = 10.0,
         dtype: str = "auto",
         device: str = "auto",
-        choice_method: str = "mean",
+        choice_method: str = "sum",
         merge_adapter: bool = True,
     ):
         if choice_method not in CHOICE_METHODS:
@@ -605,10 +609,10 @@ class LocalModel(Model):
         for b, r in enumerate(requests):
             options = list(r.choices or [])
             per_option = token_lp[b]
-            if self.choice_method == "sum":
-                scores = [sum(x) for x in per_option]
-            else:  # "mean", and "letter" (one letter plus end-of-turn: mean keeps the scale comparable)
+            if self.choice_method == "mean":
                 scores = [sum(x) / len(x) for x in per_option]
+            else:  # "sum", and "letter" (every letter is one token plus the end-of-turn marker)
+                scores = [sum(x) for x in per_option]
             norm = torch.log_softmax(torch.tensor(scores, dtype=torch.float64), dim=0).tolist()
             logprobs = {o: float(v) for o, v in zip(options, norm)}
             best = max(range(len(options)), key=lambda i: (norm[i], -i))
