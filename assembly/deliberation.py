@@ -167,6 +167,7 @@ async def adeliberate(
     the run is then in the store with status 'failed' (or 'interrupted') and its reason."""
     from transcripts import Store, default_store_path
 
+    config_path = str(Path(spec).resolve()) if isinstance(spec, (str, Path)) else None
     spec = resolve_spec(spec, model=model, seed=seed, jurors=jurors, rounds=rounds)
     population, jury = draw(spec)
     witnesses, documents = _witnesses(spec)
@@ -180,7 +181,8 @@ async def adeliberate(
         raise
     run_seed = spec.jury.seed
     run_id = store.begin_run(question=spec.question, spec=spec.model_dump(mode="json"), seed=run_seed,
-                             provenance=provenance, versions=versions())
+                             provenance=provenance, versions=versions(), options=spec.ballot.options,
+                             source="assembly-sim", config_path=config_path)
     started = time.perf_counter()
     status, reason = "failed", "unknown error"
     try:

@@ -29,8 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array
 
 from juries.errors import JuryError
 from juries.personas import Juror, render_persona
@@ -50,9 +48,11 @@ class Draw:
 
 
 def allocate_seats(shares: dict[str, float], size: int) -> dict[str, int]:
-    """Largest-remainder seats for `size` in proportion to `shares` (dict order breaks exact ties)."""
+    """Largest-remainder (Hamilton) seats for `size` in proportion to `shares`; equal remainders go to the larger
+    share, then to the earlier group in `shares`."""
     total = sum(shares.values())
-    quotas = {g: size * s / total for g, s in shares.items()}
+    # Rounded so that float noise (0.29 * 100 = 28.999...) cannot move a seat between exact ties.
+    quotas = {g: round(size * s / total, 9) for g, s in shares.items()}
     seats = {g: int(np.floor(q)) for g, q in quotas.items()}
     order = list(shares)
     by_remainder = sorted(order, key=lambda g: (-(quotas[g] - seats[g]), -shares[g], order.index(g)))
@@ -159,13 +159,10 @@ class _Cells:
         bounds = np.searchsorted(of_record[order], np.arange(len(self.keys) + 1))
         self.members = [live[order[bounds[c] : bounds[c + 1]]] for c in range(len(self.keys))]
         self.weight = np.bincount(of_record, weights=weights[live], minlength=len(self.keys))
-        # One equality row per (attribute, group): seats taken by cells of that group == seats still open.
+        # Seats still open per (attribute, group), laid out attribute after attribute.
         self.need = np.concatenate([np.array(list(targets[a].values()), dtype=float) for a in attributes])
         self.offsets = np.cumsum([0] + sizes)
         self.rows_of_cell = self.keys + self.offsets[:-1]  # (cells x attributes): each cell's constraint rows
-        rows = self.rows_of_cell.T.reshape(-1)
-        cols = np.tile(np.arange(len(self.keys)), len(attributes))
-        self.matrix = csr_array((np.ones(len(rows)), (rows, cols)), shape=(len(self.need), len(self.keys)))
 
     def complete(self, need: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
         """Seats per cell meeting `need` exactly, or None when none is found.
@@ -291,6 +288,9 @@ class _Cells:
 
     def _solve(self, need: np.ndarray) -> np.ndarray | None:
         """Exact integer feasibility over the open cells (HiGHS via scipy)."""
+        from scipy.optimize import Bounds, LinearConstraint, milp  # rarely needed; scipy.optimize is slow to import
+        from scipy.sparse import csr_array
+
         open_ = np.flatnonzero(self.open(need))
         plan = np.zeros(len(self.keys), dtype=np.int64)
         if need.sum() == 0:
@@ -298,9 +298,12 @@ class _Cells:
         if not len(open_):
             return None
         seats = need.sum() / self.rows_of_cell.shape[1]  # each open seat is counted once per attribute
+        rows = self.rows_of_cell[open_].T.reshape(-1)  # one equality row per (attribute, group)
+        cols = np.tile(np.arange(len(open_)), self.rows_of_cell.shape[1])
+        matrix = csr_array((np.ones(len(rows)), (rows, cols)), shape=(len(need), len(open_)))
         result = milp(
             c=np.zeros(len(open_)),  # any completion will do: it only caches feasibility
-            constraints=LinearConstraint(self.matrix[:, open_], need, need),
+            constraints=LinearConstraint(matrix, need, need),
             integrality=np.ones(len(open_)),
             bounds=Bounds(0, seats),
             options={"time_limit": _MILP_SECONDS},

@@ -221,3 +221,16 @@ def test_embedded_model_chooses_and_generates():
     assert v.choice in ("Yes", "No")
     assert sum(float(torch.tensor(x).exp()) for x in v.choice_logprobs.values()) == pytest.approx(1.0)
     assert s.text.strip()
+
+
+def test_sampler_nucleus_and_greedy():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [0.0, 3.0, 1.0, 2.0]])
+    reqs = [ask("x", temperature=1.0, top_p=1e-6), ask("x", temperature=0.0)]
+    gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
+    assert LocalModel._sample(logits, reqs, gens) == [1, 1]  # a tiny nucleus and greedy both give the argmax
+    nucleus = [ask("x", temperature=1.0, top_p=0.8)] * 2
+    draws = [LocalModel._sample(logits, nucleus, [torch.Generator().manual_seed(s)] * 2) for s in range(40)]
+    seen = {d[0] for d in draws}
+    assert seen <= {1, 3} and len(seen) == 2  # p(1)=.64, p(3)=.24: the nucleus at 0.8 holds exactly these two
+    again = [LocalModel._sample(logits, nucleus, [torch.Generator().manual_seed(s)] * 2) for s in range(40)]
+    assert draws == again

@@ -148,3 +148,28 @@ def test_lock_waits_are_bounded_and_explained(tmp_path):
     patient = Store(path, read_only=True, lock_timeout=20)  # waits for the holder, then reads
     assert patient.sql("select count(*) n from runs")["n"][0] == 0
     holder.wait(10)
+
+
+TURNSTILE_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1] + ".turnstile", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what a writer does while it waits for the database lock
+    print("waiting", flush=True)
+    time.sleep(float(sys.argv[2]))
+    """
+)
+
+
+def test_readers_queue_behind_a_waiting_writer(tmp_path):
+    path = tmp_path / "s.duckdb"
+    Store(path)
+    holder = subprocess.Popen([sys.executable, "-c", TURNSTILE_HOLDER, str(path), "1.5"], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "waiting"
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="turnstile"):
+        Store(path, read_only=True, lock_timeout=0.3)
+    Store(path, read_only=True, lock_timeout=20).sql("select 1")  # gets in once the writer has gone
+    assert time.monotonic() - started > 1.0
+    holder.wait(10)

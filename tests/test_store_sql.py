@@ -8,9 +8,9 @@ from transcripts import Store, StoreError
 from transcripts.samples import write_run
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = Store(tmp_path / "s.duckdb")
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("sql") / "s.duckdb")
     write_run(store, seed=1)
     return store
 

@@ -6,18 +6,20 @@ at all, not even read-only. An `assembly run` that kept its connection open for 
 
 * Every write (one `add_turn`, one `add_ballot`, ...) attaches the file, runs one transaction, commits and detaches.
   A commit is in DuckDB's write-ahead log before the call returns, so a kill -9 right after it loses nothing;
-  detaching checkpoints the log into the file.
+  the log is folded into the file (CHECKPOINT) once it passes CHECKPOINT_WAL_BYTES.
 * Reads attach the file READ_ONLY (a shared lock: many readers at once), fetch their result, detach.
 * A lock conflict (someone else is inside their few milliseconds) is retried with jittered exponential backoff
-  (tenacity) until `lock_timeout` seconds; only then does the caller see a StoreError.
+  (tenacity) until `lock_timeout` seconds; only then does the caller see a StoreError. A side file
+  `<store>.turnstile` (flock) queues new readers behind a waiting writer, so a polling reader cannot starve a run.
 
-Cost, measured on the 2-core dev box (store with 200k rows): `duckdb.connect()` per write costs ~23 ms to open and
-~9 ms to close, ~35 ms a write in all. Attaching into one long-lived in-memory DuckDB instance per process instead
-costs ~1 ms to attach and ~3-4 ms to detach (checkpoint included), ~5-8 ms a write in all, and a read-only
-attach+query+detach ~2 ms. The alternatives were rejected: per-run files still lock readers out of the run being
-written (the run people most want to watch); a writer daemon adds a process to start, supervise and find.
-`Store.transaction()` holds one attachment across many writes (bulk imports, benchmarks) when the lock-out
-of others for that long is acceptable.
+Measured (2 shared cores, see docs/store.md): a fresh `duckdb.connect()` per write costs 84-113 ms (a new
+database instance each time); attaching into one long-lived in-memory DuckDB instance costs 7-16 ms a write,
+median, on stores of 9-169 MB under heavy load (attach ~2, insert ~1, commit ~1, detach ~0.5 ms on a quiet 38 MB
+store, plus a ~24 ms checkpoint every ~10 writes). A connection kept open is cheaper still (4 ms) but locks
+everyone else out for the whole run. Rejected too: per-run files (readers are still locked out of the run being
+written, the one people most want to watch) and a writer daemon (a process to start, supervise and find).
+`Store.transaction()` / `Store.reading()` hold one attachment across many calls when locking others out for
+that long is acceptable (imports, reports).
 
 All attachments in a process go through one in-memory DuckDB connection guarded by one re-entrant lock, because
 DuckDB refuses two attachments of the same file inside one instance, and two instances in one process would
@@ -28,10 +30,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; readers and writers then just retry
+    fcntl = None
 
 import duckdb
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
@@ -105,19 +114,57 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+@contextmanager
+def _turnstile(path: Path, deadline: float) -> Iterator[None]:
+    """Hold `<store>.turnstile` (an flock) for the duration of the block.
+
+    DuckDB's file lock is a try-lock with no queue, so a reader polling in a loop could starve a writer for as
+    long as it polls. Writers hold the turnstile while they wait for the database lock; readers only pass
+    through it. A waiting writer thus stops new readers at the turnstile, and gets in as soon as the readers
+    already inside detach. Where the side file cannot be created (a read-only folder), we go without."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(f"{path}.turnstile", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreError(f"store {path} stayed locked by another process (a writer waiting at "
+                                     f"{path.name}.turnstile)") from None
+                time.sleep(random.uniform(0.0005, 0.003))
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: bool, timeout: float) -> None:
-    mode = " (READ_ONLY)" if read_only else ""
     literal = str(path).replace("'", "''")
+    deadline = time.monotonic() + timeout
     retrying = Retrying(
         retry=retry_if_exception(is_lock_conflict),
-        wait=wait_random_exponential(multiplier=0.002, max=0.2),
+        wait=wait_random_exponential(multiplier=0.002, max=0.1),
         stop=stop_after_delay(timeout),
         reraise=True,
     )
     try:
-        for attempt in retrying:
-            with attempt:
-                con.execute(f"ATTACH '{literal}' AS {alias}{mode}")
+        # Readers pass through the turnstile (queueing behind a waiting writer); writers wait inside it.
+        with _turnstile(path, deadline):
+            if not read_only:
+                for attempt in retrying:
+                    with attempt:
+                        con.execute(f"ATTACH '{literal}' AS {alias}")
+        if read_only:
+            for attempt in retrying:
+                with attempt:
+                    con.execute(f"ATTACH '{literal}' AS {alias} (READ_ONLY)")
     except duckdb.Error as exc:
         if is_lock_conflict(exc):
             raise StoreError(f"store {path} stayed locked by another process for {timeout:g} s: {one_line(exc)}") from exc

@@ -8,6 +8,8 @@ import sys
 from rich.console import Console
 
 out = Console(soft_wrap=True)
+if not out.is_terminal:  # piped or captured: no terminal width to respect, so do not fold tables at 80 columns
+    out = Console(soft_wrap=True, width=200)
 err = Console(stderr=True, soft_wrap=True)
 
 

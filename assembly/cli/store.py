@@ -1,0 +1,158 @@
+"""Store commands: `assembly sql`, `assembly transcripts list|show|export|import|path`, `assembly report`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from assembly.cli.console import out, print_json
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="The store (default: `assembly transcripts path`).")]
+
+
+def _store(db: Path | None):
+    from transcripts import Store, StoreError, default_store_path
+
+    path = Path(db) if db else default_store_path()
+    if not path.exists():
+        raise StoreError(f"no store at {path} (run an assembly first, or pass --db)")
+    return Store(str(path))
+
+
+def _print_frame(frame, fmt: str) -> None:
+    if fmt == "json":
+        print_json(frame.to_dicts())
+    elif fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    else:
+        table = Table(show_lines=False)
+        for i, column in enumerate(frame.columns):
+            table.add_column(column, overflow="fold", no_wrap=i == 0)
+        for row in frame.iter_rows():
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+        out.print(f"{frame.height} row{'s' if frame.height != 1 else ''}", style="dim", highlight=False)
+
+
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run against the store (views: transcript, ballot_changes, "
+                                              "opinion_shift, call_costs, ...).")],
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Rows as a JSON array.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Rows as CSV.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the store.")] = False,
+) -> None:
+    """Query the store with SQL. Read-only unless --write."""
+    store = _store(db)
+    try:
+        frame = store.sql(query, write=write)
+    finally:
+        store.close()
+    _print_frame(frame, "json" if as_json else "csv" if as_csv else "table")
+
+
+def list_runs(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One line per run: id, status, provenance, question, winner, counts and cost."""
+    from transcripts import frames
+
+    store = _store(db)
+    try:
+        frame = frames.overview(store)
+    finally:
+        store.close()
+    if not as_json:  # a terminal-sized selection; --json has every column
+        wanted = [c for c in ("run_id", "status", "provenance", "started_at", "question", "winner", "turns", "ballots")
+                  if c in frame.columns]
+        frame = frame.select(wanted)
+        if "question" in frame.columns:
+            frame = frame.with_columns(frame["question"].str.slice(0, 60).alias("question"))
+    _print_frame(frame, "json" if as_json else "table")
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    db: DbOption = None,
+) -> None:
+    """The deliberation as readable text."""
+    from transcripts import render_show
+
+    store = _store(db)
+    try:
+        text = render_show(store, run_id)
+    finally:
+        store.close()
+    sys.stdout.write(text.rstrip() + "\n")
+
+
+def export(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="File (jsonl, md) or folder (parquet).")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | md")] = "jsonl",
+    db: DbOption = None,
+) -> None:
+    """Export a run: deliberation JSONL (the interchange format), parquet tables, or markdown."""
+    from transcripts import export_run
+
+    store = _store(db)
+    try:
+        written = export_run(store, run_id, fmt, output)
+    finally:
+        store.close()
+    out.print(str(written), highlight=False)
+
+
+def import_(
+    path: Annotated[Path, typer.Argument(help="A deliberation JSONL file (FORMAT 2).")],
+    db: DbOption = None,
+) -> None:
+    """Import real deliberations (provenance imported-real); a bad record aborts the whole file."""
+    from transcripts import Store, default_store_path, import_jsonl
+
+    store = Store(str(db or default_store_path()))
+    try:
+        run_ids = import_jsonl(store, path)
+    finally:
+        store.close()
+    out.print(f"imported {len(run_ids)} deliberation{'s' if len(run_ids) != 1 else ''} from {path}", highlight=False)
+
+
+def path(db: DbOption = None) -> None:
+    """Print where the store is (set ASSEMBLY_STORE or pass --db to use another)."""
+    from transcripts import default_store_path
+
+    out.print(str(db or default_store_path()), highlight=False)
+
+
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path("report.html"),
+    db: DbOption = None,
+) -> None:
+    """Write one self-contained HTML page about a run: jury, ballots, tallies, verdict, transcript."""
+    from transcripts.report import write_report
+
+    store = _store(db)
+    try:
+        written = write_report(store, run_id, output)
+    finally:
+        store.close()
+    out.print(str(written), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sql")(sql)
+    app.command("report")(report)
+    transcripts = typer.Typer(help="Browse, export and import recorded deliberations.", no_args_is_help=True)
+    transcripts.command("list")(list_runs)
+    transcripts.command("show")(show)
+    transcripts.command("export")(export)
+    transcripts.command("import")(import_)
+    transcripts.command("path")(path)
+    app.add_typer(transcripts, name="transcripts")
