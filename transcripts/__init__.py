@@ -7,6 +7,7 @@ A plain library: it imports nothing from `assembly`, `juries` or `finetune`.
     store.sql("select * from opinion_shift")
     frames.turns(store, run_id)            # polars
     export_run(store, run_id, "jsonl", "run.jsonl");  import_jsonl(store, "real.jsonl")
+    write_report(store, run_id, "report.html")  # one self-contained page
 """
 
 from transcripts import frames
@@ -15,6 +16,7 @@ from transcripts.exports import export_jsonl, export_run
 from transcripts.interchange import import_jsonl, run_record, validate_record
 from transcripts.markdown import render_show
 from transcripts.paths import default_store_path
+from transcripts.report import render_report, write_report
 from transcripts.store import Store
 
 __all__ = [
@@ -25,7 +27,9 @@ __all__ = [
     "export_run",
     "frames",
     "import_jsonl",
+    "render_report",
     "render_show",
     "run_record",
     "validate_record",
+    "write_report",
 ]
