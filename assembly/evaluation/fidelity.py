@@ -56,6 +56,7 @@ class EvalConfig:
     jurors_per_group: int = 10
     seed: int = 0
     attributes: list[str] | None = None  # None: every attribute in the file except `overall`
+    groups: list[str] | None = None  # None: every group of those attributes; else only these group labels
     mode: Literal["ballot", "assembly"] = "ballot"
     population: str = "us_adults"
     ignore_persona: bool = True  # jurors from the whole population
@@ -232,7 +233,8 @@ async def evaluate_survey(
     groups: list[tuple[str, str]] = []
     for q in survey:
         for key in q.distributions:
-            if key[0] in attributes and key != OVERALL and key not in groups:
+            if key[0] in attributes and key != OVERALL and key not in groups and (
+                    config.groups is None or key[1] in config.groups):
                 groups.append(key)
     groups.sort(key=lambda k: (attributes.index(k[0]), _group_order(*k)))
 

@@ -87,7 +87,8 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     try:
         log.info("converting the embedded model %s to bf16 safetensors in %s (once)", gguf.name, target)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        # fp32 here: GGUF blocks dequantize to fp32 anyway (and other dtypes draw a warning); cast to bf16 below
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # Rebuild a plain (unflagged) model from the same config and copy the dequantized weights across: the loaded
         # one carries `quantization_config`/`hf_quantizer` and refuses save_pretrained and training.
         config = quantized.config

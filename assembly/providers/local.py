@@ -484,9 +484,11 @@ class LocalModel(Model):
                     finish[i] = "stop"
                     continue
                 out_tokens[i].append(t)
-                if r.stop and any(s and s in tok.decode(out_tokens[i], skip_special_tokens=True) for s in r.stop):
-                    finish[i] = "stop"
-                    continue
+                if r.stop:
+                    so_far = tok.decode(out_tokens[i], skip_special_tokens=True)
+                    if any(s and s in so_far for s in r.stop):
+                        finish[i] = "stop"
+                        continue
                 if len(out_tokens[i]) >= r.max_tokens:
                     continue
                 keep.append(j)

@@ -1,0 +1,144 @@
+"""Training configuration: one object beside its trainer, LoRA settings in one place, loadable from YAML.
+
+    base_model: embedded              # any local spec: embedded, local:<folder>, local:<folder>+<adapter>
+    dataset: .assembly/sft            # a folder written by `assembly finetune prepare`
+    output_dir: .assembly/finetune/my-run
+    lora: {r: 16, alpha: 32, dropout: 0.05, top_layers: 8}
+    learning_rate: 2.0e-4
+    max_steps: 200
+    gradient_accumulation: 8
+    contrast_weight: 1.0
+
+Unknown keys are rejected (with a "did you mean"), and errors name the file and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from assembly.errors import AssemblyError
+
+EXAMPLE_TYPES = ("juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly")
+LLAMA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(AssemblyError):
+    """A training configuration is invalid; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraSettings(Strict):
+    """Every LoRA setting, here and nowhere else."""
+
+    r: int = Field(16, ge=1, le=512)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_MODULES))
+    # Adapt only the last N decoder layers (None: all). On a CPU this is the big saving: backpropagation stops at the
+    # lowest adapted layer, so top_layers=8 of 30 costs about half of full-depth LoRA per step.
+    top_layers: int | None = Field(None, ge=1)
+
+    def peft_config(self, n_layers: int | None):
+        from peft import LoraConfig
+
+        layers = None
+        if self.top_layers is not None and n_layers:
+            layers = list(range(max(0, n_layers - self.top_layers), n_layers))
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), layers_to_transform=layers,
+                          task_type="CAUSAL_LM", bias="none")
+
+
+class TrainConfig(Strict):
+    base_model: str = "embedded"
+    dataset: str = ".assembly/sft"
+    output_dir: str = ".assembly/finetune/run"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    types: list[Literal["juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly"]] | None = None
+
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    gradient_accumulation: int = Field(8, ge=1)  # items per optimizer step (an item: one example or one contrast group)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(2048, ge=16)  # tokens per sequence; longer prompts lose their beginning
+    max_group: int = Field(8, ge=1)  # prompts per contrast item (larger groups are split)
+
+    # The objective: lm_weight x token cross-entropy on text replies; choice_weight x KL(target || model) over the
+    # options of ballot examples (the model's option distribution as constrained choice computes it at run time);
+    # contrast_weight x squared error between the model's and the humans' difference in mean answer position for
+    # every pair of groups answering the same question (rewards persona contrast, not a flatter answer).
+    lm_weight: float = Field(1.0, ge=0)
+    choice_weight: float = Field(1.0, ge=0)
+    contrast_weight: float = Field(1.0, ge=0)
+    shared_prompt: bool = True  # score options over one cached prompt pass (off under gradient checkpointing)
+
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available, else cpu
+    bf16: bool | Literal["auto"] = "auto"  # auto: on GPUs that support it
+    gradient_checkpointing: bool | Literal["auto"] = "auto"  # auto: on GPU
+    threads: int | None = Field(None, ge=1)
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    eval_max_items: int = Field(64, ge=0)  # validation items scored before and after training (0: skip)
+    max_minutes: float | None = Field(None, gt=0)  # stop (and save) after this much training time
+    resume: bool = True  # continue from the last checkpoint in output_dir/checkpoints when there is one
+
+    def with_overrides(self, **overrides) -> "TrainConfig":
+        data = self.model_dump()
+        lora = overrides.pop("lora", None) or {}
+        for key, value in overrides.items():
+            if value is not None:
+                data[key] = value
+        data["lora"].update({k: v for k, v in lora.items() if v is not None})
+        return parse_config(data, "overrides")
+
+
+def _suggest(word: str, candidates) -> str:
+    match = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def parse_config(data: object, source: str = "<config>") -> TrainConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            owner = LoraSettings if loc[:1] == ("lora",) else TrainConfig
+            message = f"unknown key{_suggest(loc[-1], owner.model_fields)}"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], (dict, list)):
+                message += f" (got {err['input']!r})"
+        raise ConfigError(f"{source}: {path}: {message}") from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
+    return parse_config(data, str(path))

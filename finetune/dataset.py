@@ -1,0 +1,702 @@
+"""`assembly finetune prepare`: the store's runs -> a chat-format SFT dataset, split by question and deliberation.
+
+Every example is one JSON line:
+
+    {"id", "type", "messages": [system, user, assistant], "target": null | {"choices": [...], "distribution": [...]},
+     "contrast": null | "<key>", "source", "provenance", "license", "run_id", "deliberation_id", "question_id",
+     "split"}
+
+`messages` always ends with the assistant's reply, so any chat SFT trainer can read the file. Ballot examples also
+carry `target`: the options and the target distribution over them (one-hot for a single vote). Our trainer uses it
+for a loss over the options exactly as constrained choice scores them at run time. For survey-distribution data the
+target is the sub-group's distribution (a soft target); the assistant reply of such an example is one label drawn
+from that distribution (seeded), so a plain SFT trainer over many such examples still sees labels in proportion.
+Examples of groups answering the same question share a `contrast` key (question run + attribute): our trainer
+puts them in one training item and rewards the model when its groups differ the way the humans' do.
+
+Example types and where they come from:
+
+* juror_turn — simulated runs: the recorded prompt (llm_calls.messages, exactly what the juror saw) -> the recorded
+  turn. Imported real deliberations: the engine's own templates (`juror_system` + `juror_statement`): the
+  participant's persona (rendered from their canonical attributes; a neutral one when they have none), the
+  question, the moderator's latest prompt and, in chats, the last turns before it -> what the person wrote.
+* ballot — simulated: recorded ballot prompt -> the juror's choice. Real: `assembly.ballots.ballot_messages` with
+  the voter's persona -> their vote; votes on statements (Polis, Remesh) become ballots on "do you agree with this
+  statement" (per voter when voters have demographics, else one example with the vote distribution as its
+  target); survey distributions become, per (attribute, group), `personas_per_group` jurors drawn from the
+  population frame conditional on the group (as the fidelity evaluation seats them) with the group's
+  distribution as the target.
+* moderator_turn, witness_turn — simulated runs only (recorded prompt -> recorded turn).
+* whole_assembly — any run with fixed options and >= 2 voters: question + jury roster -> the compact record of the
+  whole assembly (assembly.distilled.format_record), for the distilled one-pass mode.
+
+Split: every run goes to the split of its question (normalised question text), so all examples of one deliberation
+and of one question land in the same split — never split by turn. The assignment is a seeded hash, saved in
+split.json beside the data, with manifest.json (counts, real/simulated mix, sources with hashes and licences).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from transcripts import Store
+from transcripts.store import from_json
+
+from finetune.config import EXAMPLE_TYPES
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_PROVENANCES = ("simulated", "imported-real")
+NEUTRAL_PERSONA = "You are a member of the public taking part in this discussion."
+CANONICAL = ("party", "ideology", "age", "sex", "race", "education", "income", "region", "religion")
+DEFAULT_PROMPT = "What do you think about the question, and why?"
+NO_TESTIMONY = "(no expert testimony)"
+VOTE_ORDER = ("Agree", "Disagree", "Pass", "Yes", "No")
+RESTRICTED_HINTS = ("internal", "none", "pew terms", "no license", "no licence")
+
+
+class PrepareError(ValueError):
+    """Bad prepare options or an empty result; the message is one line."""
+
+
+@dataclass
+class PrepareOptions:
+    types: tuple[str, ...] = EXAMPLE_TYPES
+    real: float | None = None  # share of imported-real examples in the train split (None: as found)
+    validation: float = 0.1
+    test: float = 0.0
+    seed: int = 0
+    provenances: tuple[str, ...] = DEFAULT_PROVENANCES
+    sources: tuple[str, ...] | None = None  # only these sources
+    weights: dict[str, float] = field(default_factory=dict)  # source -> fraction of its examples kept
+    survey_attributes: tuple[str, ...] | None = ("party", "ideology")  # None: every attribute
+    survey_overall: bool = True  # also an example for the `overall` distribution (a population juror)
+    personas_per_group: int = 1
+    max_per_run: int = 40  # examples per (run, type), sampled with the seed
+    statements_per_run: int = 20  # statements voted on, per run (votes on statements)
+    voters_per_statement: int = 4
+    recent_turns: int = 6
+    words: int = 60  # the words-per-turn the juror prompt asks for (real turns are clipped to it)
+    max_examples: int | None = None  # cap on train examples (random, seeded)
+    exclude_questions: tuple[str, ...] = ()  # question texts never used (e.g. held-out test questions)
+    include_distilled: bool = False  # runs made by the distilled mode (the model's own one-pass output)
+
+    def check(self) -> None:
+        unknown = [t for t in self.types if t not in EXAMPLE_TYPES]
+        if unknown:
+            raise PrepareError(f"unknown example type(s) {', '.join(unknown)}; expected {', '.join(EXAMPLE_TYPES)}")
+        if self.real is not None and not 0.0 <= self.real <= 1.0:
+            raise PrepareError(f"--real must be between 0 and 1, got {self.real}")
+        if self.validation < 0 or self.test < 0 or self.validation + self.test >= 1:
+            raise PrepareError("validation and test fractions must be >= 0 and add up to less than 1")
+        for source, weight in self.weights.items():
+            if not 0.0 <= weight <= 1.0:
+                raise PrepareError(f"weight for source {source!r} must be between 0 and 1, got {weight}")
+        if self.personas_per_group < 1:
+            raise PrepareError("personas_per_group must be at least 1")
+
+
+# --- small helpers ------------------------------------------------------------------------------------------------
+
+
+def stable_int(*parts: object) -> int:
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def stable_unit(*parts: object) -> float:
+    return stable_int(*parts) / 2**64
+
+
+def question_key(text: str) -> str:
+    """Questions compare by their words: case, spacing and punctuation do not make a new question."""
+    return " ".join(re.sub(r"[^\w]+", " ", (text or "").lower()).split())
+
+
+def assign_split(key: str, seed: int, validation: float, test: float) -> str:
+    u = stable_unit("split", seed, key)
+    if u < test:
+        return "test"
+    if u < test + validation:
+        return "validation"
+    return "train"
+
+
+def clip_words(text: str, words: int) -> str:
+    from assembly.distilled import clip_words as clip
+
+    return clip(text, words)
+
+
+def persona_for(attributes: Mapping[str, Any] | None, seed: int) -> str:
+    """A juror persona from canonical attributes (as the engine renders them); neutral when there are none."""
+    canon = {k: v for k, v in (attributes or {}).items() if k in CANONICAL and isinstance(v, str) and v}
+    if not canon:
+        return NEUTRAL_PERSONA
+    from juries import render_persona
+
+    return render_persona(canon, seed).text
+
+
+def _msgs(messages) -> list[dict[str, str]]:
+    out = []
+    for m in messages:
+        if hasattr(m, "model_dump"):
+            m = m.model_dump()
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def ordered_options(found: Iterable[str]) -> list[str]:
+    found = list(dict.fromkeys(found))
+    known = [o for o in VOTE_ORDER if o in found]
+    return known + sorted(o for o in found if o not in known)
+
+
+# --- reading runs -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    run: dict[str, Any]
+    participants: list[dict[str, Any]]
+    turns: list[dict[str, Any]]
+    ballots: list[dict[str, Any]]
+    calls: list[dict[str, Any]]
+
+    @property
+    def id(self) -> str:
+        return self.run["id"]
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.run["spec"] if isinstance(self.run.get("spec"), dict) else {}
+
+
+def select_runs(store: Store, options: PrepareOptions) -> list[dict[str, Any]]:
+    frame = store.sql(
+        "SELECT id, question, options, spec, provenance, source, license, external_id, summary FROM runs "
+        "WHERE status = 'completed' AND provenance IN (SELECT unnest($p)) ORDER BY started_at, id",
+        {"p": list(options.provenances)},
+    )
+    excluded = {question_key(q) for q in options.exclude_questions}
+    runs = []
+    for row in frame.iter_rows(named=True):
+        if options.sources is not None and row["source"] not in options.sources and not (
+                row["source"] is None and "simulated" in options.sources):
+            continue
+        if question_key(row["question"]) in excluded:
+            continue
+        row["spec"] = from_json(row["spec"])
+        row["summary"] = from_json(row["summary"]) or {}
+        if not options.include_distilled and isinstance(row["summary"], dict) and row["summary"].get("mode") == "distilled":
+            continue
+        runs.append(row)
+    return runs
+
+
+def load_run(store: Store, run: dict[str, Any], with_calls: bool) -> RunData:
+    rid = run["id"]
+    participants = list(store.sql(
+        "SELECT id, role, name, persona, attributes, extra FROM participants WHERE run_id = ? ORDER BY id", [rid]
+    ).iter_rows(named=True))
+    for p in participants:
+        p["attributes"] = from_json(p["attributes"]) or {}
+        p["extra"] = from_json(p["extra"]) or {}
+    turns = list(store.sql(
+        "SELECT id, seq, phase, round, speaker_id, content, call_id, target FROM turns WHERE run_id = ? ORDER BY seq",
+        [rid]).iter_rows(named=True))
+    ballots = list(store.sql(
+        "SELECT participant_id, phase, ballot_type, status, choice, ranking, approvals, probabilities, target "
+        "FROM ballots WHERE run_id = ? ORDER BY created_at, id", [rid]).iter_rows(named=True))
+    for b in ballots:
+        b["probabilities"] = from_json(b["probabilities"])
+    calls = []
+    if with_calls:
+        calls = list(store.sql(
+            "SELECT id, seq, role, participant_id, phase, messages, params, response, choice FROM llm_calls "
+            "WHERE run_id = ? AND error IS NULL ORDER BY seq", [rid]).iter_rows(named=True))
+        for c in calls:
+            c["messages"] = from_json(c["messages"]) or []
+            c["params"] = from_json(c["params"]) or {}
+    return RunData(run, participants, turns, ballots, calls)
+
+
+# --- building examples --------------------------------------------------------------------------------------------
+
+
+class Builder:
+    def __init__(self, options: PrepareOptions):
+        self.options = options
+        self._population = None
+
+    @property
+    def population(self):
+        if self._population is None:
+            from juries import load_population
+
+            self._population = load_population("us_adults")
+        return self._population
+
+    def example(self, data: RunData, type_: str, messages, reply: str, index: int, *,
+                target: dict | None = None, contrast: str | None = None) -> dict[str, Any]:
+        run = data.run
+        qkey = question_key(run["question"])
+        survey = data.spec.get("format") == "survey-distribution"
+        qid = run["external_id"] if survey and run.get("external_id") else f"q-{hashlib.sha1(qkey.encode()).hexdigest()[:12]}"
+        return {
+            "id": f"{run['id']}:{type_}:{index}",
+            "type": type_,
+            "messages": [*_msgs(messages), {"role": "assistant", "content": reply}],
+            "target": target,
+            "contrast": contrast,
+            "source": run["source"] or "assembly-sim",
+            "provenance": run["provenance"],
+            "license": run["license"],
+            "run_id": run["id"],
+            "deliberation_id": run["external_id"] or run["id"],
+            "question_id": qid,
+            "question_key": qkey,
+            "split": None,
+        }
+
+    def capped(self, data: RunData, type_: str, items: list) -> list:
+        cap = self.options.max_per_run
+        if len(items) <= cap:
+            return items
+        rng = random.Random(stable_int(self.options.seed, data.id, type_))
+        keep = sorted(rng.sample(range(len(items)), cap))
+        return [items[i] for i in keep]
+
+    # -- per run --------------------------------------------------------------------------------------------------
+
+    def build(self, data: RunData) -> list[dict[str, Any]]:
+        types = set(self.options.types)
+        out: list[dict[str, Any]] = []
+        if data.spec.get("format") == "survey-distribution":
+            if "ballot" in types:
+                out += self.survey_ballots(data)
+            return out
+        if data.run["provenance"] == "imported-real":
+            if "juror_turn" in types:
+                out += self.capped(data, "juror_turn", self.real_turns(data))
+            if "ballot" in types:
+                out += self.capped(data, "ballot", self.real_ballots(data))
+                out += self.statement_votes(data)
+        else:
+            out += self.recorded(data, types)
+        return out  # whole_assembly examples are added by build_examples (they read the store directly)
+
+    def recorded(self, data: RunData, types: set[str]) -> list[dict[str, Any]]:
+        """Simulated runs: each model call's prompt, exactly as recorded, and what was kept from its reply."""
+        turn_of = {t["call_id"]: t for t in data.turns if t["call_id"]}
+        by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for call in data.calls:
+            messages = call["messages"]
+            if not messages or call["role"] == "distilled":
+                continue
+            phase = call["phase"] or ""
+            if phase.startswith("ballot"):
+                if "ballot" not in types:
+                    continue
+                choices = call["params"].get("choices")
+                if choices and call["choice"] in choices:
+                    target = {"choices": list(choices),
+                              "distribution": [1.0 if o == call["choice"] else 0.0 for o in choices]}
+                    by_type["ballot"].append((messages, call["choice"], target))
+                elif call["response"] and not call["params"].get("choices"):
+                    by_type["ballot"].append((messages, call["response"], None))  # a structured (JSON) ballot
+                continue
+            turn = turn_of.get(call["id"])
+            if turn is None or not turn["content"].strip():
+                continue
+            type_ = {"juror": "juror_turn", "moderator": "moderator_turn", "witness": "witness_turn"}.get(call["role"])
+            if type_ in types:
+                by_type[type_].append((messages, turn["content"], None))
+        out = []
+        for type_, items in by_type.items():
+            for i, (messages, reply, target) in enumerate(self.capped(data, type_, items)):
+                out.append(self.example(data, type_, messages, reply, i, target=target))
+        return out
+
+    def _names(self, data: RunData) -> dict[str, str]:
+        names, k = {}, 0
+        for p in data.participants:
+            if p["role"] == "moderator":
+                names[p["id"]] = p["name"] or "Moderator"
+        for t in data.turns:
+            if t["speaker_id"] not in names:
+                person = next((p for p in data.participants if p["id"] == t["speaker_id"]), None)
+                k += 1
+                names[t["speaker_id"]] = (person or {}).get("name") or f"Participant {k}"
+        return names
+
+    def _persona(self, data: RunData, pid: str) -> str:
+        person = next((p for p in data.participants if p["id"] == pid), None)
+        if person and person.get("persona") and person["role"] == "juror":
+            return person["persona"]
+        return persona_for((person or {}).get("attributes"), stable_int(self.options.seed, data.id, pid))
+
+    def real_turns(self, data: RunData) -> list[dict[str, Any]]:
+        from assembly.prompts import render_prompt
+
+        roles = {p["id"]: p["role"] for p in data.participants}
+        names = self._names(data)
+        options = list(data.run["options"] or [])
+        prompt = DEFAULT_PROMPT
+        history: list[dict[str, str]] = []
+        out = []
+        for t in data.turns:
+            role = roles.get(t["speaker_id"])
+            text = (t["content"] or "").strip()
+            if role == "moderator":
+                prompt = text.split("\nOptions:")[0].strip() or DEFAULT_PROMPT
+                history = []
+                continue
+            if role not in ("participant", "juror") or t["phase"] not in ("statement", "discussion", "deliberation"):
+                continue
+            chat = t["phase"] != "statement"  # statements answer the prompt on their own; chat turns answer others
+            if len(text.split()) >= 3:
+                user = render_prompt("juror_statement", question=data.run["question"], options=options,
+                                     testimony=NO_TESTIMONY, summary="",
+                                     recent=history[-self.options.recent_turns:] if chat else [],
+                                     prompt=prompt, words=self.options.words)
+                system = render_prompt("juror_system", persona=self._persona(data, t["speaker_id"]))
+                messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+                out.append(self.example(data, "juror_turn", messages, clip_words(text, self.options.words), t["seq"]))
+            if chat and text:
+                history.append({"speaker": names.get(t["speaker_id"], "Participant"), "content": clip_words(text, 40)})
+        return out
+
+    def real_ballots(self, data: RunData) -> list[dict[str, Any]]:
+        from assembly.ballots import ballot_messages
+
+        options = list(data.run["options"] or [])
+        if len(options) < 2:
+            return []
+        latest: dict[tuple[str, str], dict] = {}
+        for b in data.ballots:
+            if b["target"] is None and b["status"] == "valid" and b["phase"] in ("pre", "post") \
+                    and b["ballot_type"] in ("single", "yes_no") and b["choice"] in options:
+                latest[(b["participant_id"], b["phase"])] = b
+        out = []
+        for i, ((pid, phase), b) in enumerate(sorted(latest.items())):
+            messages = ballot_messages(
+                persona=self._persona(data, pid), question=data.run["question"], options=options,
+                ballot_type="single", phase=phase, context=f"Expert testimony:\n{NO_TESTIMONY}" if phase == "post" else None,
+                background="", structured=False)
+            target = {"choices": options, "distribution": [1.0 if o == b["choice"] else 0.0 for o in options]}
+            out.append(self.example(data, "ballot", messages, b["choice"], i, target=target))
+        return out
+
+    def statement_votes(self, data: RunData) -> list[dict[str, Any]]:
+        """Votes on statements or polls inside a deliberation, as ballots on 'do you agree with this statement'."""
+        from assembly.ballots import ballot_messages
+
+        turns = {str(t["seq"]): t for t in data.turns}
+        people = {p["id"]: p for p in data.participants}
+        by_target: dict[str, list[dict]] = defaultdict(list)
+        for b in data.ballots:
+            if b["target"] is not None and b["status"] == "valid" and b["choice"] and b["target"] in turns:
+                by_target[b["target"]].append(b)
+        if not by_target:
+            return []
+        rng = random.Random(stable_int(self.options.seed, data.id, "statements"))
+        targets = sorted(by_target, key=lambda t: int(t) if t.isdigit() else 0)
+        if len(targets) > self.options.statements_per_run:
+            targets = sorted(rng.sample(targets, self.options.statements_per_run), key=targets.index)
+        out = []
+        for target in targets:
+            votes = by_target[target]
+            turn = turns[target]
+            text = turn["content"]
+            if "\nOptions:" in text:  # a poll shown by the moderator: its own question and options
+                question, _, listed = text.partition("\nOptions:")
+                options = [o.strip() for o in listed.split("|") if o.strip()]
+            else:
+                question = (f"{data.run['question']}\n\nAnother participant wrote: \"{clip_words(text, 80)}\"\n"
+                            "Do you agree with this statement?")
+                options = ordered_options(v["choice"] for v in votes)
+            votes = [v for v in votes if v["choice"] in options]
+            if len(options) < 2 or not votes:
+                continue
+            with_people = [v for v in votes if any(k in CANONICAL for k in people.get(v["participant_id"], {})
+                                                    .get("attributes", {}))]
+            if with_people:
+                chosen = rng.sample(with_people, min(len(with_people), self.options.voters_per_statement))
+                for v in chosen:
+                    messages = ballot_messages(persona=self._persona(data, v["participant_id"]), question=question,
+                                               options=options, ballot_type="single", phase="pre", context=None,
+                                               background="", structured=False)
+                    target_ = {"choices": options, "distribution": [1.0 if o == v["choice"] else 0.0 for o in options]}
+                    out.append(self.example(data, "ballot", messages, v["choice"], len(out) + 100000, target=target_))
+            else:
+                counts = Counter(v["choice"] for v in votes)
+                dist = [counts[o] / len(votes) for o in options]
+                label = options[_draw(dist, stable_int(self.options.seed, data.id, target))]
+                messages = ballot_messages(persona=NEUTRAL_PERSONA, question=question, options=options,
+                                           ballot_type="single", phase="pre", context=None, background="",
+                                           structured=False)
+                out.append(self.example(data, "ballot", messages, label, len(out) + 100000,
+                                        target={"choices": options, "distribution": dist}))
+        return out
+
+    def survey_ballots(self, data: RunData) -> list[dict[str, Any]]:
+        """One example per seated juror per (attribute, group): the group's distribution is the target."""
+        from assembly.ballots import ballot_messages
+        from juries import render_persona
+
+        options = list(data.run["options"] or [])
+        wanted = self.options.survey_attributes
+        people = {p["id"]: p for p in data.participants}
+        out = []
+        for b in data.ballots:
+            if b["ballot_type"] != "distribution" or not b["probabilities"]:
+                continue
+            person = people.get(b["participant_id"], {})
+            extra = person.get("extra") or {}
+            attribute, group = extra.get("attribute"), extra.get("group")
+            overall = attribute == "overall"
+            if overall and not self.options.survey_overall:
+                continue
+            if not overall and wanted is not None and attribute not in wanted:
+                continue
+            dist = [float(b["probabilities"].get(o, 0.0)) for o in options]
+            for i in range(self.options.personas_per_group):
+                seed = stable_int(self.options.seed, data.run["external_id"], attribute, group, i)
+                attrs = self._seat(None if overall else {attribute: group}, seed)
+                persona = render_persona(attrs, seed % 2**31).text
+                messages = ballot_messages(persona=persona, question=data.run["question"], options=options,
+                                           ballot_type="single", phase="pre", context=None, background="",
+                                           structured=False)
+                label = options[_draw(dist, seed)]
+                out.append(self.example(
+                    data, "ballot", messages, label, len(out),
+                    target={"choices": options, "distribution": dist, "attribute": attribute, "group": group},
+                    contrast=None if overall else f"{data.id}|{attribute}"))
+        return out
+
+    def _seat(self, where: dict[str, str] | None, seed: int) -> dict[str, str]:
+        """A juror's attributes drawn from the frame given `where`; just `where` when the frame lacks the group."""
+        import numpy as np
+
+        try:
+            return dict(self.population.sample(1, np.random.default_rng(seed), where=where)[0])
+        except Exception:  # noqa: BLE001 - juries.JuryError: a group outside the frame (e.g. a free religion label)
+            return dict(where or {})
+
+
+def _draw(dist: list[float], seed: int) -> int:
+    total = sum(dist) or 1.0
+    u = stable_unit("label", seed) * total
+    acc = 0.0
+    for i, p in enumerate(dist):
+        acc += p
+        if u < acc:
+            return i
+    return max(range(len(dist)), key=lambda i: dist[i])
+
+
+# --- the whole dataset --------------------------------------------------------------------------------------------
+
+
+def build_examples(store: Store, options: PrepareOptions) -> list[dict[str, Any]]:
+    """Every example of the selected runs, each with its split; nothing written."""
+    from assembly.distilled import record_from_run
+
+    options.check()
+    builder = Builder(options)
+    examples: list[dict[str, Any]] = []
+    runs = select_runs(store, options)
+    with store.reading():
+        for run in runs:
+            data = load_run(store, run, with_calls=run["provenance"] != "imported-real")
+            made = builder.build(data)
+            if "whole_assembly" in options.types and data.spec.get("format") != "survey-distribution":
+                pair = record_from_run(store, data.id)
+                if pair is not None:
+                    made.append(builder.example(data, "whole_assembly", pair[0], pair[1], 0))
+            split = assign_split(question_key(run["question"]), options.seed, options.validation, options.test)
+            for ex in made:
+                ex["split"] = split
+            examples.extend(made)
+    examples = apply_weights(examples, options)
+    examples = apply_mix(examples, options)
+    return examples
+
+
+def apply_weights(examples: list[dict[str, Any]], options: PrepareOptions) -> list[dict[str, Any]]:
+    if not options.weights:
+        return examples
+    out = []
+    for ex in examples:
+        weight = options.weights.get(ex["source"], 1.0)
+        if weight >= 1.0 or stable_unit("weight", options.seed, ex["id"]) < weight:
+            out.append(ex)
+    return out
+
+
+def apply_mix(examples: list[dict[str, Any]], options: PrepareOptions) -> list[dict[str, Any]]:
+    """Subsample the train split to the asked real share (then to max_examples); other splits stay whole."""
+    train = [e for e in examples if e["split"] == "train"]
+    rest = [e for e in examples if e["split"] != "train"]
+    rng = random.Random(stable_int(options.seed, "mix"))
+    if options.real is not None and train:
+        real = [e for e in train if e["provenance"] == "imported-real"]
+        sim = [e for e in train if e["provenance"] != "imported-real"]
+        if real and sim:
+            r = options.real
+            if r >= 1.0:
+                sim = []
+            elif r <= 0.0:
+                real = []
+            elif len(real) / (len(real) + len(sim)) > r:  # too much real: keep all simulated
+                real = rng.sample(real, round(len(sim) * r / (1 - r)))
+            else:
+                sim = rng.sample(sim, round(len(real) * (1 - r) / r))
+        elif options.real in (0.0, 1.0):
+            real = real if options.real == 1.0 else []
+            sim = sim if options.real == 0.0 else []
+        keep = {e["id"] for e in real + sim}
+        train = [e for e in train if e["id"] in keep]
+    if options.max_examples is not None and len(train) > options.max_examples:
+        keep = set(e["id"] for e in rng.sample(train, options.max_examples))
+        train = [e for e in train if e["id"] in keep]
+    return train + rest
+
+
+def _sha(lines: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def prepare_dataset(store: Store, out_dir: str | Path, options: PrepareOptions | None = None) -> dict[str, Any]:
+    """Build the dataset from `store` into `out_dir` (train/validation/test JSONL, split.json, manifest.json);
+    returns the manifest."""
+    options = options or PrepareOptions()
+    examples = build_examples(store, options)
+    if not any(e["split"] == "train" for e in examples):
+        raise PrepareError(f"no training examples from {store.path} with these options (types {', '.join(options.types)})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split in SPLITS:
+        rows = [e for e in examples if e["split"] == split]
+        path = out / f"{split}.jsonl"
+        if not rows:
+            path.unlink(missing_ok=True)
+            continue
+        lines = [json.dumps(e, ensure_ascii=False, sort_keys=True) for e in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files[path.name] = _sha(lines)
+    split_doc = {
+        "schema": "assembly.finetune.split/1",
+        "by": ["question", "deliberation"],
+        "seed": options.seed,
+        "fractions": {"validation": options.validation, "test": options.test},
+        "questions": dict(sorted({e["question_key"]: e["split"] for e in examples}.items())),
+        "runs": dict(sorted({e["run_id"]: e["split"] for e in examples}.items())),
+    }
+    (out / "split.json").write_text(json.dumps(split_doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    manifest = summarize(examples, options, store, files)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    return manifest
+
+
+def summarize(examples: list[dict[str, Any]], options: PrepareOptions, store: Store,
+              files: dict[str, str]) -> dict[str, Any]:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    provenance: dict[str, Counter] = defaultdict(Counter)
+    sources: dict[str, dict[str, Any]] = {}
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for e in examples:
+        counts[e["split"]][e["type"]] += 1
+        provenance[e["split"]][e["provenance"]] += 1
+        entry = sources.setdefault(e["source"], {"provenance": set(), "license": set(), "runs": set(),
+                                                 "examples": 0})
+        entry["provenance"].add(e["provenance"])
+        if e["license"]:
+            entry["license"].add(e["license"])
+        entry["runs"].add(e["run_id"])
+        entry["examples"] += 1
+        by_source[e["source"]].append(json.dumps([e["id"], e["messages"], e["target"]], sort_keys=True))
+    source_docs = {}
+    for name, entry in sorted(sources.items()):
+        licenses = sorted(entry["license"])
+        restricted = any(h in lic.lower() for lic in licenses for h in RESTRICTED_HINTS)
+        source_docs[name] = {"provenance": sorted(entry["provenance"]), "license": licenses,
+                             "runs": len(entry["runs"]), "examples": entry["examples"],
+                             "sha256": _sha(sorted(by_source[name])), "restricted": restricted}
+    real_share = {split: (c["imported-real"] / sum(c.values()) if sum(c.values()) else None)
+                  for split, c in provenance.items()}
+    opts = asdict(options)
+    return {
+        "schema": "assembly.finetune.dataset/1",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "store": str(store.path),
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "examples": {split: dict(sorted(c.items())) for split, c in counts.items()},
+        "provenance": {split: dict(c) for split, c in provenance.items()},
+        "real_share": real_share,
+        "sources": source_docs,
+        "restricted_sources": [n for n, s in source_docs.items() if s["restricted"]],
+        "files": files,
+    }
+
+
+def read_examples(folder: str | Path, split: str) -> list[dict[str, Any]]:
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise PrepareError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    return out
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise PrepareError(f"{folder}: no manifest.json (prepare the dataset with `assembly finetune prepare`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_question_list(path: str | Path) -> tuple[str, ...]:
+    """Questions to keep out of training: a JSONL of {"question", optional "split"} (rows whose split is 'train'
+    are kept in; e.g. the Habermas bank's iid_test and ood_test rows are excluded), or plain text, one per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrepareError(f"{path}: file not found")
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PrepareError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row.get("question"), str):
+                raise PrepareError(f"{path}:{number}: field 'question' missing")
+            if row.get("split", "excluded") != "train":
+                out.append(row["question"])
+        else:
+            out.append(line)
+    return tuple(out)
