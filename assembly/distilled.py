@@ -159,7 +159,8 @@ def format_record(
 
 _HEADER = re.compile(r"^\s*[#*\s]*(pre[\s_-]*ballot|deliberation|post[\s_-]*ballot|round\s*(\d+)|verdict)\b[\s*:#.-]*(.*)$",
                      re.IGNORECASE)
-_LINE = re.compile(r"^\s*[-*•]?\s*(?:j|juror\s*)(\d+)\b[^:]{0,40}?[:.)\-–]\s*(.*)$", re.IGNORECASE)
+_LINE = re.compile(r"^\s*[-*•]?\s*(?:j|juror\s*)(\d+)\b(?:\s*\([^)]{0,40}\)|[^:\n]{0,40}?)\s*[:.)\-–]\s*(.*)$",
+                   re.IGNORECASE)
 
 
 @dataclass
@@ -241,7 +242,7 @@ def match_option(text: str, options: Sequence[str]) -> str:
     if len(exact) == 1:
         return exact[0]
     if norm:
-        prefix = [o for o in options if _norm(o).startswith(norm) or norm.startswith(_norm(o))]
+        prefix = [o for o in options if _norm(o).startswith(norm + " ") or norm.startswith(_norm(o) + " ")]
         if len(prefix) > 1:  # "Yes" vs "Yes, but only in summer": prefer the longest option the text starts with
             longest = max(prefix, key=lambda o: len(_norm(o)))
             if norm.startswith(_norm(longest)) and sum(len(_norm(o)) == len(_norm(longest)) for o in prefix) == 1:
@@ -331,7 +332,7 @@ async def run_distilled(spec, model, store, *, seed: int | None = None,
         witnesses=witnesses, words=words,
     )
     run_id = store.begin_run(question=spec.question, spec=spec.model_dump(mode="json"), seed=run_seed,
-                             provenance="simulated", versions=versions())
+                             provenance="simulated", versions=versions(), options=options)
     started = time.perf_counter()
     status, reason = "failed", "unknown error"
     try:
@@ -449,7 +450,7 @@ async def run_distilled(spec, model, store, *, seed: int | None = None,
 def record_from_run(store, run_id: str, *, max_jurors: int = 12, max_statements: int = 36,
                     words: int = RECORD_WORDS) -> tuple[list[dict[str, str]], str] | None:
     """A recorded run (simulated or imported) as a (prompt messages, record) training pair, or None when it has no
-    fixed options or fewer than two participants with a ballot on the question.
+    fixed options or fewer than two participants with a post-ballot on the question.
 
     Jurors: the run's jurors, else its participants with a ballot on the question (at most `max_jurors`, those
     with both a pre and a post ballot first). Statements: their deliberation turns in order (at most
@@ -457,11 +458,11 @@ def record_from_run(store, run_id: str, *, max_jurors: int = 12, max_statements:
     from transcripts.store import from_json
 
     run = store.run(run_id)
-    options = list(run["options"] or [])
-    if len(options) < 2:
-        return None
     spec = run["spec"] if isinstance(run["spec"], dict) else {}
     ballot_spec = spec.get("ballot") if isinstance(spec.get("ballot"), dict) else {}
+    options = list(run["options"] or ballot_spec.get("options") or [])
+    if len(options) < 2:
+        return None
     people = store.sql("SELECT id, role, name, attributes FROM participants WHERE run_id = ? ORDER BY id", [run_id])
     votes = store.sql(
         "SELECT participant_id, phase, ballot_type, status, choice, ranking, approvals FROM ballots "
@@ -479,7 +480,7 @@ def record_from_run(store, run_id: str, *, max_jurors: int = 12, max_statements:
     jurors = [r for r in rows if r["role"] == "juror"] or [r for r in rows if r["id"] in voters]
     jurors.sort(key=lambda r: (not ((r["id"], "pre") in ballots and (r["id"], "post") in ballots), r["id"]))
     jurors = sorted(jurors[:max_jurors], key=lambda r: r["id"])
-    if len([j for j in jurors if j["id"] in voters]) < 2:
+    if sum(1 for j in jurors if (j["id"], "post") in ballots) < 2:  # an assembly's outcome is its post-ballot
         return None
     labels = {j["id"]: f"J{i}" for i, j in enumerate(jurors, start=1)}
     turns = store.sql(

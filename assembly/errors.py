@@ -13,3 +13,7 @@ class SpecError(AssemblyError):
 
 class MissingExtraError(AssemblyError):
     """An optional dependency for the chosen backend is not installed."""
+
+
+class MissingAPIKeyError(AssemblyError):
+    """An API backend was chosen but its key is not in the environment. The message names the variable."""

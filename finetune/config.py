@@ -123,7 +123,8 @@ def parse_config(data: object, source: str = "<config>") -> TrainConfig:
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             owner = LoraSettings if loc[:1] == ("lora",) else TrainConfig
-            message = f"unknown key{_suggest(loc[-1], owner.model_fields)}"
+            hint = _suggest(loc[-1], owner.model_fields)
+            message = f"unknown key{hint}" + ("" if hint else f"; expected one of {', '.join(owner.model_fields)}")
         else:
             message = err["msg"].removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], (dict, list)):

@@ -156,7 +156,10 @@ def _msgs(messages) -> list[dict[str, str]]:
 
 
 def ordered_options(found: Iterable[str]) -> list[str]:
+    """Options of a statement vote: Agree / Disagree (+ Pass when used) even if one side got no vote."""
     found = list(dict.fromkeys(found))
+    if set(found) <= {"Agree", "Disagree", "Pass"}:
+        return ["Agree", "Disagree"] + (["Pass"] if "Pass" in found else [])
     known = [o for o in VOTE_ORDER if o in found]
     return known + sorted(o for o in found if o not in known)
 

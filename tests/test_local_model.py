@@ -262,3 +262,26 @@ def test_partial_conversion_is_not_taken_for_a_cache(tmp_path, monkeypatch):
     fake = tmp_path / "SmolLM2.gguf"
     fake.write_bytes(b"x")
     assert not embedded.is_converted(folder, fake)  # converted from a different file: reconvert
+
+
+def test_callers_on_other_threads_and_loops_batch_together(tiny):
+    import threading
+
+    barrier = threading.Barrier(4)
+    out = []
+
+    def caller(i):
+        async def one():
+            barrier.wait()
+            return await tiny.generate(ask(f"juror {i}", max_tokens=2, seed=i))
+
+        out.append(asyncio.run(one()))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 4 and tiny.stats["batches"] < 4
+    asyncio.run(tiny.aclose())
+    assert asyncio.run(tiny.generate(ask("after close", max_tokens=2))).usage.output_tokens >= 1  # reloads

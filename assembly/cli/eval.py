@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -72,7 +73,7 @@ def survey(
             meta=meta, exact_ordinals=exact_ordinals, baselines=baselines, rounds=rounds,
             max_concurrency=max_concurrency, write_sim=write_sim, db=db, details=details, err=err,
             model_options={k: v for k, v in (("dtype", dtype), ("max_batch", max_batch)) if v is not None},
-            progress=not json_out and sys.stderr.isatty(),
+            progress="bar" if sys.stderr.isatty() else "lines",
         )
     except AssemblyError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -142,13 +143,17 @@ async def _evaluate(survey, model_spec, config, *, db, err, progress, model_obj,
             from assembly.evaluation.store import EvalRecorder
 
             recorder = EvalRecorder.open(db, survey=survey, config=config, model=model)
-        bar = _progress(err, len(survey)) if progress else None
+        bar = _progress(err, len(survey)) if progress == "bar" else None
+        started = time.perf_counter()
+
+        def report(i: int, n: int, qid: str) -> None:
+            if bar:
+                bar[0].update(bar[1], completed=i, description=qid)
+            elif progress == "lines":
+                err.print(f"[{i}/{n}] {qid} ({time.perf_counter() - started:.0f} s)", highlight=False)
+
         try:
-            result = await fidelity.evaluate_survey(
-                survey, model, config,
-                hooks=recorder,
-                progress=(lambda i, n, qid: bar[0].update(bar[1], completed=i, description=qid)) if bar else None,
-            )
+            result = await fidelity.evaluate_survey(survey, model, config, hooks=recorder, progress=report)
         finally:
             if bar:
                 bar[0].stop()

@@ -2,12 +2,13 @@
 
 Design
 ------
-* **One worker per event loop, one batch at a time.** `generate` puts the request on a queue and awaits a future.
-  A worker task takes everything pending (up to `max_batch`, waiting `batch_wait_ms` after the latest arrival for
-  stragglers) and runs ONE batched computation in a thread (`asyncio.to_thread`), so the event loop keeps serving
-  while the model computes. Jurors fanned out with LangGraph's `Send` arrive together and share one batch; requests
-  that arrive while a batch runs form the next one. A `threading.Lock` serialises compute, so one instance can be
-  shared by every role, even across event loops.
+* **One batching thread.** `generate` puts the request in an inbox and awaits a future. A dedicated thread takes
+  everything pending (up to `max_batch`, waiting `batch_wait_ms` after the latest arrival for stragglers), runs ONE
+  batched computation and hands each result back to its caller's event loop (`call_soon_threadsafe`). The event
+  loop never blocks; jurors fanned out with LangGraph's `Send` arrive together and share one batch; requests that
+  arrive while a batch runs form the next one. Because the thread is not tied to an event loop, callers on
+  different loops or threads (e.g. sync nodes wrapping `asyncio.run`) batch together too, and one instance can be
+  shared by every role. A lock serialises compute (also for `load()` and direct use of `hf_model`).
 * **Our own decoding loop instead of `model.generate`.** Rows in one batch keep their own sampling parameters
   (temperature, top_p, max_tokens, stop strings) and their own seeded `torch.Generator`: a seeded request draws the
   same random numbers whichever other requests share its batch, so a seed reproduces a run even though batch
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -94,7 +96,26 @@ def _cpu_has_fast_bf16() -> bool:
 class _Pending:
     request: GenerateRequest
     future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+
+
+def _deliver(pending: _Pending, result: "_Result | None", error: BaseException | None) -> None:
+    """Hand a result to the caller's event loop from the batching thread (its loop may be gone: then drop it)."""
+
+    def settle() -> None:
+        if pending.future.done():
+            return
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            pending.future.set_result(result)
+
+    try:
+        pending.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the caller's loop is closed
+        pass
 
 
 @dataclass
@@ -114,9 +135,10 @@ class LocalModel(Model):
     Options (all keyword):
       threads        torch intra-op threads (process-wide: torch.set_num_threads); default: torch's own choice.
       max_batch      most requests in one batched computation (default 16).
-      batch_wait_ms  how long the worker waits after the latest arrival for more requests (default 10 ms).
-      dtype          "auto" (bf16 where the device supports it, else fp32, with a log line), "bfloat16",
-                     "float16", "float32".
+      batch_wait_ms  how long the batcher waits after the latest arrival for more requests (default 10 ms).
+      dtype          "auto" (bf16 on GPUs and on CPUs that accelerate it, AVX512-BF16/AMX; otherwise fp32 with a
+                     log line: on AVX2-only CPUs bf16 matmuls are ~4x slower and do not speed up with batching),
+                     "bfloat16", "float16", "float32".
       device         "auto" (cuda if available, else cpu), "cpu", "cuda", ...
       choice_method  "sum" (default), "mean" or "letter": how options are scored (see the module docstring).
       merge_adapter  merge a peft adapter into the weights after loading (default True: faster inference).
@@ -164,7 +186,9 @@ class LocalModel(Model):
         self._pad_id = 0
         self._no_logits_to_keep = False
         self._compute_lock = threading.Lock()
-        self._workers: dict[asyncio.AbstractEventLoop, tuple[asyncio.Queue, asyncio.Task]] = {}
+        self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
         if adapter and not Path(adapter).exists():
             raise SpecError(f"model {self.name}: adapter folder {adapter} does not exist")
 
@@ -211,12 +235,14 @@ class LocalModel(Model):
         if self._model is not None:
             return
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
         start = time.perf_counter()
         if self.threads:
             torch.set_num_threads(int(self.threads))
         path = self._resolve_model_path()
         device, dtype = self._pick_device_dtype()
+        transformers_logging.disable_progress_bar()  # the CLI's live view owns stderr
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -262,66 +288,71 @@ class LocalModel(Model):
         self.load()
         return self._model
 
-    # ------------------------------------------------------------------ async front: queue + worker
+    # ------------------------------------------------------------------ async front: inbox + one batching thread
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         loop = asyncio.get_running_loop()
-        queue = self._queue_for(loop)
-        pending = _Pending(request, loop.create_future())
-        await queue.put(pending)
-        result: _Result = await pending.future
+        pending = _Pending(request, loop.create_future(), loop)
+        self._submit(pending)
+        try:
+            result: _Result = await pending.future
+        except asyncio.CancelledError:
+            pending.cancelled = True  # the batcher skips it if it has not started yet
+            raise
         return self._response(pending, result)
 
     async def generate_many(self, requests: list[GenerateRequest]) -> list[GenerateResponse]:
         """Same path as concurrent `generate` calls: all queued at once, so they share batches."""
         return list(await asyncio.gather(*(self.generate(r) for r in requests)))
 
-    def _queue_for(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
-        for old in [lp for lp in self._workers if lp.is_closed()]:
-            del self._workers[old]
-        entry = self._workers.get(loop)
-        if entry is None or entry[1].done():
-            queue: asyncio.Queue = asyncio.Queue()
-            task = loop.create_task(self._worker(queue), name=f"{self.name} batcher")
-            self._workers[loop] = entry = (queue, task)
-        return entry[0]
+    def _submit(self, pending: _Pending) -> None:
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._inbox = queue.SimpleQueue()  # each thread its own inbox: a stop marker reaches only its thread
+                self._thread = threading.Thread(target=self._serve, args=(self._inbox,), name=f"{self.name} batcher",
+                                                daemon=True)
+                self._thread.start()
+            self._inbox.put(pending)
 
-    async def _worker(self, queue: asyncio.Queue) -> None:
-        loop = asyncio.get_running_loop()
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        """The one batching thread: take what is pending, wait briefly for stragglers, compute, deliver, repeat."""
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.max_batch:  # gather stragglers: wait a little after each arrival
+            first = inbox.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
                 try:
-                    batch.append(queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), self.batch_wait_s))
-                except (TimeoutError, asyncio.TimeoutError):
+                    item = inbox.get(timeout=self.batch_wait_s)  # waits again after every arrival
+                except queue.Empty:
                     break
-            batch = [p for p in batch if not p.future.done()]  # callers that gave up
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            batch = [p for p in batch if not p.cancelled]
             choices = [p for p in batch if p.request.choices]
             texts = [p for p in batch if not p.request.choices]
             for group, fn in ((choices, self._score_batch), (texts, self._generate_batch)):
-                if not group:
-                    continue
-                try:
-                    results = await asyncio.to_thread(self._run_locked, fn, [p.request for p in group])
-                except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
-                    error = exc if isinstance(exc, (ModelError, MissingExtraError)) else ModelError(
-                        f"model {self.name} failed on a batch of {len(group)}: {type(exc).__name__}: {exc}")
-                    if error is not exc:
-                        error.__cause__ = exc
-                    for p in group:
-                        if not p.future.done():
-                            p.future.set_exception(error)
-                    continue
-                if loop.is_closed():
-                    return
-                for p, r in zip(group, results):
-                    if not p.future.done():
-                        p.future.set_result(r)
+                if group:
+                    self._run_group(fn, group)
+            if stop:
+                return
+
+    def _run_group(self, fn, group: list[_Pending]) -> None:
+        try:
+            results = self._run_locked(fn, [p.request for p in group])
+        except Exception as exc:  # noqa: BLE001 - every caller in the batch gets the error
+            error = exc
+            if not isinstance(exc, (ModelError, MissingExtraError)):
+                error = ModelError(f"model {self.name} failed on a batch of {len(group)}: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+            for p in group:
+                _deliver(p, None, error)
+            return
+        for p, r in zip(group, results):
+            _deliver(p, r, None)
 
     def _run_locked(self, fn, requests: list[GenerateRequest]) -> list[_Result]:
         with self._compute_lock:
@@ -329,9 +360,9 @@ class LocalModel(Model):
             start = time.perf_counter()
             results = fn(requests)
             elapsed = time.perf_counter() - start
-        self.stats["batches"] += 1
-        self.stats["requests"] += len(requests)
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(requests))
+            self.stats["batches"] += 1
+            self.stats["requests"] += len(requests)
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(requests))
         for r in results:
             r.raw.update(batch_size=len(requests), batch_s=round(elapsed, 4))
         return results
@@ -349,18 +380,13 @@ class LocalModel(Model):
         )
 
     async def aclose(self) -> None:
-        """Stop the batch workers and drop the weights (a later call reloads them)."""
-        current = asyncio.get_running_loop()
-        for loop, (_, task) in list(self._workers.items()):
-            if loop is current and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-            elif not loop.is_closed() and not task.done():
-                loop.call_soon_threadsafe(task.cancel)
-        self._workers.clear()
+        """Stop the batching thread (after the requests already queued) and drop the weights; a later call reloads."""
+        with self._thread_lock:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._inbox.put(None)
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
         with self._compute_lock:
             self._model = None
             self._tokenizer = None

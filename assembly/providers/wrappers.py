@@ -28,17 +28,13 @@ from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from assembly.errors import AssemblyError
+from assembly.errors import AssemblyError, MissingAPIKeyError  # noqa: F401  (re-exported for backends)
 from assembly.providers.base import Model
 from assembly.providers.pricing import PriceSource, PriceTable
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
 
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers shared by the HTTP backends
-
-
-class MissingAPIKeyError(AssemblyError):
-    """An API backend was chosen but its key is not in the environment. The message names the variable."""
 
 
 _KEY_PATTERNS = [

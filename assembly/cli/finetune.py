@@ -1,0 +1,224 @@
+"""`assembly finetune prepare|train` (and importers for Polis exports and survey CSVs): learn from recorded
+deliberations, real and simulated. Progress and errors on stderr, results (or --json) on stdout. docs/finetune.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from assembly.cli.console import err, out, print_json
+from assembly.errors import AssemblyError
+
+
+class FinetuneCliError(AssemblyError):
+    """A one-line error for the finetune commands."""
+
+
+def _store(db: Optional[Path]):
+    from transcripts import Store, StoreError
+
+    try:
+        return Store(db) if db is not None else Store()
+    except StoreError as exc:
+        raise FinetuneCliError(str(exc)) from None
+
+
+def _csv(text: Optional[str]) -> Optional[list[str]]:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def _weights(values: Optional[list[str]]) -> dict[str, float]:
+    weights = {}
+    for value in values or []:
+        source, sep, fraction = value.partition("=")
+        try:
+            weights[source.strip()] = float(fraction)
+        except ValueError:
+            sep = ""
+        if not sep or not source.strip():
+            raise FinetuneCliError(f"--weight {value!r}: expected SOURCE=FRACTION, e.g. delidata=0.2")
+    return weights
+
+
+def prepare(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for train/validation/test JSONL, split.json "
+                                          "and manifest.json.")] = Path(".assembly/sft"),
+    db: Annotated[Optional[Path], typer.Option(help="The store to read (default: the default store).")] = None,
+    real: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Share of imported-real examples in the train split, e.g. 0.5 (default: as found).")
+    ] = None,
+    types: Annotated[Optional[str], typer.Option(
+        help="Comma-separated example types: juror_turn,ballot,moderator_turn,witness_turn,whole_assembly.")] = None,
+    sources: Annotated[Optional[str], typer.Option(help="Only these sources (comma-separated).")] = None,
+    weight: Annotated[Optional[list[str]], typer.Option(
+        help="SOURCE=FRACTION: keep this fraction of a source's examples (repeatable), e.g. delidata=0.2.")] = None,
+    validation: Annotated[float, typer.Option(help="Fraction of questions held out for validation.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Fraction of questions held out for test.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for the split, sampling and personas.")] = 0,
+    survey_attributes: Annotated[str, typer.Option(
+        help="Survey attributes to use (comma-separated, or 'all').")] = "party,ideology",
+    personas_per_group: Annotated[int, typer.Option(min=1, help="Jurors seated per survey (attribute, group).")] = 1,
+    max_per_run: Annotated[int, typer.Option(min=1, help="Examples per run and type (sampled).")] = 40,
+    max_examples: Annotated[Optional[int], typer.Option(min=1, help="Cap on train examples.")] = None,
+    exclude_questions: Annotated[Optional[Path], typer.Option(
+        help="Questions never used: JSONL with 'question' (+ 'split': rows not 'train' are excluded) or text lines.")
+    ] = None,
+    provenance: Annotated[str, typer.Option(
+        help="Run provenances to read (comma-separated).")] = "simulated,imported-real",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
+) -> None:
+    """Build a chat-format SFT dataset from the store, split by question and deliberation."""
+    from finetune.config import EXAMPLE_TYPES
+    from finetune.dataset import PrepareError, PrepareOptions, prepare_dataset, read_question_list
+    from transcripts import StoreError
+
+    try:
+        options = PrepareOptions(
+            types=tuple(_csv(types) or EXAMPLE_TYPES), real=real, validation=validation, test=test, seed=seed,
+            provenances=tuple(_csv(provenance) or ()), sources=tuple(_csv(sources)) if sources else None,
+            weights=_weights(weight),
+            survey_attributes=None if survey_attributes.strip() == "all" else tuple(_csv(survey_attributes) or ()),
+            personas_per_group=personas_per_group, max_per_run=max_per_run, max_examples=max_examples,
+            exclude_questions=read_question_list(exclude_questions) if exclude_questions else (),
+        )
+        store = _store(db)
+        with err.status("reading the store and building examples…"):
+            manifest = prepare_dataset(store, out_dir, options)
+    except (PrepareError, StoreError) as exc:
+        raise FinetuneCliError(str(exc)) from None
+    if json_out:
+        print_json(manifest)
+        return
+    out.print(f"dataset written to [bold]{out_dir}[/]")
+    for split, counts in manifest["examples"].items():
+        share = manifest["real_share"].get(split)
+        out.print(f"  {split}: {sum(counts.values())} examples {json.dumps(counts)}; real share "
+                  f"{'—' if share is None else f'{share:.2f}'}", highlight=False)
+    for name, s in manifest["sources"].items():
+        flag = "  [red](restricted licence: internal use only)[/]" if s["restricted"] else ""
+        out.print(f"  source {name}: {s['examples']} examples from {s['runs']} runs{flag}", highlight=False)
+
+
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Training config (YAML).")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="Prepared dataset folder.")] = None,
+    base_model: Annotated[Optional[str], typer.Option(
+        "--base-model", "-m", help="Base model spec: embedded, local:<folder>, local:<folder>+<adapter>.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (adapter, card, "
+                                                   "checkpoints).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides epochs).")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the training items.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
+    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
+    top_layers: Annotated[Optional[int], typer.Option(help="Adapt only the last N layers.")] = None,
+    contrast_weight: Annotated[Optional[float], typer.Option(help="Weight of the persona-contrast term.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop (and save) after this much training time.")
+                           ] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume",
+                                                   help="Continue from the last checkpoint (default: yes).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the card as JSON on stdout.")] = False,
+) -> None:
+    """Train a LoRA adapter on a prepared dataset; write the adapter and its card."""
+    from finetune.config import ConfigError, TrainConfig, load_config
+    from finetune.dataset import PrepareError
+
+    try:
+        base = load_config(config) if config is not None else TrainConfig()
+        cfg = base.with_overrides(
+            dataset=str(dataset) if dataset else None, base_model=base_model,
+            output_dir=str(output) if output else None, max_steps=max_steps, epochs=epochs,
+            learning_rate=learning_rate, contrast_weight=contrast_weight, max_minutes=max_minutes, threads=threads,
+            resume=resume, lora={"r": lora_r, "top_layers": top_layers},
+        )
+    except ConfigError as exc:
+        raise FinetuneCliError(str(exc)) from None
+    try:
+        from finetune.trainer import TrainError, train as run_training
+    except ImportError as exc:
+        raise FinetuneCliError(f"training needs the finetune extra ({exc.name} is missing): "
+                               "pip install 'assembly-sim[finetune]'") from None
+    try:
+        card = run_training(cfg, progress=not json_out)
+    except (TrainError, PrepareError) as exc:
+        raise FinetuneCliError(str(exc)) from None
+    if json_out:
+        print_json(card)
+        return
+    tr = card["training"]
+    out.print(f"adapter written to [bold]{card['adapter']}[/] ({tr['steps']} steps, {tr['wall_seconds']} s on "
+              f"{tr['device']})", highlight=False)
+    out.print(f"use it with: --model {card['model_spec']}", highlight=False, markup=False)
+    ev = card["eval"]
+    if ev["base"] and ev["tuned"]:
+        for key in sorted(set(ev["base"]) & set(ev["tuned"]) - {"items"}):
+            out.print(f"  validation {key}: {ev['base'][key]} -> {ev['tuned'][key]}", highlight=False)
+    if not card["shippable"]:
+        err.print("[yellow]note:[/] " + " ".join(card["restrictions"]), highlight=False)
+
+
+def import_polis(
+    folders: Annotated[list[Path], typer.Argument(help="Polis export folders (comments.csv, votes.csv, "
+                                                  "participants-votes.csv, summary.csv; plain or .gz).")],
+    db: Annotated[Optional[Path], typer.Option(help="The store to write (default: the default store).")] = None,
+    source: Annotated[str, typer.Option(help="Source name recorded on the runs.")] = "polis",
+    license: Annotated[str, typer.Option(help="Licence recorded on the runs.")] = "CC BY 4.0",
+    include_rejected: Annotated[bool, typer.Option(help="Also import comments the moderators rejected.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the new run ids as JSON.")] = False,
+) -> None:
+    """Import Polis conversation exports (one run per conversation, provenance imported-real)."""
+    from transcripts import StoreError
+    from transcripts.polis import import_polis as run_import
+
+    store = _store(db)
+    ids = {}
+    try:
+        for folder in folders:
+            ids[str(folder)] = run_import(store, folder, source=source, license=license,
+                                          include_rejected=include_rejected)
+    except StoreError as exc:
+        raise FinetuneCliError(str(exc)) from None
+    if json_out:
+        print_json(ids)
+        return
+    for folder, run_id in ids.items():
+        out.print(f"{folder}: " + (f"run {run_id}" if run_id else "already imported (skipped)"), highlight=False)
+
+
+def import_survey(
+    file: Annotated[Path, typer.Argument(help="Survey distributions in FORMAT 1 (CSV, optionally .gz).")],
+    source: Annotated[str, typer.Option(help="Source name recorded on the runs, e.g. opinionqa.")],
+    db: Annotated[Optional[Path], typer.Option(help="The store to write (default: the default store).")] = None,
+    license: Annotated[Optional[str], typer.Option(help="Licence recorded on the runs.")] = None,
+    split: Annotated[Optional[Path], typer.Option(help="Split file (JSON: split name -> question ids).")] = None,
+    split_name: Annotated[str, typer.Option(help="Which split of --split to import.")] = "train",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the new run ids as JSON.")] = False,
+) -> None:
+    """Import a survey-distribution CSV: one run per question, one distribution ballot per (attribute, group)."""
+    from transcripts import StoreError
+    from transcripts.surveys import import_survey as run_import
+
+    ids_filter = None
+    if split is not None:
+        try:
+            data = json.loads(split.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise FinetuneCliError(f"{split}: cannot read the split file ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get(split_name), list):
+            raise FinetuneCliError(f"{split}: no split named {split_name!r}")
+        ids_filter = data[split_name]
+    store = _store(db)
+    try:
+        ids = run_import(store, file, source=source, license=license, question_ids=ids_filter)
+    except StoreError as exc:
+        raise FinetuneCliError(str(exc)) from None
+    if json_out:
+        print_json({"runs": ids})
+        return
+    out.print(f"{file}: {len(ids)} questions imported as runs (source {source})", highlight=False)

