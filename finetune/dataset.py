@@ -76,8 +76,10 @@ class PrepareOptions:
     seed: int = 0
     provenances: tuple[str, ...] = DEFAULT_PROVENANCES
     sources: tuple[str, ...] | None = None  # only these sources
-    weights: dict[str, float] = field(default_factory=dict)  # source -> fraction of its examples kept
+    # fraction of examples kept, keyed "source", "type" or "source:type" (the most specific key wins)
+    weights: dict[str, float] = field(default_factory=dict)
     survey_attributes: tuple[str, ...] | None = ("party", "ideology")  # None: every attribute
+    survey_groups: tuple[str, ...] | None = None  # only these "attribute=group" panels (e.g. the steerability pairs)
     survey_overall: bool = True  # also an example for the `overall` distribution (a population juror)
     personas_per_group: int = 1
     max_per_run: int = 40  # examples per (run, type), sampled with the seed
@@ -472,6 +474,9 @@ class Builder:
                 continue
             if not overall and wanted is not None and attribute not in wanted:
                 continue
+            if not overall and self.options.survey_groups is not None and \
+                    f"{attribute}={group}" not in self.options.survey_groups:
+                continue
             dist = [float(b["probabilities"].get(o, 0.0)) for o in options]
             for i in range(self.options.personas_per_group):
                 seed = stable_int(self.options.seed, data.run["external_id"], attribute, group, i)
@@ -540,8 +545,9 @@ def apply_weights(examples: list[dict[str, Any]], options: PrepareOptions) -> li
     if not options.weights:
         return examples
     out = []
+    w = options.weights
     for ex in examples:
-        weight = options.weights.get(ex["source"], 1.0)
+        weight = w.get(f"{ex['source']}:{ex['type']}", w.get(ex["source"], w.get(ex["type"], 1.0)))
         if weight >= 1.0 or stable_unit("weight", options.seed, ex["id"]) < weight:
             out.append(ex)
     return out

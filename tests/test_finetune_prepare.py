@@ -202,6 +202,13 @@ def test_real_share_weights_and_exclusions(store, tmp_path):
     assert not [e for e in none if e["source"] == "testchat"]
     kept = build_examples(store, PrepareOptions(validation=0, exclude_questions=(QUESTIONS[0].upper() + "  ",)))
     assert not [e for e in kept if e["question_key"].startswith("should the town council")]
+    typed = build_examples(store, PrepareOptions(validation=0, weights={"testchat:ballot": 0.0, "juror_turn": 0.0}))
+    assert not [e for e in typed if e["type"] == "juror_turn" or (e["source"], e["type"]) == ("testchat", "ballot")]
+    assert [e for e in typed if e["source"] == "testchat" and e["type"] == "whole_assembly"]
+    pairs = build_examples(store, PrepareOptions(validation=0, types=("ballot",), survey_overall=False,
+                                                 survey_groups=("party=Democrat", "party=Republican")))
+    survey = [e for e in pairs if e["source"] == "testsurvey"]
+    assert {e["target"]["group"] for e in survey} == {"Democrat", "Republican"} and len(survey) == 2 * 4
     only = build_examples(store, PrepareOptions(validation=0, types=("whole_assembly",)))
     assert {e["type"] for e in only} == {"whole_assembly"}
 

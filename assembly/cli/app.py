@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI. AssemblyError -> 'error: …' on one line, exit 2; usage errors exit 2; Ctrl-C exits 130."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns Exit codes in non-standalone mode (Ctrl-C -> 130)
+            if code == 130:
+                err.print("interrupted", highlight=False)
+            sys.exit(code)
     except (AssemblyError, StoreError) as exc:  # StoreError: the store is a plain library with its own error type
         err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(getattr(exc, "exit_code", 2))

@@ -42,7 +42,7 @@ def _weights(values: Optional[list[str]]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not source.strip():
-            raise FinetuneCliError(f"--weight {value!r}: expected SOURCE=FRACTION, e.g. delidata=0.2")
+            raise FinetuneCliError(f"--weight {value!r}: expected KEY=FRACTION (SOURCE=FRACTION, e.g. delidata=0.2)")
     return weights
 
 
@@ -57,12 +57,15 @@ def prepare(
         help="Comma-separated example types: juror_turn,ballot,moderator_turn,witness_turn,whole_assembly.")] = None,
     sources: Annotated[Optional[str], typer.Option(help="Only these sources (comma-separated).")] = None,
     weight: Annotated[Optional[list[str]], typer.Option(
-        help="SOURCE=FRACTION: keep this fraction of a source's examples (repeatable), e.g. delidata=0.2.")] = None,
+        help="KEY=FRACTION: keep this fraction of the examples of a source, a type or source:type (repeatable), "
+             "e.g. delidata=0.2 or delidata:ballot=0.")] = None,
     validation: Annotated[float, typer.Option(help="Fraction of questions held out for validation.")] = 0.1,
     test: Annotated[float, typer.Option(help="Fraction of questions held out for test.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for the split, sampling and personas.")] = 0,
     survey_attributes: Annotated[str, typer.Option(
         help="Survey attributes to use (comma-separated, or 'all').")] = "party,ideology",
+    survey_groups: Annotated[Optional[str], typer.Option(
+        help="Only these survey panels, e.g. 'party=Democrat,party=Republican' (default: every group).")] = None,
     personas_per_group: Annotated[int, typer.Option(min=1, help="Jurors seated per survey (attribute, group).")] = 1,
     max_per_run: Annotated[int, typer.Option(min=1, help="Examples per run and type (sampled).")] = 40,
     max_examples: Annotated[Optional[int], typer.Option(min=1, help="Cap on train examples.")] = None,
@@ -84,6 +87,7 @@ def prepare(
             provenances=tuple(_csv(provenance) or ()), sources=tuple(_csv(sources)) if sources else None,
             weights=_weights(weight),
             survey_attributes=None if survey_attributes.strip() == "all" else tuple(_csv(survey_attributes) or ()),
+            survey_groups=tuple(_csv(survey_groups)) if survey_groups else None,
             personas_per_group=personas_per_group, max_per_run=max_per_run, max_examples=max_examples,
             exclude_questions=read_question_list(exclude_questions) if exclude_questions else (),
         )

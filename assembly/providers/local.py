@@ -189,6 +189,7 @@ class LocalModel(Model):
         self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
+        self._closing = threading.Event()  # set by aclose: an interrupted run must not wait for a whole batch
         if adapter and not Path(adapter).exists():
             raise SpecError(f"model {self.name}: adapter folder {adapter} does not exist")
 
@@ -380,7 +381,9 @@ class LocalModel(Model):
         )
 
     async def aclose(self) -> None:
-        """Stop the batching thread (after the requests already queued) and drop the weights; a later call reloads."""
+        """Stop the batching thread, abandoning work still in flight (its callers get a ModelError), and drop the
+        weights; a later call reloads."""
+        self._closing.set()
         with self._thread_lock:
             thread, self._thread = self._thread, None
             if thread is not None and thread.is_alive():
@@ -390,6 +393,7 @@ class LocalModel(Model):
         with self._compute_lock:
             self._model = None
             self._tokenizer = None
+        self._closing.clear()
 
     # ------------------------------------------------------------------ prompts
 
@@ -501,6 +505,8 @@ class LocalModel(Model):
             next_pos = mask.sum(-1, keepdim=True)
             logits = out.logits[:, -1, :]
         while active:
+            if self._closing.is_set():
+                raise ModelError(f"model {self.name} was closed while generating")
             tokens = self._sample(logits, [requests[i] for i in active], [generators[i] for i in active])
             keep = []
             for j, i in enumerate(active):
@@ -615,6 +621,8 @@ class LocalModel(Model):
             for k, rep in enumerate(reps):
                 token_lp[b][k].append(float(first[b, rep[0]]))
         for k in range(max(len(reps) for reps in replies)):
+            if self._closing.is_set():
+                raise ModelError(f"model {self.name} was closed while scoring")
             # Option k of every request in one pass over the cached prompts; right padded (causal: pads come after).
             rows = [reps[k][:-1] if k < len(reps) else [] for reps in replies]
             width = max(len(r) for r in rows)

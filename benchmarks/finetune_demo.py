@@ -1,0 +1,415 @@
+"""The fine-tuning demonstration (issue 6). Not a test: it reads ../shared/data and takes about 1.5 hours on the
+2-core dev box. Results (and the adapter) go to benchmarks/results/finetune_demo/, which git ignores: an adapter
+trained on OpinionQA must never be shipped or published (Pew terms; see ../shared/data/README.md).
+
+    python benchmarks/finetune_demo.py                       # every stage; finished stages are reused
+    python benchmarks/finetune_demo.py --stages report       # just rebuild the report from saved results
+    ASSEMBLY_SHARED_DATA=/path/to/data python benchmarks/finetune_demo.py --train-minutes 20
+
+Stages:
+  store        a store under the results folder: OpinionQA *train* questions of the wave-level split (a seeded
+               subset), the real deliberations (deliberations/*.jsonl), and a few simulated assemblies run here on
+               the embedded model (Habermas-bank questions of its *train* split only).
+  eval_before  `assembly eval survey` on the wave-level validation split (whole survey waves held out: unseen
+               topics), party and ideology, embedded base model: R, ignore-persona R, no-persona R, steerability.
+  prepare      `finetune prepare`: survey ballots for the steerability pairs (Democrat/Republican, Very
+               liberal/Very conservative) as soft targets with the persona-contrast key, whole-assembly records,
+               real statements and statement votes, simulated turns.
+  train        `finetune train`: LoRA on the embedded model, time-boxed (--train-minutes).
+  eval_after   the same evaluation with --model local:<base>+<adapter>.
+  compare      the distilled one-pass mode vs full multi-agent runs of the same questions on the tuned model:
+               tokens per assembly, and total-variation distance between their post-ballot vote shares over
+               repeated jury draws.
+  report       report.md + report.json (the before/after table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("store", "eval_before", "prepare", "train", "eval_after", "compare", "report")
+OPINIONQA_LICENSE = ("none (Pew Research Center terms of use): internal evaluation and internal fine-tuning "
+                     "experiments only")
+PAIR_GROUPS = ("party=Democrat", "party=Republican", "ideology=Very liberal", "ideology=Very conservative")
+
+
+def data_root(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    env = os.environ.get("ASSEMBLY_SHARED_DATA")
+    return Path(env) if env else (REPO / ".." / "shared" / "data").resolve()
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def save(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def habermas_train_questions(data: Path, n: int, seed: int, skip: int = 0) -> list[str]:
+    rows = [json.loads(line) for line in (data / "questions" / "habermas_questions.jsonl").read_text().splitlines()]
+    train = [r["question"] for r in rows if r["split"] == "train"]  # iid_test / ood_test never used here
+    rng = random.Random(seed)
+    rng.shuffle(train)
+    return train[skip:skip + n]
+
+
+def small_spec(question: str, *, model: str, jurors: int, seed: int) -> dict:
+    return {
+        "question": question,
+        "ballot": {"type": "yes_no", "options": ["Yes", "No"]},
+        "jury": {"size": jurors, "stratify": ["party", "age", "sex"], "seed": seed},
+        "procedure": {"rounds": 1, "questions": False, "words_per_turn": 40, "recent_turns": 4},
+        "models": {"default": model},
+    }
+
+
+# --- stages -----------------------------------------------------------------------------------------------------
+
+
+def stage_store(args, data: Path, out: Path) -> dict:
+    import assembly
+    from transcripts import Store, import_jsonl
+    from transcripts.surveys import import_survey
+
+    store_path = out / "store.duckdb"
+    store = Store(store_path)
+    split = json.loads((data / "opinionqa" / "survey_dev_split_by_wave.json").read_text())
+    train_ids = sorted(split["train"])
+    chosen = random.Random(args.seed).sample(train_ids, min(args.opinionqa_questions, len(train_ids)))
+    assert not set(chosen) & set(split["validation"])
+    survey_runs = import_survey(store, data / "opinionqa" / "survey_dev.csv.gz", source="opinionqa",
+                                license=OPINIONQA_LICENSE, question_ids=chosen)
+    log(f"imported {len(survey_runs)} OpinionQA train questions")
+    real = []
+    for name in ("remesh.jsonl", "delidata.jsonl"):
+        real += import_jsonl(store, data / "deliberations" / name)
+    log(f"imported {len(real)} real deliberations")
+    sims = []
+    for i, question in enumerate(habermas_train_questions(data, args.sim_runs, args.seed)):
+        started = time.perf_counter()
+        result = assembly.deliberate(small_spec(question, model="embedded", jurors=6, seed=100 + i),
+                                     db=str(store_path), model_options={"threads": args.threads})
+        sims.append({"run_id": result.run_id, "question": question, "wall_s": round(time.perf_counter() - started, 1)})
+        log(f"simulated assembly {i + 1}/{args.sim_runs} in {sims[-1]['wall_s']} s")
+    return {"store": str(store_path), "opinionqa_questions": chosen, "survey_runs": len(survey_runs),
+            "real_runs": len(real), "simulated": sims}
+
+
+def run_eval(args, data: Path, out: Path, model: str, name: str) -> dict:
+    command = [sys.executable, "-m", "assembly", "eval", "survey", str(data / "opinionqa" / "survey_dev.csv.gz"),
+               "--model", model, "--split", str(data / "opinionqa" / "survey_dev_split_by_wave.json"),
+               "--split-name", "validation", "--attributes", "party,ideology",
+               "--questions", str(args.eval_questions), "--jurors-per-group", str(args.jurors_per_group),
+               "--seed", str(args.seed), "--json"]
+    log(f"{name}: {' '.join(command[2:])}")
+    started = time.perf_counter()
+    with open(out / f"{name}.log", "w") as errlog:
+        done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=errlog, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {done.returncode}); see {out / f'{name}.log'}")
+    summary = json.loads(done.stdout)
+    summary["demo_wall_s"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def stage_prepare(args, out: Path) -> dict:
+    from finetune.dataset import PrepareOptions, prepare_dataset
+    from transcripts import Store
+
+    options = PrepareOptions(
+        types=("ballot", "whole_assembly", "juror_turn"),
+        validation=0.1, seed=args.seed,
+        survey_attributes=("party", "ideology"), survey_groups=PAIR_GROUPS, survey_overall=False,
+        weights={
+            # DeliData is a logic puzzle: only its whole-assembly records (format practice for the distilled mode)
+            "delidata:ballot": 0.0, "delidata:juror_turn": 0.0, "delidata:whole_assembly": args.delidata_weight,
+            # Remesh: real persona -> vote on statements, and a few real statements
+            "remesh_polarized_issues:ballot": 0.5, "remesh_polarized_issues:juror_turn": 0.1,
+            # simulated ballots would only teach the base model its own answers back
+            "assembly-sim:ballot": 0.0,
+        },
+    )
+    return prepare_dataset(Store(out / "store.duckdb"), out / "sft", options)
+
+
+def stage_train(args, out: Path) -> dict:
+    from finetune.config import TrainConfig
+    from finetune.trainer import train
+
+    config = TrainConfig(
+        base_model="embedded", dataset=str(out / "sft"), output_dir=str(out / "train"),
+        lora={"r": 16, "alpha": 32, "dropout": 0.05, "top_layers": args.top_layers},
+        learning_rate=args.lr, max_steps=1000, gradient_accumulation=args.grad_accum, warmup_steps=2,
+        contrast_weight=args.contrast_weight, max_length=1536, max_group=8, save_steps=5, eval_max_items=args.eval_items,
+        max_minutes=args.train_minutes, threads=args.threads, seed=args.seed,
+    )
+    return train(config, progress=sys.stderr.isatty())
+
+
+def tuned_spec(out: Path) -> str:
+    card = json.loads((out / "train" / "card.json").read_text())
+    return card["model_spec"]
+
+
+def stage_compare(args, data: Path, out: Path) -> dict:
+    import assembly
+    from assembly.distilled import run_distilled
+    from assembly.providers import load_model
+    from transcripts import Store
+
+    spec_text = tuned_spec(out)
+    model = load_model(spec_text, threads=args.threads)
+    store = Store(out / "compare.duckdb")
+    questions = habermas_train_questions(data, args.compare_questions, args.seed, skip=args.sim_runs)
+    runs = []
+
+    async def both(question: str, draw: int) -> None:
+        spec = small_spec(question, model=spec_text, jurors=args.compare_jurors, seed=1000 + draw)
+        started = time.perf_counter()
+        full = await assembly.adeliberate(spec, models=model, db=str(store.path))
+        full_wall = time.perf_counter() - started
+        started = time.perf_counter()
+        distilled = await run_distilled(spec, model, store)
+        distilled_wall = time.perf_counter() - started
+        for mode, result, wall in (("full", full.model_dump(mode="json"), full_wall),
+                                   ("distilled", distilled, distilled_wall)):
+            usage = result["usage"]
+            runs.append({"question": question, "draw": draw, "mode": mode, "run_id": result["run_id"],
+                         "post_counts": result["post_counts"], "abstentions": result["abstentions"],
+                         "tokens": usage["input_tokens"] + usage["output_tokens"],
+                         "input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"],
+                         "calls": usage["calls"], "wall_s": round(wall, 1),
+                         "parse": result.get("parse")})
+        log(f"compare: {question[:50]!r} draw {draw}: full {full.post_counts} ({full_wall:.0f} s), distilled "
+            f"{distilled['post_counts']} ({distilled_wall:.0f} s, {distilled['abstentions']['post']} abstained)")
+
+    async def main():
+        try:
+            for question in questions:
+                for draw in range(args.compare_draws):
+                    await both(question, draw)
+        finally:
+            await model.aclose()
+
+    asyncio.run(main())
+    return {"model": spec_text, "questions": questions, "draws": args.compare_draws, "runs": runs}
+
+
+# --- the report -------------------------------------------------------------------------------------------------
+
+
+def shares(counts: dict[str, int]) -> dict[str, float] | None:
+    total = sum(counts.values())
+    return {k: v / total for k, v in counts.items()} if total else None
+
+
+def tv(p: dict[str, float], q: dict[str, float]) -> float:
+    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
+
+
+def compare_table(compare: dict) -> dict:
+    out = {"questions": []}
+    by_mode = {"full": [], "distilled": []}
+    for question in compare["questions"]:
+        entry = {"question": question}
+        for mode in ("full", "distilled"):
+            rows = [r for r in compare["runs"] if r["question"] == question and r["mode"] == mode]
+            by_mode[mode] += rows
+            pooled: dict[str, int] = {}
+            for r in rows:
+                for k, v in r["post_counts"].items():
+                    pooled[k] = pooled.get(k, 0) + v
+            entry[mode] = {"pooled_counts": pooled, "shares": shares(pooled)}
+        if entry["full"]["shares"] and entry["distilled"]["shares"]:
+            entry["tv_pooled"] = tv(entry["full"]["shares"], entry["distilled"]["shares"])
+        draws = []
+        for d in range(compare["draws"]):
+            f = next((r for r in compare["runs"] if r["question"] == question and r["mode"] == "full" and r["draw"] == d), None)
+            g = next((r for r in compare["runs"] if r["question"] == question and r["mode"] == "distilled"
+                      and r["draw"] == d), None)
+            if f and g and shares(f["post_counts"]) and shares(g["post_counts"]):
+                draws.append(tv(shares(f["post_counts"]), shares(g["post_counts"])))
+        entry["tv_same_draw_mean"] = sum(draws) / len(draws) if draws else None
+        out["questions"].append(entry)
+    for mode, rows in by_mode.items():
+        n = len(rows) or 1
+        out[mode] = {"runs": len(rows), "tokens_mean": sum(r["tokens"] for r in rows) / n,
+                     "output_tokens_mean": sum(r["output_tokens"] for r in rows) / n,
+                     "calls_mean": sum(r["calls"] for r in rows) / n, "wall_s_mean": sum(r["wall_s"] for r in rows) / n,
+                     "post_abstention_rate": sum(r["abstentions"]["post"] for r in rows) /
+                     max(1, sum(sum(r["post_counts"].values()) + r["abstentions"]["post"] for r in rows))}
+    return out
+
+
+def eval_row(summary: dict) -> dict:
+    row = {}
+    for attribute in ("party", "ideology"):
+        a = summary["attributes"].get(attribute, {})
+        row[attribute] = {k: a.get(k) for k in ("R", "R_ignore_persona", "R_no_persona", "R_uniform", "R_overall",
+                                                 "TV", "invalid_rate")}
+        if a.get("R") is not None and a.get("R_no_persona") is not None:
+            row[attribute]["persona_gain_vs_no_persona"] = a["R"] - a["R_no_persona"]
+        if a.get("R") is not None and a.get("R_ignore_persona") is not None:
+            row[attribute]["persona_gain_vs_ignore_persona"] = a["R"] - a["R_ignore_persona"]
+    row["steerability"] = {f"{s['group_a']} / {s['group_b']}": {k: s.get(k) for k in (
+        "steerability", "mean_abs_shift_sim", "mean_abs_shift_human", "shift_direction_agreement", "R_between_sim",
+        "R_between_human")} for s in summary.get("steerability", [])}
+    row["n_questions"] = summary.get("n_questions")
+    row["ballots"] = summary.get("ballots")
+    row["wall_s"] = summary.get("wall_s")
+    return row
+
+
+def f(x, digits=3, signed=False):
+    if x is None:
+        return "—"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def stage_report(args, out: Path) -> dict:
+    results = {name: json.loads((out / f"{name}.json").read_text()) for name in STAGES[:-1]
+               if (out / f"{name}.json").exists()}
+    report: dict = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                                "python": platform.python_version()},
+                    "settings": vars(args)}
+    lines = ["# Fine-tuning demonstration", ""]
+    if "eval_before" in results and "eval_after" in results:
+        before, after = eval_row(results["eval_before"]), eval_row(results["eval_after"])
+        report["eval"] = {"before": before, "after": after}
+        lines += [f"Wave-level validation split (unseen survey waves), {before['n_questions']} questions, "
+                  f"{args.jurors_per_group} jurors per group, party and ideology groups.", "",
+                  "| metric | base | tuned | change |", "|---|---|---|---|"]
+        for attribute in ("party", "ideology"):
+            for key, label in (("R", "R (persona jurors)"), ("R_ignore_persona", "R ignore-persona (population jury)"),
+                               ("R_no_persona", "R no persona"), ("persona_gain_vs_no_persona", "R persona - R no persona"),
+                               ("TV", "TV"), ("invalid_rate", "invalid ballots")):
+                b, a = before[attribute].get(key), after[attribute].get(key)
+                lines.append(f"| {attribute}: {label} | {f(b)} | {f(a)} | "
+                             f"{f(a - b, signed=True) if a is not None and b is not None else '—'} |")
+        for pair, b in before["steerability"].items():
+            a = after["steerability"].get(pair, {})
+            for key, label in (("steerability", "steerability"), ("mean_abs_shift_sim", "mean |shift| simulated"),
+                               ("shift_direction_agreement", "shift direction agrees with humans")):
+                lines.append(f"| {pair}: {label} | {f(b.get(key))} | {f(a.get(key))} | "
+                             f"{f(a.get(key) - b.get(key), signed=True) if a.get(key) is not None and b.get(key) is not None else '—'} |")
+            lines.append(f"| {pair}: mean |shift| humans | {f(b.get('mean_abs_shift_human'))} | "
+                         f"{f(a.get('mean_abs_shift_human'))} | |")
+        lines.append("")
+    if "train" in results:
+        card = results["train"]
+        tr = card["training"]
+        report["train"] = {"steps": tr["steps"], "items": tr["items"], "wall_seconds": tr["wall_seconds"],
+                           "train_loss": tr["train_loss"], "eval": card["eval"], "examples": card["data"]["examples"],
+                           "real_share": card["data"]["real_share"]}
+        lines += [f"Training: {tr['steps']} optimizer steps ({card['hyperparameters']['gradient_accumulation']} items "
+                  f"each) in {tr['wall_seconds']:.0f} s on {tr['device']}; examples per split "
+                  f"{json.dumps(card['data']['examples'])}; real share (train) "
+                  f"{f((card['data']['real_share'] or {}).get('train'), 2)}.", ""]
+        if card["eval"]["base"] and card["eval"]["tuned"]:
+            lines += ["| validation items | base | tuned |", "|---|---|---|"]
+            for key in sorted(set(card["eval"]["base"]) - {"items"}):
+                lines.append(f"| {key} | {f(card['eval']['base'].get(key))} | {f(card['eval']['tuned'].get(key))} |")
+            lines.append("")
+    if "compare" in results:
+        table = compare_table(results["compare"])
+        report["compare"] = table
+        lines += ["Distilled one-pass mode vs full multi-agent runs (tuned model, same questions and jury draws, "
+                  f"{args.compare_jurors} jurors, 1 round, {results['compare']['draws']} draws per question):", "",
+                  "| | full | distilled |", "|---|---|---|"]
+        for key, label in (("tokens_mean", "tokens per assembly (in + out)"), ("output_tokens_mean", "output tokens"),
+                           ("calls_mean", "model calls"), ("wall_s_mean", "wall seconds"),
+                           ("post_abstention_rate", "post-ballot abstentions")):
+            lines.append(f"| {label} | {f(table['full'][key], 1)} | {f(table['distilled'][key], 1)} |")
+        lines += ["", "| question | full post shares (pooled) | distilled post shares (pooled) | TV pooled | "
+                  "TV same draw (mean) |", "|---|---|---|---|---|"]
+        for q in table["questions"]:
+            fs = q["full"]["shares"] or {}
+            ds = q["distilled"]["shares"] or {}
+            lines.append(f"| {q['question'][:60]} | {json.dumps({k: round(v, 2) for k, v in fs.items()})} | "
+                         f"{json.dumps({k: round(v, 2) for k, v in ds.items()})} | {f(q.get('tv_pooled'))} | "
+                         f"{f(q.get('tv_same_draw_mean'))} |")
+        lines.append("")
+    lines.append(f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs.")
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="shared data folder (default: $ASSEMBLY_SHARED_DATA or ../shared/data)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "finetune_demo"))
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--force", action="store_true", help="redo stages whose results exist")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--opinionqa-questions", type=int, default=150, help="OpinionQA train questions imported")
+    parser.add_argument("--sim-runs", type=int, default=4)
+    parser.add_argument("--eval-questions", type=int, default=12)
+    parser.add_argument("--jurors-per-group", type=int, default=2)
+    parser.add_argument("--delidata-weight", type=float, default=0.05)
+    parser.add_argument("--train-minutes", type=float, default=20.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--grad-accum", type=int, default=4)
+    parser.add_argument("--top-layers", type=int, default=8)
+    parser.add_argument("--contrast-weight", type=float, default=10.0)
+    parser.add_argument("--eval-items", type=int, default=8)
+    parser.add_argument("--compare-questions", type=int, default=2)
+    parser.add_argument("--compare-draws", type=int, default=3)
+    parser.add_argument("--compare-jurors", type=int, default=6)
+    args = parser.parse_args(argv)
+    data = data_root(args.data)
+    if not (data / "opinionqa" / "survey_dev.csv.gz").is_file():
+        raise SystemExit(f"no shared data at {data} (pass --data or set ASSEMBLY_SHARED_DATA)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
+    for stage in STAGES:
+        if stage not in wanted:
+            continue
+        path = out / f"{stage}.json"
+        if path.exists() and not args.force and stage != "report":
+            log(f"{stage}: reusing {path}")
+            continue
+        started = time.perf_counter()
+        log(f"{stage}: start")
+        if stage == "store":
+            result = stage_store(args, data, out)
+        elif stage == "eval_before":
+            result = run_eval(args, data, out, "embedded", "eval_before")
+        elif stage == "prepare":
+            result = stage_prepare(args, out)
+        elif stage == "train":
+            result = stage_train(args, out)
+        elif stage == "eval_after":
+            result = run_eval(args, data, out, tuned_spec(out), "eval_after")
+        elif stage == "compare":
+            result = stage_compare(args, data, out)
+        else:
+            result = stage_report(args, out)
+        result = {**result, "stage_wall_s": round(time.perf_counter() - started, 1)} if isinstance(result, dict) else result
+        save(path, result)
+        log(f"{stage}: done in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
