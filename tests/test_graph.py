@@ -37,9 +37,9 @@ def test_phase_order_and_records(question_file, tmp_path):
     phases = phases_in_order(db, result.run_id)
     # Compress repeats: the transcript follows the procedure.
     compressed = [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p]
+    # Unanimous jury (the scripted juror always picks the first option): no minority report.
     assert compressed == ["opening", "testimony", "question", "answer", "question", "answer", "floor",
-                          "deliberation", "summary", "floor", "deliberation", "summary", "verdict"] or \
-        compressed[:3] == ["opening", "testimony", "question"]
+                          "deliberation", "summary", "floor", "deliberation", "summary", "verdict"]
     assert phases.count("testimony") == 2 and phases.count("deliberation") == 12 and phases.count("summary") == 2
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -159,3 +159,19 @@ def test_failed_run_is_recorded_with_reason(question_file, tmp_path):
         con.close()
     assert status == "failed" and "backend went away" in reason
     assert turns > 5  # what was said before the failure is kept
+
+
+def test_split_jury_gets_a_minority_report_from_the_minority(question_file, tmp_path):
+    def choose(request):
+        juror_number = int(request.tags["participant"].split("-")[1])
+        return request.choices[1] if juror_number <= 2 else request.choices[0]  # jurors 1-2 dissent
+
+    result, model, db = run(question_file, tmp_path, model=ScriptedModel(juror_reply, choose=choose))
+    assert result.verdict.winner == "Ban cars" and result.post_counts["Keep access"] == 2
+    assert result.verdict.minority_report
+    minority_prompt = next(r for r in model.history if r.tags.get("phase") == "minority")
+    text = minority_prompt.messages[-1].content
+    dissenters = [j.name for j in result.jurors if j.post == "Keep access"]
+    majority = [j.name for j in result.jurors if j.post == "Ban cars"]
+    assert all(name in text for name in dissenters)
+    assert not any(f"{name}:" in text for name in majority)  # the report is built from what the minority said
