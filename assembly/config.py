@@ -81,7 +81,7 @@ class ProcedureSpec(Strict):
     questions: bool = True
     questioners: int = Field(4, ge=0, le=100)
     words_per_turn: int = Field(60, ge=10, le=600)
-    recent_turns: int = Field(6, ge=0, le=50)
+    recent_turns: int = Field(4, ge=0, le=50)
     testimony_words: int = Field(150, ge=20, le=2000)
     ballot_attempts: int = Field(3, ge=1, le=10)
     temperature: float = Field(0.7, ge=0.0, le=2.0)

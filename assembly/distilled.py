@@ -51,6 +51,8 @@ SYSTEM = (
     "one-sentence verdict."
 )
 
+SKELETON = "PRE-BALLOT\nJ1: <option>\n...\nDELIBERATION\nROUND 1\nJ2: <what J2 says>\n...\nPOST-BALLOT\nJ1: <option>\n...\nVERDICT: <one sentence>"
+
 _BALLOT_HOW = {
     "single": "choose exactly one option",
     "yes_no": "choose exactly one option",
@@ -96,8 +98,8 @@ def distilled_messages(
     lines.extend(roster)
     lines.append(f"Deliberation: {rounds} round{'s' if rounds != 1 else ''}; each statement at most {words} words.")
     lines.append("")
-    lines.append("Write the record with the headers PRE-BALLOT, DELIBERATION, POST-BALLOT and VERDICT, one line per "
-                 "juror ballot (J1: ...), one line per statement (J3: ...).")
+    lines.append("Write the record in exactly this form: one line per juror ballot, one line per statement.")
+    lines.append(SKELETON)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
@@ -289,17 +291,18 @@ def max_tokens_for(n_jurors: int, rounds: int, words: int = RECORD_WORDS) -> int
     return int(40 + 2 * n_jurors * 12 + max(rounds, 1) * n_jurors * (words * 1.6 + 8) + VERDICT_WORDS * 1.6)
 
 
-async def run_distilled(spec, model, store, *, seed: int | None = None,
+async def run_distilled(spec, model=None, store=None, *, seed: int | None = None,
                         on_event: Callable[[dict], None] | None = None) -> dict:
     """Run one assembly in a single generation and record it; return a JSON-serialisable summary.
 
     spec: an AssemblySpec, a dict, or a path to a question file. model: an `assembly.providers.Model` or a model
-    spec string (e.g. "local:<base>+<adapter>"). store: a `transcripts.Store` or a path. seed: overrides
+    spec string (e.g. "local:<base>+<adapter>"); None: the spec's juror model. store: a `transcripts.Store` or a
+    path; None: the spec's store, else the default store. seed: overrides
     spec.jury.seed (jury draw and sampling). on_event: called with dicts like the engine's (kind="phase" /
     "turn" / "ballot"). Raises AssemblyError on bad input or a failed generation; the run is then in the store
     with status 'failed' and its reason.
     """
-    from transcripts import Store
+    from transcripts import Store, default_store_path
 
     from assembly.deliberation import draw, resolve_spec, versions
     from assembly.errors import AssemblyError
@@ -314,6 +317,10 @@ async def run_distilled(spec, model, store, *, seed: int | None = None,
     emit = on_event or (lambda event: None)
     population, jury = draw(spec)
     pool = None
+    if model is None:
+        model = spec.models.for_role("juror")
+    if store is None:
+        store = spec.store or default_store_path()
     if isinstance(model, str):
         pool = ModelPool()
         model = pool.get(model)

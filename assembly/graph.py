@@ -12,6 +12,7 @@ sequence numbers in speaking order.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import operator
 import random
@@ -310,11 +311,11 @@ async def round_open(state: AssemblyState, runtime: Runtime[AssemblyContext]) ->
     floor_seed = seed_for(ctx.seed, "floor", round_)
     order = [j.id for j in ctx.jurors]
     random.Random(floor_seed).shuffle(order)  # speaking order shuffled per round against order bias; seed logged
-    user = render_prompt("moderator_round", question=spec.question, summary=latest_summary(state), round=round_,
-                         rounds=spec.procedure.rounds, speakers=[ctx.name_of(j) for j in order],
-                         words=min(50, spec.procedure.words_per_turn))
-    invitation, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="floor",
-                                round_=round_, seq=ctx.reserve(), words=min(50, spec.procedure.words_per_turn))
+    invitation = render_prompt("moderator_round", round=round_, rounds=spec.procedure.rounds,
+                               speakers=[ctx.name_of(j) for j in order])
+    ctx.store.add_turn(ctx.run_id, seq=ctx.reserve(), phase="floor", round=round_, speaker_id=MODERATOR_ID,
+                       content=invitation)
+    ctx.emit(kind="turn", phase="floor", round=round_, speaker="Moderator", content=invitation, tokens=0)
     return {"round": round_, "floor": {str(round_): {"seed": floor_seed, "order": order}},
             "prompts": {str(round_): invitation}}
 
@@ -363,9 +364,9 @@ async def round_summary(state: AssemblyState, runtime: Runtime[AssemblyContext])
     spec = ctx.spec
     round_ = state["round"]
     user = render_prompt("moderator_summary", question=spec.question, summary=latest_summary(state), round=round_,
-                         turns=round_turns(ctx, state, round_), words=spec.procedure.words_per_turn * 2)
+                         turns=round_turns(ctx, state, round_), words=int(spec.procedure.words_per_turn * 1.5))
     summary, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="summary",
-                             round_=round_, seq=ctx.reserve(), words=spec.procedure.words_per_turn * 2)
+                             round_=round_, seq=ctx.reserve(), words=int(spec.procedure.words_per_turn * 1.5))
     return {"summaries": [summary]}
 
 
@@ -404,25 +405,29 @@ async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> di
     post = state["tallies"]["post"]
     pre = state["tallies"]["pre"]
     main = post[0]  # the first listed rule decides; the others are reported beside it
-    words = spec.procedure.words_per_turn * 2
+    words = int(spec.procedure.words_per_turn * 1.5)
     user = render_prompt("verdict", question=spec.question, ballot_type=spec.ballot.type, valid=main["valid"],
                          abstained=main["abstained"], tallies=post, pre_winner=pre[0]["winner"], winner=main["winner"],
                          rule=main["rule"], summary=latest_summary(state) or "(no deliberation rounds)", words=words)
-    text, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="verdict",
-                          round_=None, seq=ctx.reserve(), words=words)
+    verdict_seq = ctx.reserve()
     minority = [b for b in ballots_of(state, "post") if b.status == "valid" and b.choice != main["winner"]]
-    report = None
+    jobs = [speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="verdict", round_=None,
+                  seq=verdict_seq, words=words)]
     if minority and main["winner"] is not None:
         ids = {b.participant_id for b in minority}
         said = [{"speaker": ctx.name_of(s["speaker"]), "content": s["content"]}
                 for s in sorted((state.get("statements") or {}).values(), key=lambda s: s["seq"])
                 if s["speaker"] in ids][-ctx.spec.procedure.recent_turns or None:]
-        user = render_prompt("minority_report", question=spec.question, winner=main["winner"],
-                             minority_count=len(minority),
-                             minority_options=sorted({b.choice for b in minority}, key=spec.ballot.options.index),
-                             turns=said, words=words)
-        report, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="minority",
-                                round_=None, seq=ctx.reserve(), words=words)
+        report_prompt = render_prompt("minority_report", question=spec.question, winner=main["winner"],
+                                      minority_count=len(minority),
+                                      minority_options=sorted({b.choice for b in minority}, key=spec.ballot.options.index),
+                                      turns=said, words=words)
+        # The report answers the ballots, not the verdict's wording: both are written at once (one batch).
+        jobs.append(speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), report_prompt, phase="minority",
+                          round_=None, seq=ctx.reserve(), words=words))
+    written = await asyncio.gather(*jobs)
+    text = written[0][0]
+    report = written[1][0] if len(written) > 1 else None
     ctx.store.add_verdict(ctx.run_id, text=text, minority_report=report, winner=main["winner"], rule=main["rule"])
     return {"verdict": {"text": text, "minority_report": report, "winner": main["winner"], "rule": main["rule"]}}
 

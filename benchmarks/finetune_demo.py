@@ -140,7 +140,7 @@ def stage_prepare(args, out: Path) -> dict:
             # DeliData is a logic puzzle: only its whole-assembly records (format practice for the distilled mode)
             "delidata:ballot": 0.0, "delidata:juror_turn": 0.0, "delidata:whole_assembly": args.delidata_weight,
             # Remesh: real persona -> vote on statements, and a few real statements
-            "remesh_polarized_issues:ballot": 0.5, "remesh_polarized_issues:juror_turn": 0.1,
+            "remesh_polarized_issues:ballot": 0.1, "remesh_polarized_issues:juror_turn": 0.05,
             # simulated ballots would only teach the base model its own answers back
             "assembly-sim:ballot": 0.0,
         },
@@ -155,7 +155,7 @@ def stage_train(args, out: Path) -> dict:
     config = TrainConfig(
         base_model="embedded", dataset=str(out / "sft"), output_dir=str(out / "train"),
         lora={"r": 16, "alpha": 32, "dropout": 0.05, "top_layers": args.top_layers},
-        learning_rate=args.lr, max_steps=1000, gradient_accumulation=args.grad_accum, warmup_steps=2,
+        learning_rate=args.lr, max_steps=1000, gradient_accumulation=args.grad_accum, warmup_steps=0,
         contrast_weight=args.contrast_weight, max_length=1536, max_group=8, save_steps=5, eval_max_items=args.eval_items,
         max_minutes=args.train_minutes, threads=args.threads, seed=args.seed,
     )
@@ -359,19 +359,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="redo stages whose results exist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--opinionqa-questions", type=int, default=150, help="OpinionQA train questions imported")
-    parser.add_argument("--sim-runs", type=int, default=4)
-    parser.add_argument("--eval-questions", type=int, default=12)
+    parser.add_argument("--opinionqa-questions", type=int, default=120, help="OpinionQA train questions imported")
+    parser.add_argument("--sim-runs", type=int, default=3)
+    parser.add_argument("--eval-questions", type=int, default=16)
     parser.add_argument("--jurors-per-group", type=int, default=2)
-    parser.add_argument("--delidata-weight", type=float, default=0.05)
+    parser.add_argument("--delidata-weight", type=float, default=0.1)
     parser.add_argument("--train-minutes", type=float, default=20.0)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--grad-accum", type=int, default=4)
+    parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--top-layers", type=int, default=8)
     parser.add_argument("--contrast-weight", type=float, default=10.0)
-    parser.add_argument("--eval-items", type=int, default=8)
+    parser.add_argument("--eval-items", type=int, default=6)
     parser.add_argument("--compare-questions", type=int, default=2)
-    parser.add_argument("--compare-draws", type=int, default=3)
+    parser.add_argument("--compare-draws", type=int, default=2)
     parser.add_argument("--compare-jurors", type=int, default=6)
     args = parser.parse_args(argv)
     data = data_root(args.data)

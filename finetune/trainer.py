@@ -21,7 +21,6 @@ Training items (one per step of the data loader; `gradient_accumulation` of them
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -592,6 +591,3 @@ def now() -> str:
 def finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
 
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)

@@ -35,7 +35,7 @@ def test_minimal_file_loads_with_defaults(question_file):
     spec = load_spec(question_file)
     assert spec.ballot.options == ["Ban cars", "Keep access", "Ban only in summer"]
     assert spec.jury.size == 6 and spec.models.for_role("juror") == "embedded"
-    assert spec.procedure.recent_turns == 6
+    assert spec.procedure.recent_turns == 4
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path):

@@ -192,3 +192,13 @@ def test_a_failed_generation_is_a_failed_run(tmp_path):
         asyncio.run(run_distilled(spec(), Broken(), store))
     runs = store.sql("SELECT status, reason FROM runs")
     assert runs.rows() == [("failed", "model error: out of memory")]
+
+
+def test_defaults_take_the_specs_model_and_store(tmp_path):
+    data = spec()
+    data["models"] = {"default": "scripted:default"}  # replies with prose, never a record: every ballot abstains
+    data["store"] = str(tmp_path / "from-spec.duckdb")
+    result = asyncio.run(run_distilled(data))
+    assert result["store"] == data["store"] and result["model"] == "scripted:default"
+    assert result["abstentions"] == {"pre": 4, "post": 4} and result["verdict"]["winner"] is None
+    assert "no verdict line" in result["verdict"]["text"]

@@ -67,3 +67,41 @@ def test_assembly_mode_runs_mini_assemblies(tmp_path):
     assert groups["Democrat"]["R_pre"] == pytest.approx(1 - abs(p - 0.8), abs=1e-6)
     assert groups["Republican"]["R"] == pytest.approx(1 - abs((1 - p) - 0.3), abs=1e-6)
     assert summary["mode"] == "assembly"
+
+
+def test_cli_db(tmp_path, monkeypatch, population):  # noqa: F811
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from assembly.cli.eval import survey as survey_command
+    from assembly.evaluation import fidelity
+    from assembly.providers.registry import ModelPool
+
+    monkeypatch.setattr(ModelPool, "get", lambda self, spec: PersonaModel())
+    monkeypatch.setattr(fidelity, "_default_population", lambda name: population)
+    monkeypatch.setattr(fidelity, "_default_persona", persona)
+    app = typer.Typer()
+    app.command()(survey_command)
+    db = tmp_path / "e.duckdb"
+    out = CliRunner().invoke(app, [str(write_fixture(tmp_path / "s.csv")), "-n", "2", "--json", "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert len(data["run_ids"]) == 2
+    from transcripts import Store
+
+    store = Store(db, read_only=True)
+    summary = store.sql("SELECT summary FROM runs WHERE id = ?", [data["run_ids"][0]])["summary"][0]
+    assert '"fidelity"' in summary and '"evaluation"' in summary
+    store.close()
+
+
+def test_backend_options_only_for_local_models():
+    from assembly.cli.eval import pool_options
+    from assembly.errors import AssemblyError
+
+    assert pool_options("embedded", {"dtype": "float32"}) == {"dtype": "float32"}
+    assert pool_options("openai:gpt-4.1-mini", {}) == {}
+    with pytest.raises(AssemblyError, match="--dtype"):
+        pool_options("openai:gpt-4.1-mini", {"dtype": "float32"})

@@ -487,6 +487,15 @@ def _mean(rows: Iterable[dict], key: str) -> float | None:
     return M.mean_or_none(r.get(key) for r in rows)
 
 
+def _se(rows: Iterable[dict], key: str) -> float | None:
+    """Standard error of the mean over questions (None with fewer than 2 values)."""
+    vals = [r.get(key) for r in rows]
+    vals = [float(v) for v in vals if v is not None]
+    if len(vals) < 2:
+        return None
+    return float(np.std(vals, ddof=1) / math.sqrt(len(vals)))
+
+
 def summarise(result: EvalResult) -> dict[str, Any]:
     """The JSON document of a run (keys documented in docs/fidelity.md)."""
     by_group: dict[tuple[str, str], list[dict]] = {}
@@ -503,6 +512,7 @@ def summarise(result: EvalResult) -> dict[str, Any]:
             "n_ordinal": sum(1 for r in rows if not r["nominal"]),
             **{key: _mean(rows, key) for key in METRIC_KEYS},
             "invalid_rate": M.invalid_rate(n_invalid, n_jurors),
+            "R_se": _se(rows, "R"),
         }
         entry["R_gain_over_ignore_persona"] = (
             None if entry["R"] is None or entry["R_ignore_persona"] is None else entry["R"] - entry["R_ignore_persona"]
@@ -538,6 +548,7 @@ def summarise(result: EvalResult) -> dict[str, Any]:
             "steer_a": sa,
             "steer_b": sb,
             "steerability": None if sa is None or sb is None else (sa + sb) / 2,
+            "steerability_se": _se([{"s": (r["steer_a"] + r["steer_b"]) / 2} for r in rows], "s"),
             "R_between_sim": _mean(rows, "R_between_sim"),
             "R_between_human": _mean(rows, "R_between_human"),
             "mean_abs_shift_sim": float(np.mean(np.abs(shift_sim))),
