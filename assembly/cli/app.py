@@ -55,6 +55,18 @@ def _register_optional() -> None:
         store_cli.register(app)
     except ImportError:
         pass
+    try:
+        from assembly.cli import finetune as finetune_cli
+
+        finetune_app = typer.Typer(help="Learn from recorded deliberations: build SFT data, train LoRA adapters.",
+                                   no_args_is_help=True)
+        finetune_app.command("prepare")(finetune_cli.prepare)
+        finetune_app.command("train")(finetune_cli.train)
+        app.add_typer(finetune_app, name="finetune")
+        store_cli.transcripts.command("import-polis")(finetune_cli.import_polis)
+        store_cli.transcripts.command("import-survey")(finetune_cli.import_survey)
+    except ImportError:
+        pass
 
 
 _register_optional()

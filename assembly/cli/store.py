@@ -146,10 +146,12 @@ def report(
     out.print(str(written), highlight=False)
 
 
+transcripts = typer.Typer(help="Browse, export and import recorded deliberations.", no_args_is_help=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("sql")(sql)
     app.command("report")(report)
-    transcripts = typer.Typer(help="Browse, export and import recorded deliberations.", no_args_is_help=True)
     transcripts.command("list")(list_runs)
     transcripts.command("show")(show)
     transcripts.command("export")(export)
