@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 pytest.importorskip("anthropic")
@@ -16,6 +10,7 @@ from assembly.providers.anthropic import AnthropicModel  # noqa: E402
 from assembly.providers.registry import load_model  # noqa: E402
 from assembly.providers.types import GenerateRequest, Message, ModelError  # noqa: E402
 from assembly.providers.wrappers import MissingAPIKeyError  # noqa: E402
+from tests.fakes import fake_server_fixture, load_fast, run_once as run  # noqa: E402
 
 KEY = "sk-ant-test-SECRET0123456789abcdef"
 
@@ -32,60 +27,7 @@ def error(status, kind, text):
     return status, {"type": "error", "error": {"type": kind, "message": text}}
 
 
-class FakeServer:
-    """Replies in turn from `replies` ((status, dict | bytes[, delay])); the last one repeats. Records requests."""
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.requests: list[dict] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": json.loads(body)})
-                reply = fake.replies.pop(0) if len(fake.replies) > 1 else fake.replies[0]
-                status, payload, *delay = reply
-                if delay:
-                    time.sleep(delay[0])
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self.send_response(404)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.handle_error = lambda request, address: None  # a client that timed out is not news
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"  # no /v1 for Anthropic
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def fake():
-    servers = []
-
-    def make(*replies):
-        server = FakeServer(replies)
-        servers.append(server)
-        return server
-
-    yield make
-    for s in servers:
-        s.close()
+fake = fake_server_fixture()  # no /v1 for Anthropic (the SDK adds /v1/messages)
 
 
 @pytest.fixture(autouse=True)
@@ -101,18 +43,7 @@ def req(*messages, **kw):
 
 
 def model_for(server, **options):
-    options = {"retries": 3, "initial_wait": 0.01, "max_wait": 0.05, "prices": False, **options}
-    return load_model(f"anthropic:claude-fake@{server.base_url}", **options)
-
-
-def run(model, request):
-    async def main():
-        try:
-            return await model.generate(request)
-        finally:
-            await model.aclose()
-
-    return asyncio.run(main())
+    return load_fast(f"anthropic:claude-fake@{server.base_url}", **options)
 
 
 def assert_no_key(error_value):

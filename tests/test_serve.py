@@ -15,8 +15,9 @@ pytest.importorskip("uvicorn")
 from assembly.providers.base import Model  # noqa: E402
 from assembly.providers.openai import OpenAIModel  # noqa: E402
 from assembly.providers.scripted import ScriptedModel  # noqa: E402
-from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage  # noqa: E402
+from assembly.providers.types import GenerateRequest, Message, ModelError  # noqa: E402
 from assembly.serve import ServerThread, create_app  # noqa: E402
+from tests.fakes import PeakConcurrencyModel, run_once  # noqa: E402
 
 TOKEN = "serve-token-0123456789"
 
@@ -157,34 +158,12 @@ def test_our_openai_backend_gets_scored_ballots_from_our_server(server, monkeypa
     model = OpenAIModel("juror", base_url=server.base_url)
     assert model.server_choices and model.scores_options  # detected from /v1/models on loopback
     ballot = GenerateRequest(messages=[Message(role="user", content="Your vote?")], choices=["no", "yes"])
-
-    async def main():
-        try:
-            return await model.generate(ballot)
-        finally:
-            await model.aclose()
-
-    response = asyncio.run(main())
+    response = run_once(model, ballot)
     assert response.choice == "yes" and response.choice_logprobs == {"no": -5.0, "yes": 0.0}
 
 
-class Concurrent(Model):
-    name = "test:concurrent"
-
-    def __init__(self):
-        self.active = 0
-        self.peak = 0
-
-    async def generate(self, request: GenerateRequest) -> GenerateResponse:
-        self.active += 1
-        self.peak = max(self.peak, self.active)
-        await asyncio.sleep(0.1)
-        self.active -= 1
-        return GenerateResponse(text="ok", model=self.name, usage=Usage(input_tokens=1, output_tokens=1))
-
-
 def test_concurrent_requests_reach_the_model_together():
-    model = Concurrent()
+    model = PeakConcurrencyModel("test:concurrent", delay=0.1, text="ok")
     with ServerThread(create_app(model)) as srv:
         async def main():
             async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="none", max_retries=0) as c:
@@ -293,14 +272,7 @@ def test_tiny_local_model_behind_the_server(tiny_model_dir, monkeypatch):
         remote = OpenAIModel("tiny", base_url=srv.base_url)
         assert remote.scores_options  # a LocalModel scores options; the server says so
         ballot = GenerateRequest(messages=[Message(role="user", content="Vote")], choices=["yes", "no"])
-
-        async def vote():
-            try:
-                return await remote.generate(ballot)
-            finally:
-                await remote.aclose()
-
-        response = asyncio.run(vote())
+        response = run_once(remote, ballot)
         assert response.choice in ("yes", "no")
         assert sum(2.718281828 ** v for v in response.choice_logprobs.values()) == pytest.approx(1.0, abs=1e-3)
     asyncio.run(local.aclose())

@@ -23,6 +23,7 @@ from assembly.providers.wrappers import (
     redact,
     wrap,
 )
+from tests.fakes import PeakConcurrencyModel
 
 
 def req(text: str = "hello", **kw) -> GenerateRequest:
@@ -93,23 +94,8 @@ def test_retry_after_hint_lengthens_the_wait():
     assert time.perf_counter() - start >= 0.19
 
 
-class Slow(Model):
-    name = "slow"
-
-    def __init__(self):
-        self.active = 0
-        self.peak = 0
-
-    async def generate(self, request: GenerateRequest) -> GenerateResponse:
-        self.active += 1
-        self.peak = max(self.peak, self.active)
-        await asyncio.sleep(0.02)
-        self.active -= 1
-        return GenerateResponse(text=request.messages[-1].content, model=self.name)
-
-
 def test_concurrency_limit_is_respected():
-    inner = Slow()
+    inner = PeakConcurrencyModel("slow", delay=0.02)
     limited = LimitedModel(inner, 3)
 
     async def main():
@@ -124,7 +110,7 @@ def test_concurrency_limit_is_respected():
 
 
 def test_generate_many_goes_through_the_limit():
-    inner = Slow()
+    inner = PeakConcurrencyModel("slow", delay=0.02)
     limited = LimitedModel(inner, 2)
     out = asyncio.run(limited.generate_many([req(str(i)) for i in range(6)]))
     assert len(out) == 6 and inner.peak == 2

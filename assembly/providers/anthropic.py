@@ -26,28 +26,17 @@ Behaviour:
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-import os
-import time
-import urllib.parse
 from typing import Any, Literal
 
 import anthropic as _sdk
 
-from assembly.providers.base import Model
-from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError, Usage
-from assembly.providers.wrappers import (
-    MissingAPIKeyError,
-    redact,
-    retry_after_seconds,
-    status_is_retryable,
-    wrap_from_options,
-)
+from assembly.providers.sdk_errors import PLACEHOLDER_KEY  # noqa: F401  (re-exported)
+from assembly.providers.sdk_errors import SDKBackend, SDKProvider
+from assembly.providers.types import GenerateRequest, GenerateResponse, Usage
 
 OFFICIAL_BASE_URL = "https://api.anthropic.com"
-PLACEHOLDER_KEY = "assembly-no-key"
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "refusal"}
 
 
@@ -76,45 +65,20 @@ def schema_instruction(schema: dict[str, Any]) -> str:
     )
 
 
-class AnthropicModel(Model):
-    scores_options = False
+class AnthropicModel(SDKBackend):
+    provider = SDKProvider(
+        prefix="anthropic", sdk=_sdk, client_class=_sdk.AsyncAnthropic, client_name="Anthropic",
+        official_base_url=OFFICIAL_BASE_URL, base_url_variable="ANTHROPIC_BASE_URL", key_variable="ANTHROPIC_API_KEY",
+    )
+    own_options = ("api_key", "timeout", "structured")
+    schema_param_words = ("output_config", "format", "schema")
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        name: str | None = None,
-        timeout: float = 120.0,
-        structured: Literal["native", "instruction"] = "native",
-    ):
-        self.model = model
-        spec_url = base_url
-        self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or OFFICIAL_BASE_URL).rstrip("/")
-        self.official = urllib.parse.urlparse(self.base_url).hostname == "api.anthropic.com"
-        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-        if not key:
-            if self.official:
-                raise MissingAPIKeyError(
-                    "ANTHROPIC_API_KEY is not set; export it, or use --model embedded or a local: model"
-                )
-            key = PLACEHOLDER_KEY
-        self._key = key  # only ever handed to the SDK client; never logged, raised or stored
-        self.name = name or (f"anthropic:{model}@{spec_url}" if spec_url else f"anthropic:{model}")
-        self._client = _sdk.AsyncAnthropic(api_key=key, base_url=self.base_url, max_retries=0, timeout=timeout)
+    def __init__(self, model: str, *, structured: Literal["native", "instruction"] = "native", **endpoint: Any):
+        """`endpoint`: base_url, api_key, name, timeout (see SDKBackend)."""
+        super().__init__(model, **endpoint)
         if structured not in ("native", "instruction"):
             raise ValueError("structured must be 'native' or 'instruction'")
         self._native_schema = structured == "native"
-
-    @classmethod
-    def from_spec(cls, spec, **options) -> Model:
-        own = {k: options[k] for k in ("api_key", "timeout", "structured") if k in options}
-        backend = cls(spec.model, base_url=spec.base_url, name=str(spec), **own)
-        return wrap_from_options(backend, options)
-
-    def __repr__(self) -> str:
-        return f"AnthropicModel({self.name!r})"
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -145,74 +109,15 @@ class AnthropicModel(Model):
             params["stop_sequences"] = stops
         return params
 
-    def _error(self, exc: Exception) -> ModelError:
-        """Our ModelError for an SDK error: redacted message, SDK exception (holding request headers) not chained."""
-        where = self.name
-        if isinstance(exc, _sdk.APITimeoutError):
-            return ModelError(f"{where}: request timed out", retryable=True)
-        if isinstance(exc, _sdk.APIConnectionError):
-            return ModelError(f"{where}: could not connect to {self.base_url}", retryable=True)
-        if isinstance(exc, _sdk.APIStatusError):
-            status = exc.status_code
-            detail = redact(str(getattr(exc, "message", "") or exc), self._key)
-            if status == 401:
-                hint = (
-                    "check ANTHROPIC_API_KEY" if self._key != PLACEHOLDER_KEY
-                    else "the server wants a key: set ANTHROPIC_API_KEY"
-                )
-                err = ModelError(f"{where}: authentication failed (401); {hint}", status=401)
-            elif status == 403:
-                err = ModelError(f"{where}: permission denied (403); the key in ANTHROPIC_API_KEY may lack access "
-                                 f"to model {self.model!r}: {detail}", status=403)
-            elif status == 404:
-                err = ModelError(f"{where}: model {self.model!r} or endpoint not found at {self.base_url} (404): "
-                                 f"{detail}", status=404)
-            else:
-                err = ModelError(f"{where}: HTTP {status}: {detail}", retryable=status_is_retryable(status),
-                                 status=status)
-            err.retry_after = retry_after_seconds(getattr(exc.response, "headers", None))  # type: ignore[attr-defined]
-            return err
-        if isinstance(exc, _sdk.APIResponseValidationError):
-            return ModelError(f"{where}: malformed response from {self.base_url}: {redact(str(exc), self._key)}")
-        if isinstance(exc, ValueError):  # json.JSONDecodeError and friends
-            return ModelError(f"{where}: malformed response from {self.base_url} (not valid JSON): "
-                              f"{redact(str(exc), self._key)}")
-        return ModelError(f"{where}: unexpected {type(exc).__name__} from the Anthropic client: "
-                          f"{redact(str(exc), self._key)}")
+    def _create(self, request: GenerateRequest, native_schema: bool) -> Any:
+        return self._client.messages.create(**self._params(request, native_schema))
 
-    @staticmethod
-    def _format_rejected(err: ModelError) -> bool:
-        return err.status in (400, 422) and any(w in str(err) for w in ("output_config", "format", "schema"))
-
-    async def generate(self, request: GenerateRequest) -> GenerateResponse:
-        start = time.perf_counter()
-        native = self._native_schema
-        while True:
-            failure: ModelError | None = None
-            try:
-                message = await self._client.messages.create(**self._params(request, native))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # every SDK failure becomes a ModelError with a safe message
-                failure = self._error(exc)
-            if failure is None:
-                break
-            if native and request.json_schema and self._format_rejected(failure):
-                self._native_schema = native = False
-                continue
-            # raised outside the except block: the SDK exception (holding the request headers) is not attached
-            raise failure
-        return self._response(message, time.perf_counter() - start)
-
-    def _response(self, message: Any, duration: float) -> GenerateResponse:
+    def _response(self, message: Any, request: GenerateRequest, duration: float) -> GenerateResponse:
         try:
             blocks = message.content
             text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
         except (AttributeError, TypeError):
-            raise ModelError(
-                f"{self.name}: malformed response from {self.base_url}: no text content in "
-                f"{redact(str(message)[:200], self._key)}"
-            ) from None
+            raise self._malformed(f"no text content in {str(message)[:200]}") from None
         usage = getattr(message, "usage", None)
         stop = getattr(message, "stop_reason", None)
         return GenerateResponse(
@@ -226,6 +131,3 @@ class AnthropicModel(Model):
             duration_s=duration,
             raw={"id": getattr(message, "id", None), "model": getattr(message, "model", None), "stop_reason": stop},
         )
-
-    async def aclose(self) -> None:
-        await self._client.close()

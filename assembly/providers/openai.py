@@ -29,33 +29,24 @@ Behaviour:
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import time
 import urllib.parse
 from typing import Any
 
 import openai as _sdk
 
-from assembly.providers.base import Model
+from assembly.providers.sdk_errors import PLACEHOLDER_KEY  # noqa: F401  (re-exported)
+from assembly.providers.sdk_errors import SDKBackend, SDKProvider, rejected
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError, Usage
-from assembly.providers.wrappers import (
-    MissingAPIKeyError,
-    redact,
-    retry_after_seconds,
-    status_is_retryable,
-    wrap_from_options,
-)
 
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
-PLACEHOLDER_KEY = "assembly-no-key"
 _REASONING = re.compile(r"^(o\d|gpt-[5-9])")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-def _is_official(base_url: str) -> bool:
-    return urllib.parse.urlparse(base_url).hostname == "api.openai.com"
+def _insufficient_quota(exc: Exception, detail: str) -> bool:
+    """A 429 for an exhausted quota (not a rate limit): retrying cannot help."""
+    return getattr(exc, "code", None) == "insufficient_quota" or "insufficient_quota" in detail
 
 
 def _detect_assembly_server(base_url: str, api_key: str, timeout: float = 2.0) -> bool:
@@ -74,53 +65,33 @@ def _detect_assembly_server(base_url: str, api_key: str, timeout: float = 2.0) -
         return False
 
 
-class OpenAIModel(Model):
-    scores_options = False
+class OpenAIModel(SDKBackend):
+    provider = SDKProvider(
+        prefix="openai", sdk=_sdk, client_class=_sdk.AsyncOpenAI, client_name="OpenAI",
+        official_base_url=OFFICIAL_BASE_URL, base_url_variable="OPENAI_BASE_URL", key_variable="OPENAI_API_KEY",
+        quota_exhausted=_insufficient_quota,
+    )
+    own_options = ("api_key", "timeout", "server_choices", "reasoning_effort")
+    schema_param_words = ("response_format", "json_schema")
 
     def __init__(
         self,
         model: str,
         *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        name: str | None = None,
-        timeout: float = 120.0,
         server_choices: bool | None = None,
         reasoning_effort: str | None = None,
+        **endpoint: Any,
     ):
-        self.model = model
+        """`endpoint`: base_url, api_key, name, timeout (see SDKBackend)."""
+        super().__init__(model, **endpoint)
         self.reasoning_effort = reasoning_effort
-        spec_url = base_url
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OFFICIAL_BASE_URL).rstrip("/")
-        self.official = _is_official(self.base_url)
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if self.official:
-                raise MissingAPIKeyError(
-                    "OPENAI_API_KEY is not set; export it, or use --model embedded or a local: model"
-                )
-            key = PLACEHOLDER_KEY
-        self._key = key  # only ever handed to the SDK client; never logged, raised or stored
-        self.name = name or (f"openai:{model}@{spec_url}" if spec_url else f"openai:{model}")
-        self._client = _sdk.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=timeout)
-        self._send_schema = True
         # reasoning models on the official API reject temperature/top_p; any other official model that answers 400
         # naming them is asked again without them (and not sent them again)
         self._send_sampling = not (self.official and bool(_REASONING.match(model)))
         if server_choices is None:
-            server_choices = not self.official and _detect_assembly_server(self.base_url, key)
+            server_choices = not self.official and _detect_assembly_server(self.base_url, self._key)
         self.server_choices = bool(server_choices)
         self.scores_options = self.server_choices
-
-    @classmethod
-    def from_spec(cls, spec, **options) -> Model:
-        """The backend for `spec`, wrapped (retries, concurrency, cost) per the wrap options in `options`."""
-        own = {k: options[k] for k in ("api_key", "timeout", "server_choices", "reasoning_effort") if k in options}
-        backend = cls(spec.model, base_url=spec.base_url, name=str(spec), **own)
-        return wrap_from_options(backend, options)
-
-    def __repr__(self) -> str:
-        return f"OpenAIModel({self.name!r})"
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -150,70 +121,14 @@ class OpenAIModel(Model):
             params["extra_body"] = {"choices": list(request.choices)}
         return params
 
-    def _error(self, exc: Exception) -> ModelError:
-        """Our ModelError for an SDK error; the message is redacted and the SDK exception (which holds the request
-        and its headers) is not chained."""
-        where = f"{self.name}"
-        if isinstance(exc, _sdk.APITimeoutError):
-            return ModelError(f"{where}: request timed out", retryable=True)
-        if isinstance(exc, _sdk.APIConnectionError):
-            return ModelError(f"{where}: could not connect to {self.base_url}", retryable=True)
-        if isinstance(exc, _sdk.APIStatusError):
-            status = exc.status_code
-            detail = redact(str(getattr(exc, "message", "") or exc), self._key)
-            if status == 401:
-                hint = (
-                    "check OPENAI_API_KEY" if self._key != PLACEHOLDER_KEY
-                    else "the server wants a key: set OPENAI_API_KEY"
-                )
-                err = ModelError(f"{where}: authentication failed (401); {hint}", status=401)
-            elif status == 403:
-                err = ModelError(f"{where}: permission denied (403); the key in OPENAI_API_KEY may lack access "
-                                 f"to model {self.model!r}: {detail}", status=403)
-            elif status == 404:
-                err = ModelError(f"{where}: model {self.model!r} or endpoint not found at {self.base_url} (404): "
-                                 f"{detail}", status=404)
-            elif status == 429 and (getattr(exc, "code", None) == "insufficient_quota" or "insufficient_quota" in detail):
-                err = ModelError(f"{where}: quota exhausted (429 insufficient_quota): {detail}", status=429)
-            else:
-                err = ModelError(f"{where}: HTTP {status}: {detail}", retryable=status_is_retryable(status),
-                                 status=status)
-            err.retry_after = retry_after_seconds(getattr(exc.response, "headers", None))  # type: ignore[attr-defined]
-            return err
-        if isinstance(exc, _sdk.APIResponseValidationError):
-            return ModelError(f"{where}: malformed response from {self.base_url}: {redact(str(exc), self._key)}")
-        if isinstance(exc, ValueError):  # json.JSONDecodeError and friends
-            return ModelError(f"{where}: malformed response from {self.base_url} (not valid JSON): "
-                              f"{redact(str(exc), self._key)}")
-        return ModelError(f"{where}: unexpected {type(exc).__name__} from the OpenAI client: "
-                          f"{redact(str(exc), self._key)}")
+    def _create(self, request: GenerateRequest, native_schema: bool) -> Any:
+        return self._client.chat.completions.create(**self._params(request, native_schema))
 
-    @staticmethod
-    def _rejects(err: ModelError, *words: str) -> bool:
-        return err.status in (400, 422) and any(w in str(err) for w in words)
-
-    async def generate(self, request: GenerateRequest) -> GenerateResponse:
-        start = time.perf_counter()
-        with_schema = self._send_schema
-        while True:
-            failure: ModelError | None = None
-            try:
-                completion = await self._client.chat.completions.create(**self._params(request, with_schema))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # every SDK failure becomes a ModelError with a safe message
-                failure = self._error(exc)
-            if failure is None:
-                break
-            if with_schema and request.json_schema and self._rejects(failure, "response_format", "json_schema"):
-                self._send_schema = with_schema = False
-                continue
-            if self.official and self._send_sampling and self._rejects(failure, "temperature", "top_p"):
-                self._send_sampling = False
-                continue
-            # raised outside the except block: the SDK exception (holding the request headers) is not attached
-            raise failure
-        return self._response(completion, request, time.perf_counter() - start)
+    def _drop_rejected(self, failure: ModelError) -> bool:
+        if self.official and self._send_sampling and rejected(failure, "temperature", "top_p"):
+            self._send_sampling = False
+            return True
+        return False
 
     def _response(self, completion: Any, request: GenerateRequest, duration: float) -> GenerateResponse:
         try:
@@ -222,10 +137,7 @@ class OpenAIModel(Model):
             text = message.content
             extra = message.model_extra or {}
         except (AttributeError, IndexError, TypeError, KeyError):
-            raise ModelError(
-                f"{self.name}: malformed response from {self.base_url}: no choices[0].message in "
-                f"{redact(str(completion)[:200], self._key)}"
-            ) from None
+            raise self._malformed(f"no choices[0].message in {str(completion)[:200]}") from None
         if text is None:
             refusal = getattr(message, "refusal", None)
             if refusal:
@@ -243,7 +155,7 @@ class OpenAIModel(Model):
         raw: dict[str, Any] = {"id": getattr(completion, "id", None), "model": getattr(completion, "model", None)}
         if getattr(completion, "system_fingerprint", None):
             raw["system_fingerprint"] = completion.system_fingerprint
-        if request.json_schema and not self._send_schema:
+        if request.json_schema and not self._native_schema:
             raw["json_schema_sent"] = False
         return GenerateResponse(
             text=text,
@@ -258,6 +170,3 @@ class OpenAIModel(Model):
             duration_s=duration,
             raw=raw,
         )
-
-    async def aclose(self) -> None:
-        await self._client.close()
