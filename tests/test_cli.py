@@ -102,3 +102,24 @@ def test_examples_validate(capsys):
     for path in sorted(Path("examples").glob("*.yaml")):
         code, out, err = call(capsys, "validate", str(path))
         assert code == 0, f"{path}: {err}"
+
+
+def test_run_distilled_mode_records_a_run(question_file, tmp_path):
+    db = tmp_path / "d.duckdb"
+    code, out, err = cli("run", str(question_file), "--mode", "distilled", "--model", "scripted:demo", "--db",
+                         str(db), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["mode"] == "distilled" and len(summary["jurors"]) == 6
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("select status, reason from ballots where run_id = ?", [summary["run_id"]]).fetchall()
+    finally:
+        con.close()
+    # The scripted reply is no deliberation record: every ballot is an abstention that says why, none invented.
+    assert rows and all(status == "abstain" and reason for status, reason in rows)
+
+
+def test_unknown_mode(question_file, capsys):
+    code, _, err = call(capsys, "run", str(question_file), "--mode", "quantum", "--model", "scripted:x")
+    assert code == 2 and "quantum" in err

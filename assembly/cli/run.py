@@ -109,11 +109,26 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Override procedure.rounds.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads for local models.")] = None,
     replay: Annotated[str | None, typer.Option(help="Re-run a recorded run from its recorded model calls (no model).")] = None,
+    mode: Annotated[str, typer.Option(help="full: the multi-agent graph; distilled: the whole mini-public in one "
+                                           "generation on a model fine-tuned for it (see docs/finetune.md).")] = "full",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Run an assembly: draw the jury, hear witnesses, deliberate, vote, write the verdict; record everything."""
     from assembly.deliberation import deliberate
+    from assembly.errors import SpecError
 
+    if mode not in ("full", "distilled"):
+        raise SpecError(f"--mode {mode!r}: expected 'full' or 'distilled'")
+    if mode == "distilled":
+        import asyncio
+
+        from assembly.distilled import run_distilled
+
+        with LiveView(enabled=err.is_terminal) as view:
+            summary = asyncio.run(run_distilled(question, model=model, store=str(db) if db else None, seed=seed,
+                                                on_event=view))
+        print_json(summary) if as_json else out.print_json(data=summary)
+        return
     kwargs = {}
     if threads is not None:
         kwargs["model_options"] = {"threads": threads}
