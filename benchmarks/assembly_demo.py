@@ -59,11 +59,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--question", default="examples/ai_assistant.yaml")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 avoids OpenMP stalls when other jobs share the cores)")
     parser.add_argument("--db", default=None, help="store to record into (default: a temporary file)")
     args = parser.parse_args()
 
     db = args.db or str(Path(tempfile.mkdtemp()) / "bench.duckdb")
-    model = load_model("embedded")
+    model = load_model("embedded", **({"threads": args.threads} if args.threads else {}))
     started = time.perf_counter()
     result = await adeliberate(args.question, models=model, db=db)
     wall = time.perf_counter() - started
@@ -92,7 +94,9 @@ async def main() -> None:
         "batched_over_one_at_a_time": round(statistics.median(batched) / statistics.median(single), 2),
         "repeats": args.repeats,
         "per_repeat": {"batched": [round(x, 2) for x in batched], "one_at_a_time": [round(x, 2) for x in single]},
+        "threads": args.threads or "torch default",
         "machine": machine(),
+        "load_average_1m_at_end": os.getloadavg()[0],
         "run_id": result.run_id,
         "store": db,
     }
