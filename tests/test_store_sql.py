@@ -96,3 +96,11 @@ def test_resolve_run_by_prefix_and_latest(store):
     assert store.resolve_run("latest") == run_id
     with pytest.raises(StoreError, match="no run"):
         store.resolve_run("ZZZZ")
+
+
+def test_interval_results_come_back_as_text(tmp_path):
+    from transcripts import Store
+
+    store = Store(tmp_path / "i.duckdb")
+    frame = store.sql("select interval 3 minute + interval 12 second as wall, 1 as n")
+    assert frame["wall"].to_list() == ["00:03:12"] and frame["n"].to_list() == [1]

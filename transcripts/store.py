@@ -535,10 +535,20 @@ class Store:
                 result = None
                 for statement in statements:
                     rel = con.sql(statement.query, params=params) if params is not None else con.sql(statement.query)
-                    result = rel.pl() if rel is not None else None
+                    result = _frame(rel) if rel is not None else None
             except duckdb.Error as exc:
                 raise StoreError(f"SQL error: {one_line(exc)}") from exc
         return result if result is not None else pl.DataFrame()
+
+
+def _frame(rel: duckdb.DuckDBPyRelation) -> pl.DataFrame:
+    """A relation as polars. Polars cannot hold DuckDB's INTERVAL (e.g. finished_at - started_at): such columns
+    come back as text ('00:03:12.5') rather than failing the whole query."""
+    intervals = [name for name, kind in zip(rel.columns, rel.dtypes) if str(kind).upper() == "INTERVAL"]
+    if intervals:
+        rel = rel.select(", ".join(
+            f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in intervals else f'"{c}"' for c in rel.columns))
+    return rel.pl()
 
 
 def _text(message: Mapping[str, Any]) -> str | None:

@@ -166,6 +166,10 @@ async def _evaluate(survey, model_spec, config, *, db, err, progress, model_obj,
             recorder = None
         summary["_simulated"] = fidelity.simulated_survey(result, survey)
         return summary
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if recorder is not None:
+            recorder.fail("interrupted", status="interrupted")
+        raise
     except BaseException as exc:
         if recorder is not None:
             recorder.fail(f"{type(exc).__name__}: {exc}".splitlines()[0])

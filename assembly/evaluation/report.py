@@ -47,7 +47,7 @@ def steer_table(summary: dict[str, Any]) -> Table | None:
     table = Table(title="Steerability: R to own group minus R to the opposed group (> 0 is good)", title_justify="left")
     for name in ("pair A / B", "Q", "A", "B", "steer", "R sim A~B", "R human A~B", "|shift| sim", "|shift| hum",
                  "dir ok"):
-        table.add_column(name, justify="left" if name == "pair A / B" else "right", no_wrap=name == "Q")
+        table.add_column(name, justify="left" if name == "pair A / B" else "right", no_wrap=True)
     for s in summary["steerability"]:
         table.add_row(f"{s['group_a']} / {s['group_b']}", str(s["n_questions"]), _f(s["steer_a"], signed=True),
                       _f(s["steer_b"], signed=True), _f(s["steerability"], signed=True), _f(s["R_between_sim"]),
@@ -68,6 +68,9 @@ def render(summary: dict[str, Any], console: Console) -> None:
     steer = steer_table(summary)
     if steer is not None:
         console.print(steer)
+        console.print("A: R(sim A, human A) - R(sim A, human B); B: likewise; steer: their mean (0 when the personas "
+                      "change nothing); |shift|: mean answer-position gap A→B on a 0..1 scale; dir ok: share of "
+                      "questions where the simulated gap has the human sign.", style="dim")
     overall = summary.get("overall")
     if overall:
         console.print(

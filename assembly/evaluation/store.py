@@ -120,10 +120,11 @@ class EvalRecorder(EvalHooks):
         self.store.close()
         return list(self.run_ids.values())
 
-    def fail(self, reason: str = "evaluation failed") -> None:
+    def fail(self, reason: str = "evaluation failed", status: str = "failed") -> None:
+        """Close the question in progress as failed (or interrupted), keeping what was recorded."""
         if self._current is not None:
             try:
                 self._flush(self._current)
             finally:
-                self.store.finish_run(self._current, status="failed", reason=reason)
+                self.store.finish_run(self._current, status=status, reason=reason)
                 self._current = None
