@@ -19,25 +19,10 @@ def _dicts(messages: Messages) -> list[dict[str, str]]:
 
 
 def render(tokenizer, messages: Messages, *, add_generation_prompt: bool = True) -> tuple[str, bool]:
-    """Chat-templated text, and whether a template was used (else LocalModel's plain fallback format)."""
-    dicts = _dicts(messages)
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            text = tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=add_generation_prompt)
-            return text, True
-        except Exception:  # noqa: BLE001 - templates that reject a system role: fold it into the user turn
-            if any(m["role"] == "system" for m in dicts):
-                system = "\n\n".join(m["content"] for m in dicts if m["role"] == "system")
-                rest = [m for m in dicts if m["role"] != "system"] or [{"role": "user", "content": ""}]
-                rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
-                text = tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
-                return text, True
-            raise
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    text = "".join(f"{names[m['role']]}: {m['content']}\n\n" for m in dicts)
-    if add_generation_prompt:
-        text += "Assistant:"
-    return text, False
+    """The local backend's own rendering (assembly.providers.local.render_chat): training text is run-time text."""
+    from assembly.providers.local import render_chat
+
+    return render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
 
 def prompt_ids(tokenizer, messages: Messages) -> list[int]:

@@ -129,6 +129,32 @@ class _Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+def render_chat(tokenizer, messages, *, add_generation_prompt: bool = True) -> tuple[str, bool]:
+    """Chat-templated prompt text, and whether the template was used (else a plain fallback format).
+
+    The one rendering of messages for local models: fine-tuning encodes its examples with it, so a tuned model sees
+    at run time exactly the text it was trained on. `messages`: Message objects or {"role", "content"} dicts."""
+    dicts = [{"role": m["role"], "content": m["content"]} if isinstance(m, dict) else
+             {"role": m.role, "content": m.content} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            text = tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=add_generation_prompt)
+            return text, True
+        except Exception:  # noqa: BLE001 - e.g. templates that reject a system role: fold it into the user turn
+            if any(m["role"] == "system" for m in dicts):
+                system = "\n\n".join(m["content"] for m in dicts if m["role"] == "system")
+                rest = [m for m in dicts if m["role"] != "system"] or [{"role": "user", "content": ""}]
+                rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
+                text = tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
+                return text, True
+            raise
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    text = "".join(f"{names[m['role']]}: {m['content']}\n\n" for m in dicts)
+    if add_generation_prompt:
+        text += "Assistant:"
+    return text, False
+
+
 class LocalModel(Model):
     """A Hugging Face causal LM run in-process with transformers, batching concurrent callers.
 
@@ -398,26 +424,7 @@ class LocalModel(Model):
     # ------------------------------------------------------------------ prompts
 
     def _render(self, messages: list[Message], *, add_generation_prompt: bool = True) -> tuple[str, bool]:
-        """Chat-templated prompt text, and whether the template was used (else a plain fallback format)."""
-        tok = self._tokenizer
-        dicts = [{"role": m.role, "content": m.content} for m in messages]
-        if getattr(tok, "chat_template", None):
-            try:
-                text = tok.apply_chat_template(dicts, tokenize=False, add_generation_prompt=add_generation_prompt)
-                return text, True
-            except Exception:  # noqa: BLE001 - e.g. templates that reject a system role: fold it into the user turn
-                if any(m["role"] == "system" for m in dicts):
-                    system = "\n\n".join(m["content"] for m in dicts if m["role"] == "system")
-                    rest = [m for m in dicts if m["role"] != "system"] or [{"role": "user", "content": ""}]
-                    rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
-                    text = tok.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
-                    return text, True
-                raise
-        names = {"system": "System", "user": "User", "assistant": "Assistant"}
-        text = "".join(f"{names[m['role']]}: {m['content']}\n\n" for m in dicts)
-        if add_generation_prompt:
-            text += "Assistant:"
-        return text, False
+        return render_chat(self._tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
     def _prompt_ids(self, messages: list[Message], limit: int | None = None) -> tuple[list[int], int]:
         text, templated = self._render(messages)
