@@ -32,6 +32,15 @@ class BallotSpec(Strict):
     options: list[str] = Field(default_factory=list)
     rules: list[str] = Field(default_factory=list)
 
+    @field_validator("options", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value):
+        """YAML 1.1 reads `[Yes, No]` as booleans and `[1, 2]` as numbers: options are text, so take them as written."""
+        if isinstance(value, list):
+            return ["Yes" if v is True else "No" if v is False else str(v) if isinstance(v, (int, float)) else v
+                    for v in value]
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "BallotSpec":
         if self.type == "yes_no" and not self.options:

@@ -126,3 +126,9 @@ def test_overrides_are_validated(question_file):
     assert (changed.jury.seed, changed.jury.size, changed.procedure.rounds) == (9, 8, 1)
     with pytest.raises(SpecError, match="unknown model spec"):
         apply_overrides(spec, model="nonsense:thing")
+
+
+def test_yaml_booleans_and_numbers_as_options(tmp_path):
+    text = MINIMAL.replace("options: [Ban cars, Keep access, Ban only in summer]", "options: [Yes, No, 3]")
+    spec = load_spec(write(tmp_path, text))
+    assert spec.ballot.options == ["Yes", "No", "3"]
