@@ -118,3 +118,39 @@ class PeakConcurrencyModel(Model):
         self.active -= 1
         text = request.messages[-1].content if self.text is None else self.text
         return GenerateResponse(text=text, model=self.name, usage=Usage(input_tokens=1, output_tokens=1))
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_llama(folder, texts, *, max_positions: int = 256, sharpen: float = 1.0):
+    """A randomly initialised 2-layer Llama and a word-level tokenizer trained in memory on `texts`, saved to
+    `folder` (no hub). `sharpen` scales the weight matrices so greedy decoding is not all ties."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(list(texts) + ["user assistant system"],
+                                trainers.WordLevelTrainer(special_tokens=specials))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                        eos_token="<|im_end|>", bos_token="<|im_start|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=max_positions, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    model = LlamaForCausalLM(config)
+    if sharpen != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(sharpen if p.dim() > 1 else 1.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -18,34 +18,11 @@ pytest.importorskip("tokenizers")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tests.fakes import build_tiny_llama  # noqa: E402
 from tests.test_finetune_prepare import build_store  # noqa: E402
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 def tiny_model(folder, texts):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(list(texts) + ["user assistant system"],
-                                trainers.WordLevelTrainer(special_tokens=specials))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                        eos_token="<|im_end|>", bos_token="<|im_start|>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(folder, texts, max_positions=2048)
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assembly.providers import GenerateRequest, Message, load_model  # noqa: E402
 from assembly.providers.local import LocalModel  # noqa: E402
+from tests.fakes import build_tiny_llama  # noqa: E402
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 SENTENCES = [
     "the jury heard the witness and voted yes",
     "the moderator asked the jury a question about the park",
@@ -36,31 +33,8 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(SENTENCES + ["user assistant system"], trainers.WordLevelTrainer(special_tokens=specials))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<|im_end|>", bos_token="<|im_start|>"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(
-        vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # sharper logits than the default init, so greedy decoding is not all ties
-        for p in model.parameters():
-            p.mul_(8.0 if p.dim() > 1 else 1.0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    # sharper logits than the default init, so greedy decoding is not all ties
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), SENTENCES, sharpen=8.0)
 
 
 @pytest.fixture()
