@@ -22,8 +22,9 @@ The record format (the training examples and the parser share these functions, s
     VERDICT: The jury chose Yes because ...
 
 Ranked ballots are written `J1: A > B > C`, approval ballots `J1: A; C` (or `J1: (none)`); a missing vote is
-written `J1: (no vote)`. Parsing is forgiving (headers in any case, "Juror 3" for "J3", options matched ignoring
-case and punctuation, or by a unique prefix) but never invents a vote: a juror whose line is missing, duplicated
+written `J1: (no vote)`. Parsing is forgiving (headers in any case, "Juror 3" for "J3", juror lines before any
+header read as the pre-ballot, options matched ignoring case and punctuation, or by a unique whole-word prefix) but
+never invents a vote: a juror whose line is missing, duplicated
 beyond the first, or does not name the options is recorded as an abstention with the reason. Nothing here imports
 torch; the model is any `assembly.providers.Model`.
 """
@@ -224,8 +225,11 @@ def parse_record(text: str, n_jurors: int) -> ParsedRecord:
             if body:
                 record.statements.append((round_, number, body))
                 last = record.statements[-1]
+        elif number not in record.pre:  # ballot lines before any header: the record starts with the pre-ballot
+            record.pre[number] = body
+            record.issues.append(f"read J{number}'s line before any section header as the pre-ballot")
         else:
-            record.issues.append(f"ignored a juror line before any section header: {line[:60]!r}")
+            record.issues.append(f"ignored a second J{number} line before any section header: {line[:60]!r}")
     return record
 
 

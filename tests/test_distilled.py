@@ -57,6 +57,8 @@ VERDICT: The jury chose to ban cars.
     assert any("J9" in issue for issue in record.issues)
     assert any("J3 has more than one pre-ballot line" in issue for issue in record.issues)
     assert any("Here is the record" in issue for issue in record.issues)
+    headless = parse_record("J1: Yes\nJ2: No\nJ1: No", 2)  # what the demo's tuned model wrote once
+    assert headless.pre == {1: "Yes", 2: "No"} and not headless.post and len(headless.issues) == 3
 
     def vote(line, phase="post", kind="single", options=OPTIONS):
         return read_ballot(line, juror_id="juror-01", phase=phase, ballot_type=kind, options=options, label="J1")

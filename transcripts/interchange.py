@@ -159,15 +159,18 @@ def import_jsonl(store: Store, path: str | Path, *, on_duplicate: str = "skip") 
     with store.transaction():
         for table, table_rows in rows.items():
             if table_rows:
-                store.insert_rows(table, pa.Table.from_pylist(table_rows, schema=_SCHEMAS[table]))
+                store.insert_rows(table, pa.Table.from_pylist(table_rows, schema=BULK_SCHEMAS[table]))
     return run_ids
 
 
-_SCHEMAS = {
+# Arrow schemas for the importers' bulk loads (JSONL here, Polis in polis.py): columns an importer leaves out load
+# as NULL, so one set of schemas serves every importer.
+BULK_SCHEMAS = {
     "runs": pa.schema([("id", pa.string()), ("question", pa.string()), ("options", pa.list_(pa.string())),
                        ("spec", pa.string()), ("status", pa.string()), ("provenance", pa.string()),
                        ("source", pa.string()), ("license", pa.string()), ("external_id", pa.string()),
-                       ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us"))]),
+                       ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
+                       ("summary", pa.string())]),
     "participants": pa.schema([("run_id", pa.string()), ("id", pa.string()), ("role", pa.string()),
                                ("name", pa.string()), ("persona", pa.string()), ("attributes", pa.string()),
                                ("extra", pa.string())]),
@@ -180,7 +183,7 @@ _SCHEMAS = {
                           ("phase", pa.string()), ("ballot_type", pa.string()), ("status", pa.string()),
                           ("choice", pa.string()), ("ranking", pa.list_(pa.string())),
                           ("approvals", pa.list_(pa.string())), ("rationale", pa.string()),
-                          ("target", pa.string()), ("created_at", pa.timestamp("us"))]),
+                          ("probabilities", pa.string()), ("target", pa.string()), ("created_at", pa.timestamp("us"))]),
 }
 
 _PARTICIPANT_KEYS = {"id", "role", "attributes", "name", "persona", "assembly_role"}

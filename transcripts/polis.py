@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from transcripts.clock import utcnow
 from transcripts.errors import StoreError
+from transcripts.interchange import BULK_SCHEMAS
 from transcripts.store import Store, new_id
 
 SOURCE = "polis"
@@ -269,25 +270,6 @@ def read_conversation(folder: str | Path, *, question: str | None = None) -> Con
 
 # -- writing ------------------------------------------------------------------------------------------------------
 
-_SCHEMAS = {
-    "runs": pa.schema([("id", pa.string()), ("question", pa.string()), ("options", pa.list_(pa.string())),
-                       ("spec", pa.string()), ("status", pa.string()), ("provenance", pa.string()),
-                       ("source", pa.string()), ("license", pa.string()), ("external_id", pa.string()),
-                       ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
-                       ("summary", pa.string())]),
-    "participants": pa.schema([("run_id", pa.string()), ("id", pa.string()), ("role", pa.string()),
-                               ("name", pa.string()), ("persona", pa.string()), ("attributes", pa.string()),
-                               ("extra", pa.string())]),
-    "participant_attributes": pa.schema([("run_id", pa.string()), ("participant_id", pa.string()),
-                                         ("attribute", pa.string()), ("value", pa.string())]),
-    "turns": pa.schema([("id", pa.string()), ("run_id", pa.string()), ("seq", pa.int32()), ("phase", pa.string()),
-                        ("round", pa.int32()), ("speaker_id", pa.string()), ("content", pa.string()),
-                        ("target", pa.string()), ("created_at", pa.timestamp("us"))]),
-    "ballots": pa.schema([("id", pa.string()), ("run_id", pa.string()), ("participant_id", pa.string()),
-                          ("phase", pa.string()), ("ballot_type", pa.string()), ("status", pa.string()),
-                          ("choice", pa.string()), ("probabilities", pa.string()), ("target", pa.string()),
-                          ("created_at", pa.timestamp("us"))]),
-}
 
 
 def write_tables(store: Store, rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -295,7 +277,7 @@ def write_tables(store: Store, rows: dict[str, list[dict[str, Any]]]) -> None:
     with store.transaction():
         for table, table_rows in rows.items():
             if table_rows:
-                store.insert_rows(table, pa.Table.from_pylist(table_rows, schema=_SCHEMAS[table]))
+                store.insert_rows(table, pa.Table.from_pylist(table_rows, schema=BULK_SCHEMAS[table]))
 
 
 def existing_external_ids(store: Store, source: str) -> set[str]:
