@@ -103,7 +103,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise StoreError(f"{path}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def _header(path: Path, rows: Iterator[tuple[int, list[str]]], required: Sequence[str]) -> dict[str, int]:
+def read_header(path: Path, rows: Iterator[tuple[int, list[str]]], required: Sequence[str]) -> dict[str, int]:
+    """Column positions from a CSV's header; a one-line StoreError names a missing column or an empty file."""
     try:
         _, header = next(rows)
     except StopIteration:
@@ -167,7 +168,7 @@ def read_summary(path: Path) -> dict[str, str]:
 
 def read_comments(path: Path) -> list[Comment]:
     rows = read_rows(path)
-    col = _header(path, rows, COMMENT_COLUMNS)
+    col = read_header(path, rows, COMMENT_COLUMNS)
     width = max(col.values()) + 1
     comments: dict[int, Comment] = {}
     for line, row in rows:
@@ -194,7 +195,7 @@ def read_comments(path: Path) -> list[Comment]:
 def read_votes(path: Path) -> dict[tuple[int, int], int]:
     """The standing vote per (voter, comment): the one with the latest timestamp (file order breaks ties)."""
     rows = read_rows(path)
-    col = _header(path, rows, VOTE_COLUMNS)
+    col = read_header(path, rows, VOTE_COLUMNS)
     width = max(col.values()) + 1
     latest: dict[tuple[int, int], tuple[int, int]] = {}
     for line, row in rows:
@@ -212,7 +213,7 @@ def read_votes(path: Path) -> dict[tuple[int, int], int]:
 
 def read_matrix(path: Path) -> tuple[dict[tuple[int, int], int], dict[int, str], dict[int, dict[str, int]]]:
     rows = read_rows(path)
-    col = _header(path, rows, MATRIX_COLUMNS)
+    col = read_header(path, rows, MATRIX_COLUMNS)
     comment_cols: list[tuple[int, int]] = []
     counts_cols = [c for c in ("n-comments", "n-votes", "n-agree", "n-disagree") if c in col]
     for name, i in col.items():

@@ -29,7 +29,7 @@ from typing import Any
 
 from transcripts.clock import utcnow
 from transcripts.errors import StoreError
-from transcripts.polis import existing_external_ids, file_sha256, read_rows, write_tables
+from transcripts.polis import existing_external_ids, file_sha256, read_header, read_rows, write_tables
 from transcripts.store import Store, new_id
 
 COLUMNS = ("question_id", "question", "options", "attribute", "group", "option", "count")
@@ -79,15 +79,8 @@ def read_survey_file(path: str | Path, *, question_ids: Iterable[str] | None = N
         raise StoreError(f"{path}: file not found")
     wanted = set(question_ids) if question_ids is not None else None
     rows = read_rows(path)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise StoreError(f"{path}: empty file (expected header {','.join(COLUMNS)})") from None
-    header = [h.strip() for h in header]
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise StoreError(f"{path}:1: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
-    col = {c: header.index(c) for c in COLUMNS}
+    col = read_header(path, rows, COLUMNS)
+    width = max(col.values()) + 1  # fields in the header
     items: dict[str, SurveyItem] = {}
     raw_options: dict[str, str] = {}
     seen: set[tuple[str, str, str, str]] = set()
@@ -95,8 +88,8 @@ def read_survey_file(path: str | Path, *, question_ids: Iterable[str] | None = N
         where = f"{path}:{line}"
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) != len(header):
-            raise StoreError(f"{where}: expected {len(header)} fields, found {len(row)}")
+        if len(row) != width:
+            raise StoreError(f"{where}: expected {width} fields, found {len(row)}")
         qid, question, options_text, attribute, group, option, count_text = (row[col[c]] for c in COLUMNS)
         for name, value in (("question_id", qid), ("question", question), ("attribute", attribute), ("group", group)):
             if not value.strip():
