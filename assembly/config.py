@@ -56,7 +56,7 @@ class BallotSpec(Strict):
         allowed = RULES_FOR_BALLOT[self.type]
         for rule in self.rules:
             if rule not in RULES:
-                raise ValueError(f"unknown voting rule {rule!r}{_suggest(rule, RULES)}; expected one of {list(RULES)}")
+                raise ValueError(f"unknown voting rule {rule!r}{suggest(rule, RULES)}; expected one of {list(RULES)}")
             if rule not in allowed:
                 raise ValueError(f"rule {rule!r} does not apply to {self.type} ballots; use one of {list(allowed)}")
         return self
@@ -148,9 +148,26 @@ class AssemblySpec(Strict):
 # --- loading ---------------------------------------------------------------------------------------------------
 
 
-def _suggest(word: str, candidates) -> str:
+def suggest(word: str, candidates) -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or ''."""
     match = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def read_yaml(path: str | Path, error: type[Exception] = SpecError) -> Any:
+    """A YAML file's data; a missing, malformed or non-UTF-8 file raises `error` with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}:{where}: malformed YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a UTF-8 text file") from None
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -175,7 +192,7 @@ def _format_error(source: str, exc: ValidationError, root: type[BaseModel]) -> s
     path = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         owner = _model_at(root, loc)
-        hint = _suggest(loc[-1], owner.model_fields) if owner else ""
+        hint = suggest(loc[-1], owner.model_fields) if owner else ""
         expected = f"; expected one of {sorted(owner.model_fields)}" if owner and not hint else ""
         message = f"unknown key{hint}{expected}"
     elif err["type"] == "missing":
@@ -210,18 +227,7 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) 
 def load_spec(path: str | Path) -> AssemblySpec:
     """Read and validate a question file."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}:{where}: malformed YAML: {problem}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a UTF-8 text file") from None
-    return parse_spec(data, str(path), path.parent)
+    return parse_spec(read_yaml(path), str(path), path.parent)
 
 
 def apply_overrides(

@@ -1,26 +1,31 @@
-"""The fine-tuning demonstration (issue 6). Not a test: it reads ../shared/data and takes about 1.5 hours on the
-2-core dev box. Results (and the adapter) go to benchmarks/results/finetune_demo/, which git ignores: an adapter
-trained on OpinionQA must never be shipped or published (Pew terms; see ../shared/data/README.md).
+"""The fine-tuning demonstration (issue 6). Not a test: it reads ../shared/data. Results (and the adapters) go to
+benchmarks/results/finetune_demo/, which git ignores: an adapter trained on OpinionQA must never be shipped or
+published (Pew terms; see ../shared/data/README.md).
 
     python benchmarks/finetune_demo.py                       # every stage; finished stages are reused
-    python benchmarks/finetune_demo.py --stages report       # just rebuild the report from saved results
+    python benchmarks/finetune_demo.py --stages report --variants DIR...   # rebuild the report from saved results
     ASSEMBLY_SHARED_DATA=/path/to/data python benchmarks/finetune_demo.py --train-minutes 20
 
 Stages:
-  store        a store under the results folder: OpinionQA *train* questions of the wave-level split (a seeded
-               subset), the real deliberations (deliberations/*.jsonl), and a few simulated assemblies run here on
-               the embedded model (Habermas-bank questions of its *train* split only).
-  eval_before  `assembly eval survey` on the wave-level validation split (whole survey waves held out: unseen
-               topics), party and ideology, embedded base model: R, ignore-persona R, no-persona R, steerability.
-  prepare      `finetune prepare`: survey ballots for the steerability pairs (Democrat/Republican, Very
-               liberal/Very conservative) as soft targets with the persona-contrast key, whole-assembly records,
-               real statements and statement votes, simulated turns.
-  train        `finetune train`: LoRA on the embedded model, time-boxed (--train-minutes).
+  store        a store under the results folder: every OpinionQA *train* question of the wave-level split, the real
+               deliberations (deliberations/*.jsonl), and --sim-runs simulated assemblies on the embedded model
+               (Habermas-bank *train* questions only; reruns add just the missing ones).
+  eval_before  `assembly eval survey` (in-process) on the wave-level validation split (whole survey waves held out:
+               unseen topics), party and ideology, embedded base model: R, ignore-persona R, no-persona R,
+               steerability.
+  prepare      `finetune prepare`: survey ballots for every party and ideology group as soft targets with the
+               persona-contrast key, whole-assembly records, real statements and statement votes, simulated turns.
+  train        `finetune train`: LoRA on the embedded model, time-boxed (--train-minutes). Uses the GPU when there
+               is one; the survey objective is far too slow for a 2-core CPU (see docs/finetune.md).
   eval_after   the same evaluation with --model local:<base>+<adapter>.
+  format       continue the tuned adapter on the whole-assembly records alone (the distilled mode's format).
   compare      the distilled one-pass mode vs full multi-agent runs of the same questions on the tuned model:
                tokens per assembly, and total-variation distance between their post-ballot vote shares over
                repeated jury draws.
-  report       report.md + report.json (the before/after table).
+  report       report.md + report.json (the before/after table; --variants adds one row per extra training run).
+
+The stages are independent processes' worth of work: eval_before, train and eval_after can run on a GPU machine
+(they need neither DuckDB nor LangGraph) and the rest where the store lives.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("store", "eval_before", "prepare", "train", "eval_after", "compare", "report")
+STAGES = ("store", "eval_before", "prepare", "train", "eval_after", "format", "compare", "report")
 OPINIONQA_LICENSE = ("none (Pew Research Center terms of use): internal evaluation and internal fine-tuning "
                      "experiments only")
 PAIR_GROUPS = ("party=Democrat", "party=Republican", "ideology=Very liberal", "ideology=Very conservative")
@@ -61,12 +65,13 @@ def save(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
 
 
-def habermas_train_questions(data: Path, n: int, seed: int, skip: int = 0) -> list[str]:
+def habermas_train_questions(data: Path, seed: int) -> list[str]:
+    """The Habermas bank's *train* questions in a seeded order: simulated training runs take them from the front,
+    the distilled-vs-full comparison from the back, so the two never share a question."""
     rows = [json.loads(line) for line in (data / "questions" / "habermas_questions.jsonl").read_text().splitlines()]
     train = [r["question"] for r in rows if r["split"] == "train"]  # iid_test / ood_test never used here
-    rng = random.Random(seed)
-    rng.shuffle(train)
-    return train[skip:skip + n]
+    random.Random(seed).shuffle(train)
+    return train
 
 
 def small_spec(question: str, *, model: str, jurors: int, seed: int) -> dict:
@@ -91,39 +96,52 @@ def stage_store(args, data: Path, out: Path) -> dict:
     store = Store(store_path)
     split = json.loads((data / "opinionqa" / "survey_dev_split_by_wave.json").read_text())
     train_ids = sorted(split["train"])
-    chosen = random.Random(args.seed).sample(train_ids, min(args.opinionqa_questions, len(train_ids)))
+    n = args.opinionqa_questions or len(train_ids)  # 0: every train question
+    chosen = random.Random(args.seed).sample(train_ids, min(n, len(train_ids)))
     assert not set(chosen) & set(split["validation"])
     survey_runs = import_survey(store, data / "opinionqa" / "survey_dev.csv.gz", source="opinionqa",
-                                license=OPINIONQA_LICENSE, question_ids=chosen)
+                                license=OPINIONQA_LICENSE, question_ids=chosen)  # already imported: skipped
     log(f"imported {len(survey_runs)} OpinionQA train questions")
     real = []
     for name in ("remesh.jsonl", "delidata.jsonl"):
         real += import_jsonl(store, data / "deliberations" / name)
     log(f"imported {len(real)} real deliberations")
+    done = set(store.sql("select question from runs where source = 'assembly-sim' and status = 'completed'")
+               ["question"].to_list())
+    questions = habermas_train_questions(data, args.seed)
+    assert args.sim_runs + args.compare_questions <= len(questions)
     sims = []
-    for i, question in enumerate(habermas_train_questions(data, args.sim_runs, args.seed)):
+    for i, question in enumerate(questions[: args.sim_runs]):
+        if question in done:  # reruns add only the missing assemblies
+            continue
         started = time.perf_counter()
         result = assembly.deliberate(small_spec(question, model="embedded", jurors=6, seed=100 + i),
                                      db=str(store_path), model_options={"threads": args.threads})
         sims.append({"run_id": result.run_id, "question": question, "wall_s": round(time.perf_counter() - started, 1)})
         log(f"simulated assembly {i + 1}/{args.sim_runs} in {sims[-1]['wall_s']} s")
+    contents = store.sql("SELECT source, provenance, status, count(*) AS runs FROM runs GROUP BY ALL ORDER BY ALL")
     return {"store": str(store_path), "opinionqa_questions": chosen, "survey_runs": len(survey_runs),
-            "real_runs": len(real), "simulated": sims}
+            "real_runs": len(real), "simulated_now": sims, "contents": contents.to_dicts()}
 
 
 def run_eval(args, data: Path, out: Path, model: str, name: str) -> dict:
-    command = [sys.executable, "-m", "assembly", "eval", "survey", str(data / "opinionqa" / "survey_dev.csv.gz"),
-               "--model", model, "--split", str(data / "opinionqa" / "survey_dev_split_by_wave.json"),
-               "--split-name", "validation", "--attributes", "party,ideology",
-               "--questions", str(args.eval_questions), "--jurors-per-group", str(args.jurors_per_group),
-               "--seed", str(args.seed), "--json"]
-    log(f"{name}: {' '.join(command[2:])}")
+    """`assembly eval survey` on the wave-level validation split, in-process (the command's own function)."""
+    from rich.console import Console
+
+    from assembly.cli.eval import run_survey_eval
+
+    options = {"dtype": args.eval_dtype, "max_batch": args.eval_batch}
+    log(f"{name}: eval survey --model {model} --split-name validation --questions {args.eval_questions} "
+        f"--jurors-per-group {args.jurors_per_group} {options}")
     started = time.perf_counter()
     with open(out / f"{name}.log", "w") as errlog:
-        done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=errlog, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {done.returncode}); see {out / f'{name}.log'}")
-    summary = json.loads(done.stdout)
+        summary = run_survey_eval(
+            file=data / "opinionqa" / "survey_dev.csv.gz", model=model, attributes=["party", "ideology"], groups=None,
+            questions=str(args.eval_questions) if args.eval_questions else None,
+            split=data / "opinionqa" / "survey_dev_split_by_wave.json", split_name="validation",
+            jurors_per_group=args.jurors_per_group, seed=args.seed, mode="ballot", population="us_adults", meta=None,
+            exact_ordinals=False, baselines=True, rounds=1, max_concurrency=0, write_sim=None, db=None,
+            details=False, err=Console(file=errlog), progress="lines", model_options=options)
     summary["demo_wall_s"] = round(time.perf_counter() - started, 1)
     return summary
 
@@ -135,7 +153,8 @@ def stage_prepare(args, out: Path) -> dict:
     options = PrepareOptions(
         types=("ballot", "whole_assembly", "juror_turn"),
         validation=0.1, seed=args.seed,
-        survey_attributes=("party", "ideology"), survey_groups=PAIR_GROUPS, survey_overall=False,
+        survey_attributes=("party", "ideology"), survey_groups=PAIR_GROUPS if args.survey_groups == "pairs" else None,
+        survey_overall=False, personas_per_group=args.personas_per_group,
         weights={
             # DeliData is a logic puzzle: only its whole-assembly records (format practice for the distilled mode)
             "delidata:ballot": 0.0, "delidata:juror_turn": 0.0, "delidata:whole_assembly": args.delidata_weight,
@@ -154,17 +173,38 @@ def stage_train(args, out: Path) -> dict:
 
     config = TrainConfig(
         base_model="embedded", dataset=str(out / "sft"), output_dir=str(out / "train"),
-        lora={"r": 16, "alpha": 32, "dropout": 0.05, "top_layers": args.top_layers},
-        learning_rate=args.lr, max_steps=1000, gradient_accumulation=args.grad_accum, warmup_steps=0,
-        contrast_weight=args.contrast_weight, max_length=1536, max_group=8, save_steps=5, eval_max_items=args.eval_items,
-        max_minutes=args.train_minutes, threads=args.threads, seed=args.seed,
+        lora={"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": args.lora_dropout, "top_layers": args.top_layers or None},
+        learning_rate=args.lr, epochs=args.epochs, max_steps=-1, gradient_accumulation=args.grad_accum,
+        warmup_steps=args.warmup_steps, contrast_weight=args.contrast_weight, max_length=1536, max_group=args.max_group,
+        save_steps=args.save_steps, eval_max_items=args.eval_items, max_minutes=args.train_minutes,
+        threads=args.threads, seed=args.seed, gradient_checkpointing=False,
     )
     return train(config, progress=sys.stderr.isatty())
 
 
-def tuned_spec(out: Path) -> str:
-    card = json.loads((out / "train" / "card.json").read_text())
-    return card["model_spec"]
+def stage_format(args, out: Path) -> dict:
+    """Continue the tuned adapter on the whole-assembly records alone, so the distilled mode learns the record
+    format (a few hundred long sequences: affordable on a CPU, unlike the survey objective)."""
+    from assembly.providers.embedded import embedded_model_path
+    from finetune.config import TrainConfig
+    from finetune.trainer import train
+
+    config = TrainConfig(
+        base_model=f"local:{embedded_model_path()}+{out / 'train' / 'adapter'}", dataset=str(out / "sft"),
+        output_dir=str(out / "format"), types=["whole_assembly"], learning_rate=args.format_lr,
+        epochs=args.format_epochs, gradient_accumulation=args.grad_accum, max_length=1536, save_steps=10,
+        eval_max_items=8, max_minutes=args.format_minutes, threads=args.threads, seed=args.seed,
+    )
+    return train(config, progress=sys.stderr.isatty())
+
+
+def tuned_spec(out: Path, *folders: str) -> str:
+    """The tuned model on this machine, from the first of `folders` holding an adapter (the card's own spec names
+    the folders of the machine that trained it)."""
+    from assembly.providers.embedded import embedded_model_path
+
+    adapter = next(out / f / "adapter" for f in (*folders, "train") if (out / f / "adapter").is_dir())
+    return f"local:{embedded_model_path()}+{adapter}"
 
 
 def stage_compare(args, data: Path, out: Path) -> dict:
@@ -173,10 +213,10 @@ def stage_compare(args, data: Path, out: Path) -> dict:
     from assembly.providers import load_model
     from transcripts import Store
 
-    spec_text = tuned_spec(out)
+    spec_text = tuned_spec(out, "format")  # the format-trained continuation, when that stage ran
     model = load_model(spec_text, threads=args.threads)
     store = Store(out / "compare.duckdb")
-    questions = habermas_train_questions(data, args.compare_questions, args.seed, skip=args.sim_runs)
+    questions = habermas_train_questions(data, args.seed)[-args.compare_questions:]
     runs = []
 
     async def both(question: str, draw: int) -> None:
@@ -282,6 +322,31 @@ def f(x, digits=3, signed=False):
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
+def variant_lines(args, report: dict) -> list[str]:
+    """One row per training variant (a folder holding its card `*train.json` and its `*eval_after.json`)."""
+    rows, lines = [], ["Training variants, each evaluated like the tuned model above:", "",
+                       "| variant | items seen (steps) | train s | LoRA layers | lr | contrast w | R party | R ideology | "
+                       "R persona − R no persona (party) | Dem/Rep mean shift sim | Dem/Rep steerability |",
+                       "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for folder in args.variants:
+        folder = Path(folder)
+        card = json.loads(next(folder.glob("*train.json")).read_text())
+        row = eval_row(json.loads(next(folder.glob("*eval_after.json")).read_text()))
+        hp, tr = card["hyperparameters"], card["training"]
+        pair = row["steerability"].get("Democrat / Republican", {})
+        rows.append({"variant": folder.name, "steps": tr["steps"], "items": tr["steps"] * hp["gradient_accumulation"],
+                     "wall_s": tr["wall_seconds"], "hyperparameters": hp, "eval": row, "device": tr["device"],
+                     "machine": card.get("machine")})
+        layers = hp["lora"].get("top_layers") or "all"
+        lines.append(f"| {folder.name} | {tr['steps'] * hp['gradient_accumulation']} ({tr['steps']}) | "
+                     f"{tr['wall_seconds']:.0f} | {layers} | {hp['learning_rate']:g} | {hp['contrast_weight']:g} | "
+                     f"{f(row['party']['R'])} | {f(row['ideology']['R'])} | "
+                     f"{f(row['party'].get('persona_gain_vs_no_persona'), signed=True)} | "
+                     f"{f(pair.get('mean_abs_shift_sim'))} | {f(pair.get('steerability'), signed=True)} |")
+    report["variants"] = rows
+    return lines + [""]
+
+
 def stage_report(args, out: Path) -> dict:
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in STAGES[:-1]
                if (out / f"{name}.json").exists()}
@@ -298,7 +363,9 @@ def stage_report(args, out: Path) -> dict:
         for attribute in ("party", "ideology"):
             for key, label in (("R", "R (persona jurors)"), ("R_ignore_persona", "R ignore-persona (population jury)"),
                                ("R_no_persona", "R no persona"), ("persona_gain_vs_no_persona", "R persona - R no persona"),
-                               ("TV", "TV"), ("invalid_rate", "invalid ballots")):
+                               ("TV", "TV"), ("invalid_rate", "invalid ballots"),
+                               ("R_uniform", "human baseline: uniform answer"),
+                               ("R_overall", "human baseline: overall distribution for every group")):
                 b, a = before[attribute].get(key), after[attribute].get(key)
                 lines.append(f"| {attribute}: {label} | {f(b)} | {f(a)} | "
                              f"{f(a - b, signed=True) if a is not None and b is not None else '—'} |")
@@ -318,7 +385,8 @@ def stage_report(args, out: Path) -> dict:
                            "train_loss": tr["train_loss"], "eval": card["eval"], "examples": card["data"]["examples"],
                            "real_share": card["data"]["real_share"]}
         lines += [f"Training: {tr['steps']} optimizer steps ({card['hyperparameters']['gradient_accumulation']} items "
-                  f"each) in {tr['wall_seconds']:.0f} s on {tr['device']}; examples per split "
+                  f"each) in {tr['wall_seconds']:.0f} s on {tr['device']} "
+                  f"({', '.join(card.get('machine', {}).get('cuda_devices') or ['CPU'])}); examples per split "
                   f"{json.dumps(card['data']['examples'])}; real share (train) "
                   f"{f((card['data']['real_share'] or {}).get('train'), 2)}.", ""]
         if card["eval"]["base"] and card["eval"]["tuned"]:
@@ -345,7 +413,9 @@ def stage_report(args, out: Path) -> dict:
                          f"{json.dumps({k: round(v, 2) for k, v in ds.items()})} | {f(q.get('tv_pooled'))} | "
                          f"{f(q.get('tv_same_draw_mean'))} |")
         lines.append("")
-    lines.append(f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs.")
+    if args.variants:
+        lines += variant_lines(args, report)
+    lines.append(f"Report written on {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs.")
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return report
@@ -359,19 +429,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="redo stages whose results exist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--opinionqa-questions", type=int, default=120, help="OpinionQA train questions imported")
-    parser.add_argument("--sim-runs", type=int, default=3)
-    parser.add_argument("--eval-questions", type=int, default=16)
-    parser.add_argument("--jurors-per-group", type=int, default=2)
-    parser.add_argument("--delidata-weight", type=float, default=0.1)
+    parser.add_argument("--opinionqa-questions", type=int, default=0,
+                        help="OpinionQA train questions imported (0: all of the wave-level train split)")
+    parser.add_argument("--sim-runs", type=int, default=60, help="simulated assemblies in the training store")
+    parser.add_argument("--survey-groups", choices=("pairs", "all"), default="all",
+                        help="survey panels as ballot examples: the steerability pairs, or every party/ideology group")
+    parser.add_argument("--personas-per-group", type=int, default=2)
+    parser.add_argument("--eval-questions", type=int, default=0, help="validation questions evaluated (0: all)")
+    parser.add_argument("--jurors-per-group", type=int, default=3)
+    parser.add_argument("--eval-dtype", default="float32", help="weights dtype for the evaluations")
+    parser.add_argument("--eval-batch", type=int, default=16, help="prompts per forward pass in the evaluations")
+    parser.add_argument("--delidata-weight", type=float, default=0.3)
     parser.add_argument("--train-minutes", type=float, default=20.0)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--grad-accum", type=int, default=2)
-    parser.add_argument("--top-layers", type=int, default=8)
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup-steps", type=int, default=10)
+    parser.add_argument("--grad-accum", type=int, default=4)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    parser.add_argument("--top-layers", type=int, default=0, help="adapt only the last N layers (0: all)")
+    parser.add_argument("--max-group", type=int, default=16, help="prompts per contrast item")
     parser.add_argument("--contrast-weight", type=float, default=10.0)
-    parser.add_argument("--eval-items", type=int, default=6)
+    parser.add_argument("--save-steps", type=int, default=200)
+    parser.add_argument("--eval-items", type=int, default=64)
+    parser.add_argument("--format-epochs", type=float, default=2.0)
+    parser.add_argument("--format-lr", type=float, default=5e-4)
+    parser.add_argument("--format-minutes", type=float, default=25.0)
+    parser.add_argument("--variants", nargs="*", default=[],
+                        help="report: folders of further training variants (a *train.json card and *eval_after.json)")
     parser.add_argument("--compare-questions", type=int, default=2)
-    parser.add_argument("--compare-draws", type=int, default=2)
+    parser.add_argument("--compare-draws", type=int, default=3)
     parser.add_argument("--compare-jurors", type=int, default=6)
     args = parser.parse_args(argv)
     data = data_root(args.data)
@@ -402,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
             result = stage_train(args, out)
         elif stage == "eval_after":
             result = run_eval(args, data, out, tuned_spec(out), "eval_after")
+        elif stage == "format":
+            result = stage_format(args, out)
         elif stage == "compare":
             result = stage_compare(args, data, out)
         else:

@@ -14,13 +14,12 @@ Unknown keys are rejected (with a "did you mean"), and errors name the file and 
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from assembly.config import read_yaml, suggest
 from assembly.errors import AssemblyError
 
 EXAMPLE_TYPES = ("juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly")
@@ -105,11 +104,6 @@ class TrainConfig(Strict):
         return parse_config(data, "overrides")
 
 
-def _suggest(word: str, candidates) -> str:
-    match = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def parse_config(data: object, source: str = "<config>") -> TrainConfig:
     if data is None:
         data = {}
@@ -123,7 +117,7 @@ def parse_config(data: object, source: str = "<config>") -> TrainConfig:
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             owner = LoraSettings if loc[:1] == ("lora",) else TrainConfig
-            hint = _suggest(loc[-1], owner.model_fields)
+            hint = suggest(loc[-1], owner.model_fields)
             message = f"unknown key{hint}" + ("" if hint else f"; expected one of {', '.join(owner.model_fields)}")
         else:
             message = err["msg"].removeprefix("Value error, ")
@@ -133,13 +127,4 @@ def parse_config(data: object, source: str = "<config>") -> TrainConfig:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path, ConfigError), str(path))

@@ -46,10 +46,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transcripts import Store
-from transcripts.store import from_json
+if TYPE_CHECKING:  # the store (and its DuckDB) is needed to prepare, not to read a prepared folder when training
+    from transcripts import Store
 
 from finetune.config import EXAMPLE_TYPES
 
@@ -187,6 +187,8 @@ class RunData:
 
 
 def select_runs(store: Store, options: PrepareOptions) -> list[dict[str, Any]]:
+    from transcripts.store import from_json
+
     frame = store.sql(
         "SELECT id, question, options, spec, provenance, source, license, external_id, summary FROM runs "
         "WHERE status = 'completed' AND provenance IN (SELECT unnest($p)) ORDER BY started_at, id",
@@ -208,6 +210,8 @@ def select_runs(store: Store, options: PrepareOptions) -> list[dict[str, Any]]:
 
 
 def load_run(store: Store, run: dict[str, Any], with_calls: bool) -> RunData:
+    from transcripts.store import from_json
+
     rid = run["id"]
     participants = list(store.sql(
         "SELECT id, role, name, persona, attributes, extra FROM participants WHERE run_id = ? ORDER BY id", [rid]
@@ -523,18 +527,21 @@ def build_examples(store: Store, options: PrepareOptions) -> list[dict[str, Any]
     builder = Builder(options)
     examples: list[dict[str, Any]] = []
     runs = select_runs(store, options)
-    with store.reading():
-        for run in runs:
+    for run in runs:
+        # One short read attachment per run, released before the (slow) example building: a writer in another
+        # process, e.g. an assembly running meanwhile, waits milliseconds instead of timing out.
+        with store.reading():
             data = load_run(store, run, with_calls=run["provenance"] != "imported-real")
-            made = builder.build(data)
+            pair = None
             if "whole_assembly" in options.types and data.spec.get("format") != "survey-distribution":
                 pair = record_from_run(store, data.id)
-                if pair is not None:
-                    made.append(builder.example(data, "whole_assembly", pair[0], pair[1], 0))
-            split = assign_split(question_key(run["question"]), options.seed, options.validation, options.test)
-            for ex in made:
-                ex["split"] = split
-            examples.extend(made)
+        made = builder.build(data)
+        if pair is not None:
+            made.append(builder.example(data, "whole_assembly", pair[0], pair[1], 0))
+        split = assign_split(question_key(run["question"]), options.seed, options.validation, options.test)
+        for ex in made:
+            ex["split"] = split
+        examples.extend(made)
     examples = apply_weights(examples, options)
     examples = apply_mix(examples, options)
     return examples

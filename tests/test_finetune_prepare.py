@@ -241,3 +241,30 @@ def test_prepare_cli_json_and_errors(store, tmp_path):
     assert isinstance(bad.exception, cli.FinetuneCliError) and "SOURCE=FRACTION" in str(bad.exception)
     bad = runner.invoke(app, ["prepare", "--db", str(store.path), "--out", str(tmp_path / "e"), "--types", "nope"])
     assert "unknown example type" in str(bad.exception) and "\n" not in str(bad.exception)
+
+
+def test_building_examples_does_not_lock_out_writers(store, tmp_path, monkeypatch):
+    """Prepare reads each run in a short attachment: while examples are being built, another process can write."""
+    import shutil
+    import subprocess
+    import sys
+
+    from finetune import dataset
+    from transcripts import Store
+
+    shutil.copy(store.path, tmp_path / "copy.duckdb")  # the module's store stays as the other tests expect it
+    store = Store(tmp_path / "copy.duckdb")
+    writes = []
+    original = dataset.Builder.build
+
+    def build_and_write(self, data):
+        if not writes:  # a writer in another process, which gives up after 2 s of lock conflicts
+            code = (f"from transcripts import Store; s = Store({str(store.path)!r}, lock_timeout=2); "
+                    "s.finish_run(s.begin_run(question='written while preparing'), 'completed')")
+            writes.append(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120))
+        return original(self, data)
+
+    monkeypatch.setattr(dataset.Builder, "build", build_and_write)
+    dataset.build_examples(store, dataset.PrepareOptions(validation=0))
+    assert writes and writes[0].returncode == 0, writes[0].stderr[-500:]
+    assert store.sql("SELECT count(*) AS n FROM runs WHERE question = 'written while preparing'")["n"][0] == 1

@@ -193,6 +193,11 @@ def test_train_config_yaml_and_cli_errors(world, tmp_path):
     bad.write_text("learning_rate: -1\n")
     with pytest.raises(ConfigError, match="learning_rate"):
         load_config(bad)
+    bad.write_text("lora: [oops\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+, column \d+: malformed YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="missing.yaml: file not found"):
+        load_config(tmp_path / "missing.yaml")
 
     app = typer.Typer()
     app.command("prepare")(cli.prepare)
@@ -203,3 +208,15 @@ def test_train_config_yaml_and_cli_errors(world, tmp_path):
     assert card["training"]["steps"] == 1 and card["hyperparameters"]["lora"]["top_layers"] == 1
     missing = CliRunner().invoke(app, ["train", "--config", str(good), "--dataset", str(tmp_path / "nothing")])
     assert isinstance(missing.exception, cli.FinetuneCliError) and "manifest.json" in str(missing.exception)
+
+
+def test_training_needs_no_store_engine():
+    """A prepared folder is all training reads: the trainer runs where DuckDB is not installed (e.g. a GPU box)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['duckdb'] = None; import finetune.trainer, finetune.dataset; "
+            "print('transcripts' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

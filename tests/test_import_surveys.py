@@ -75,6 +75,10 @@ def test_a_split_keeps_only_its_questions(tmp_path):
     (rows(*(f"Q3,X?,{OPTS},party,Other,{o},0" for o in ("Yes", "No", "Unsure"))), r"survey.csv:13: .* sum to 0"),
     (rows("Q3,X?," + OPTS + ",party"), r"survey.csv:13: expected 7 fields, found 4"),
     (HEADER + "\n", r"survey.csv: no data rows"),
+    (rows().replace("count\n", "count,group\n", 1), r"survey.csv:1: column\(s\) group appear more than once"),
+    (rows("Q3,," + OPTS + ",party,Other,Yes,1"), r"survey.csv:13: field 'question' is empty"),
+    (rows("Q3,X?," + OPTS + ",party,Other,Yes,inf"), r"survey.csv:13: field 'count': 'inf' .* not finite"),
+    (rows('Q3,X?,"[""A"", ""A""]",party,Other,A,1'), r"survey.csv:13: field 'options'.* repeats an option"),
 ])
 def test_malformed_files_are_refused_whole(tmp_path, text, message):
     path = tmp_path / "survey.csv"

@@ -11,18 +11,19 @@ its most frequent option (ties: the first in option order). A group is a distrib
 weighted counts into thousands of fictitious individual ballots would invent precision and bloat the store. The
 views over pre/post question ballots (opinion_shift and friends) ignore these final-phase ballots.
 
-Validation happens before anything is written and names file, line and field in one line: missing columns,
-options that are not a JSON array of >= 2 distinct strings, options that change within a question, an option not
-in the list, a negative / non-numeric / non-finite count, a duplicate row, a group whose counts sum to 0. One file
-is one transaction: all of it, or nothing. (This module reads FORMAT 1 on its own because `transcripts` imports
-nothing from `assembly`; assembly.evaluation.survey has the evaluation-side reader.)
+Validation happens before anything is written and names file, line and field in one line: missing or doubled
+columns, a wrong number of fields, an empty question_id / question / attribute / group, options that are not a JSON
+array of >= 2 distinct strings, options that change within a question, an option not in the list, a negative /
+non-numeric / non-finite count, a duplicate row, a group whose counts sum to 0. One file is one transaction: all of
+it, or nothing. `read_survey_file` is THE strict FORMAT 1 reader: it lives here because `transcripts` imports nothing
+from `assembly`, and assembly.evaluation.survey builds its typed questions on top of it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,60 @@ def _options(text: str, where: str) -> list[str]:
         raise StoreError(f"{where}: field 'options': {text!r} is not valid JSON ({exc.msg})") from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise StoreError(f"{where}: field 'options': {text!r} is not a JSON array of strings")
-    if len(value) < 2 or len(set(value)) != len(value):
-        raise StoreError(f"{where}: field 'options': {text!r} needs at least 2 distinct options")
+    if len(value) < 2:
+        raise StoreError(f"{where}: field 'options': {text!r} needs at least 2 options")
+    if len(set(value)) != len(value):
+        raise StoreError(f"{where}: field 'options': {text!r} repeats an option")
     return value
+
+
+def _count(text: str, where: str) -> float:
+    try:
+        count = float(text)
+    except ValueError:
+        raise StoreError(f"{where}: field 'count': {text!r} is not a number") from None
+    if not math.isfinite(count):
+        raise StoreError(f"{where}: field 'count': {text!r} must be a finite number >= 0; it is not finite")
+    if count < 0:
+        raise StoreError(f"{where}: field 'count': {text!r} must be a finite number >= 0; it is negative")
+    return count
+
+
+def _columns(path: Path, rows: Iterator[tuple[int, list[str]]]) -> dict[str, int]:
+    """Column positions; a column named twice is refused, since read_header would silently keep the last one."""
+    first = next(rows, None)
+    col = read_header(path, iter([first] if first else []), COLUMNS)
+    header = [h.strip() for h in first[1]]
+    doubled = sorted({c for c in COLUMNS if header.count(c) > 1})
+    if doubled:
+        raise StoreError(f"{path}:1: column(s) {', '.join(doubled)} appear more than once")
+    return col
+
+
+def _item_for(items: dict[str, SurveyItem], raw_options: dict[str, str], row: dict[str, str],
+              where: str) -> SurveyItem:
+    """The row's question, created on its first row; later rows must repeat the same options."""
+    qid, text = row["question_id"], row["options"]
+    item = items.get(qid)
+    if item is None:
+        item = items[qid] = SurveyItem(qid, row["question"], _options(text, where))
+        raw_options[qid] = text
+    elif text != raw_options[qid] and _options(text, where) != item.options:
+        raise StoreError(f"{where}: field 'options': differs from the options given earlier for question_id "
+                         f"{qid!r} ({raw_options[qid]!r}; here {text!r})")
+    if row["option"] not in item.options:
+        raise StoreError(f"{where}: field 'option': {row['option']!r} is not one of {raw_options[qid]} "
+                         f"(question_id {qid!r})")
+    return item
+
+
+def _check_totals(path: Path, items: dict[str, SurveyItem]) -> None:
+    """A group with no answers has no distribution; name the line where the group starts."""
+    for item in items.values():
+        for g in item.groups.values():
+            if g.n <= 0:
+                raise StoreError(f"{path}:{g.line}: field 'count': the counts of (question_id={item.question_id!r}, "
+                                 f"attribute={g.attribute!r}, group={g.group!r}) sum to 0")
 
 
 def read_survey_file(path: str | Path, *, question_ids: Iterable[str] | None = None) -> list[SurveyItem]:
@@ -77,53 +129,39 @@ def read_survey_file(path: str | Path, *, question_ids: Iterable[str] | None = N
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: file not found")
-    wanted = set(question_ids) if question_ids is not None else None
     rows = read_rows(path)
-    col = read_header(path, rows, COLUMNS)
+    col = _columns(path, rows)
     width = max(col.values()) + 1  # fields in the header
     items: dict[str, SurveyItem] = {}
-    raw_options: dict[str, str] = {}
-    seen: set[tuple[str, str, str, str]] = set()
-    for line, row in rows:
+    raw_options: dict[str, str] = {}  # question_id -> its options text as first seen
+    seen: dict[tuple[str, str, str, str], int] = {}  # row key -> line
+    for line, cells in rows:
         where = f"{path}:{line}"
-        if not row or all(not c.strip() for c in row):
+        if not cells or all(not c.strip() for c in cells):
             continue
-        if len(row) != width:
-            raise StoreError(f"{where}: expected {width} fields, found {len(row)}")
-        qid, question, options_text, attribute, group, option, count_text = (row[col[c]] for c in COLUMNS)
-        for name, value in (("question_id", qid), ("question", question), ("attribute", attribute), ("group", group)):
-            if not value.strip():
+        if len(cells) != width:
+            raise StoreError(f"{where}: expected {width} fields, found {len(cells)}")
+        row = {c: cells[col[c]] for c in COLUMNS}
+        for name in ("question_id", "question", "attribute", "group"):
+            if not row[name].strip():
                 raise StoreError(f"{where}: field '{name}' is empty")
-        try:
-            count = float(count_text)
-        except ValueError:
-            raise StoreError(f"{where}: field 'count': {count_text!r} is not a number") from None
-        if not math.isfinite(count) or count < 0:
-            raise StoreError(f"{where}: field 'count': {count_text!r} must be a finite number >= 0")
-        item = items.get(qid)
-        if item is None:
-            item = items[qid] = SurveyItem(qid, question, _options(options_text, where))
-            raw_options[qid] = options_text
-        elif options_text != raw_options[qid] and _options(options_text, where) != item.options:
-            raise StoreError(f"{where}: field 'options': differs from the options given earlier for {qid!r}")
-        if option not in item.options:
-            raise StoreError(f"{where}: field 'option': {option!r} is not one of {raw_options[qid]} ({qid!r})")
+        count = _count(row["count"], where)
+        item = _item_for(items, raw_options, row, where)
+        qid, attribute, group, option = row["question_id"], row["attribute"], row["group"], row["option"]
         key = (qid, attribute, group, option)
         if key in seen:
-            raise StoreError(f"{where}: duplicate row for ({qid!r}, {attribute!r}, {group!r}, {option!r})")
-        seen.add(key)
+            raise StoreError(f"{where}: duplicate row for (question_id={qid!r}, attribute={attribute!r}, "
+                             f"group={group!r}, option={option!r}); first on line {seen[key]}")
+        seen[key] = line
         counts = item.groups.get((attribute, group))
         if counts is None:
             counts = item.groups[(attribute, group)] = GroupCounts(attribute, group, [0.0] * len(item.options), line)
         counts.counts[item.options.index(option)] += count
     if not items:
         raise StoreError(f"{path}: no data rows")
-    for item in items.values():
-        for g in item.groups.values():
-            if g.n <= 0:
-                raise StoreError(f"{path}:{g.line}: field 'count': the counts of ({item.question_id!r}, "
-                                 f"{g.attribute!r}, {g.group!r}) sum to 0")
-    if wanted is not None:
+    _check_totals(path, items)
+    if question_ids is not None:
+        wanted = set(question_ids)
         return [item for qid, item in items.items() if qid in wanted]
     return list(items.values())
 

@@ -67,7 +67,7 @@ def survey(
     """Score how well simulated sub-groups answer like the real ones (R, TV, baselines, steerability)."""
     err = Console(stderr=True)
     try:
-        summary = _run(
+        summary = run_survey_eval(
             file=file, model=model, attributes=_split_list(attributes), groups=_split_list(groups), questions=questions, split=split,
             split_name=split_name, jurors_per_group=jurors_per_group, seed=seed, mode=mode, population=population,
             meta=meta, exact_ordinals=exact_ordinals, baselines=baselines, rounds=rounds,
@@ -89,9 +89,10 @@ def survey(
         render(summary, Console())
 
 
-def _run(*, file, model, attributes, groups, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
+def run_survey_eval(*, file, model, attributes, groups, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
          exact_ordinals, baselines, rounds, max_concurrency, write_sim, db, details, err, progress,
          model_options=None, model_obj=None) -> dict:
+    """The whole `assembly eval survey` command as a function (benchmarks call it in-process); returns the summary."""
     from assembly.evaluation import fidelity
     from assembly.evaluation.survey import load_split, read_questions_meta, read_survey, write_survey
 

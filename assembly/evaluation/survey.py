@@ -1,12 +1,13 @@
-"""FORMAT 1 — the survey-distribution CSV: strict reader, writer, split and metadata helpers.
+"""FORMAT 1 — the survey-distribution CSV: typed reader, writer, split and metadata helpers.
 
 Columns: question_id, question, options, attribute, group, option, count (see ../shared/data/README.md).
 One row per (question_id, attribute, group, option); `options` is a JSON array of the substantive options in ordinal
-order; `count` is a non-negative number. The reader turns the rows into one `SurveyQuestion` per question_id, each with
-one normalised `Distribution` per (attribute, group).
+order; `count` is a non-negative number. The strict parsing and validation is transcripts.surveys.read_survey_file
+(one reader for the store importer and for evaluation); `read_survey` turns its items into one `SurveyQuestion` per
+question_id, each with one normalised `Distribution` per (attribute, group), plus nominal flags and exact positions.
 
 Every error is one line naming the file, the line, the field and the value, e.g.
-    survey.csv:7: field 'count': -3 is negative
+    survey.csv:7: field 'count': '-3' must be a finite number >= 0; it is negative
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ import csv
 import gzip
 import io
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from assembly.errors import AssemblyError
 
+if TYPE_CHECKING:
+    from transcripts.surveys import SurveyItem
+
+# transcripts.surveys.COLUMNS, restated: importing transcripts loads the store engine (DuckDB), which the
+# evaluation's types and writer do not need; the readers import it when called.
 COLUMNS = ("question_id", "question", "options", "attribute", "group", "option", "count")
 OVERALL = ("overall", "all")
 
@@ -98,24 +104,12 @@ class Survey:
         return Survey({i: self.questions[i] for i in ids}, self.path)
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def _parse_options(text: str, where: str) -> list[str]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SurveyFormatError(f"{where}: field 'options': {text!r} is not valid JSON ({exc.msg})") from None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SurveyFormatError(f"{where}: field 'options': {text!r} is not a JSON array of strings")
-    if len(value) < 2:
-        raise SurveyFormatError(f"{where}: field 'options': {text!r} has fewer than 2 options")
-    if len(set(value)) != len(value):
-        raise SurveyFormatError(f"{where}: field 'options': {text!r} repeats an option")
-    return value
+def _question(item: SurveyItem, nominal: bool) -> SurveyQuestion:
+    """Typed question from a validated transcripts item: counts as float arrays, one per (attribute, group)."""
+    q = SurveyQuestion(item.question_id, item.question, item.options, nominal=nominal)
+    for key, g in item.groups.items():
+        q.distributions[key] = Distribution(g.attribute, g.group, np.array(g.counts, dtype=float))
+    return q
 
 
 def read_survey(
@@ -126,116 +120,22 @@ def read_survey(
 ) -> Survey:
     """Read and validate a FORMAT 1 CSV (optionally .gz). Raise SurveyFormatError on the first problem.
 
+    The format checks are transcripts.surveys.read_survey_file's (the one strict reader); this adds what evaluation
+    needs on top of it.
     `nominal_ids`: questions whose options have no order (e.g. from questions_meta.csv); they get TV only.
     `positions`: exact ordinal values per question id (must have one value per option), for the paper-exact W1.
     """
-    path = Path(path)
+    from transcripts.errors import StoreError
+    from transcripts.surveys import read_survey_file
+
     name = str(path)
-    if not path.exists():
-        raise SurveyFormatError(f"{name}: file not found")
-    nominal = set(nominal_ids or ())
-    questions: dict[str, SurveyQuestion] = {}
-    raw_options: dict[str, str] = {}  # question_id -> options text as first seen
-    option_index: dict[str, dict[str, int]] = {}
-    first_line: dict[tuple[str, str, str], int] = {}
-    seen_rows: dict[tuple[str, str, str, str], int] = {}
-    parsed_cache: dict[str, list[str]] = {}
     try:
-        handle = _open_text(path)
-    except OSError as exc:
-        raise SurveyFormatError(f"{name}: cannot open ({exc.strerror})") from None
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise SurveyFormatError(f"{name}: empty file (expected header {','.join(COLUMNS)})") from None
-        except (UnicodeDecodeError, OSError, csv.Error) as exc:
-            raise SurveyFormatError(f"{name}:1: unreadable ({exc})") from None
-        header = [h.strip().lstrip("\ufeff") for h in header]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise SurveyFormatError(
-                f"{name}:1: missing column(s) {', '.join(missing)} (header is {','.join(header)}; "
-                f"expected {','.join(COLUMNS)})"
-            )
-        dup = sorted({h for h in header if header.count(h) > 1 and h in COLUMNS})
-        if dup:
-            raise SurveyFormatError(f"{name}:1: column(s) {', '.join(dup)} appear more than once")
-        col = {c: header.index(c) for c in COLUMNS}
-        width = len(header)
-        try:
-            for row in reader:
-                line = reader.line_num
-                where = f"{name}:{line}"
-                if not row or all(not cell.strip() for cell in row):
-                    continue
-                if len(row) != width:
-                    raise SurveyFormatError(f"{where}: expected {width} fields, found {len(row)}")
-                qid, question, options_text, attribute, group, option, count_text = (
-                    row[col[c]] for c in COLUMNS
-                )
-                for fname, value in (("question_id", qid), ("attribute", attribute), ("group", group)):
-                    if not value.strip():
-                        raise SurveyFormatError(f"{where}: field '{fname}' is empty")
-                try:
-                    count = float(count_text)
-                except ValueError:
-                    raise SurveyFormatError(f"{where}: field 'count': {count_text!r} is not a number") from None
-                if not math.isfinite(count):
-                    raise SurveyFormatError(f"{where}: field 'count': {count_text!r} is not finite")
-                if count < 0:
-                    raise SurveyFormatError(f"{where}: field 'count': {count_text} is negative")
-                q = questions.get(qid)
-                if q is None:
-                    options = parsed_cache.get(options_text)
-                    if options is None:
-                        options = parsed_cache[options_text] = _parse_options(options_text, where)
-                    q = questions[qid] = SurveyQuestion(qid, question, options, nominal=qid in nominal)
-                    raw_options[qid] = options_text
-                    option_index[qid] = {o: i for i, o in enumerate(options)}
-                elif options_text != raw_options[qid]:
-                    other = parsed_cache.get(options_text)
-                    if other is None:
-                        other = _parse_options(options_text, where)
-                    if other != q.options:
-                        raise SurveyFormatError(
-                            f"{where}: field 'options': {options_text!r} differs from the options given earlier "
-                            f"for question_id {qid!r} ({raw_options[qid]!r})"
-                        )
-                if option not in option_index[qid]:
-                    raise SurveyFormatError(
-                        f"{where}: field 'option': {option!r} is not in the options list {raw_options[qid]} "
-                        f"of question_id {qid!r}"
-                    )
-                key = (qid, attribute, group, option)
-                if key in seen_rows:
-                    raise SurveyFormatError(
-                        f"{where}: duplicate row for (question_id={qid!r}, attribute={attribute!r}, "
-                        f"group={group!r}, option={option!r}); first on line {seen_rows[key]}"
-                    )
-                seen_rows[key] = line
-                dist = q.distributions.get((attribute, group))
-                if dist is None:
-                    dist = q.distributions[(attribute, group)] = Distribution(
-                        attribute, group, np.zeros(q.k, dtype=float)
-                    )
-                    first_line[(qid, attribute, group)] = line
-                dist.counts[option_index[qid][option]] += count
-        except csv.Error as exc:
-            raise SurveyFormatError(f"{name}:{reader.line_num}: CSV syntax error ({exc})") from None
-        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
-            raise SurveyFormatError(f"{name}: unreadable ({exc})") from None
-    if not questions:
-        raise SurveyFormatError(f"{name}: no data rows")
+        items = read_survey_file(path)
+    except StoreError as exc:
+        raise SurveyFormatError(str(exc)) from None
+    nominal = set(nominal_ids or ())
+    questions = {item.question_id: _question(item, item.question_id in nominal) for item in items}
     for qid, q in questions.items():
-        for (attribute, group), dist in q.distributions.items():
-            if dist.counts.sum() <= 0:
-                line = first_line[(qid, attribute, group)]
-                raise SurveyFormatError(
-                    f"{name}:{line}: field 'count': the counts of (question_id={qid!r}, attribute={attribute!r}, "
-                    f"group={group!r}) sum to 0"
-                )
         if positions and qid in positions:
             pos = [float(x) for x in positions[qid]]
             if len(pos) != q.k:
@@ -301,13 +201,16 @@ class QuestionsMeta:
 def read_questions_meta(path: str | Path) -> QuestionsMeta:
     """Nominal flags and exact ordinals from an OpinionQA-style questions_meta.csv
     (columns question_id, nominal, and optionally opinionqa_ordinal as a JSON array)."""
+    from transcripts.errors import StoreError
+    from transcripts.polis import open_text
+
     path = Path(path)
     nominal: set[str] = set()
     positions: dict[str, list[float]] = {}
     try:
-        handle = _open_text(path)
-    except OSError as exc:
-        raise SurveyFormatError(f"{path}: cannot open ({exc.strerror})") from None
+        handle = open_text(path)
+    except StoreError as exc:
+        raise SurveyFormatError(str(exc)) from None
     with handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "question_id" not in reader.fieldnames or "nominal" not in reader.fieldnames:
