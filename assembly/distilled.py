@@ -44,15 +44,16 @@ NO_VOTE = "(no vote)"
 NO_APPROVALS = "(none)"
 RECORD_WORDS = 40  # words per statement in the compact record
 VERDICT_WORDS = 50
+END = "END"  # the record's last line: generation stops there (small models otherwise run on to max_tokens)
 
 SYSTEM = (
     "You simulate a complete citizens' jury in one pass. Each juror is an ordinary member of the public with the "
     "attributes listed, who votes and speaks as such a person would. Write a compact record of the whole assembly "
     "in exactly the format asked for: the private pre-ballots, the deliberation, the private post-ballots and a "
-    "one-sentence verdict."
+    "one-sentence verdict, then END on a line of its own."
 )
 
-SKELETON = "PRE-BALLOT\nJ1: <option>\n...\nDELIBERATION\nROUND 1\nJ2: <what J2 says>\n...\nPOST-BALLOT\nJ1: <option>\n...\nVERDICT: <one sentence>"
+SKELETON = "PRE-BALLOT\nJ1: <option>\n...\nDELIBERATION\nROUND 1\nJ2: <what J2 says>\n...\nPOST-BALLOT\nJ1: <option>\n...\nVERDICT: <one sentence>\nEND"
 
 _BALLOT_HOW = {
     "single": "choose exactly one option",
@@ -155,6 +156,7 @@ def format_record(
     out += [f"{label}: {ballot_text(post.get(label), ballot_type)}" for label in labels]
     if verdict:
         out.append(f"VERDICT: {clip_words(verdict, VERDICT_WORDS)}")
+    out.append(END)
     return "\n".join(out)
 
 
@@ -181,10 +183,16 @@ def parse_record(text: str, n_jurors: int) -> ParsedRecord:
     section: str | None = None
     round_: int | None = None
     last: tuple[int | None, int, str] | None = None
-    for raw in (text or "").splitlines():
+    lines = (text or "").splitlines()
+    for index, raw in enumerate(lines):
         line = raw.strip()
         if not line:
             continue
+        if line.strip("*#_ ").upper() == END:  # the end of the record: whatever follows is not part of it
+            after = sum(1 for rest in lines[index + 1:] if rest.strip())
+            if after:
+                record.issues.append(f"ignored {after} line(s) after {END}")
+            break
         header = _HEADER.match(line)
         if header:
             word = re.sub(r"[\s_-]+", "", header.group(1).lower())
@@ -292,7 +300,7 @@ def read_ballot(text: str | None, *, juror_id: str, phase: str, ballot_type: str
 
 def max_tokens_for(n_jurors: int, rounds: int, words: int = RECORD_WORDS) -> int:
     """A generation budget for the whole record: ballots, every juror speaking each round, a verdict."""
-    return int(40 + 2 * n_jurors * 12 + max(rounds, 1) * n_jurors * (words * 1.6 + 8) + VERDICT_WORDS * 1.6)
+    return int(44 + 2 * n_jurors * 12 + max(rounds, 1) * n_jurors * (words * 1.6 + 8) + VERDICT_WORDS * 1.6)
 
 
 async def run_distilled(spec, model=None, store=None, *, seed: int | None = None,
@@ -358,7 +366,7 @@ async def run_distilled(spec, model=None, store=None, *, seed: int | None = None
         emit({"kind": "phase", "phase": "distilled"})
         request = GenerateRequest(
             messages=[Message(**m) for m in messages], max_tokens=max_tokens_for(len(jurors), rounds, words),
-            temperature=spec.procedure.temperature, seed=seed_for(run_seed, "distilled"),
+            temperature=spec.procedure.temperature, seed=seed_for(run_seed, "distilled"), stop=[f"\n{END}"],
             tags={"role": "distilled", "participant": MODERATOR_ID, "phase": "distilled"},
         )
         response = await recorder.generate(request)

@@ -183,19 +183,25 @@ def stage_train(args, out: Path) -> dict:
 
 
 def stage_format(args, out: Path) -> dict:
-    """Continue the tuned adapter on the whole-assembly records alone, so the distilled mode learns the record
-    format (a few hundred long sequences: affordable on a CPU, unlike the survey objective)."""
+    """Continue the tuned adapter on whole-assembly records alone, so the distilled mode learns the record format
+    (a few dozen long sequences: affordable on a CPU, unlike the survey objective). By default only the simulated
+    assemblies' records: DeliData's chats fill ballot lines with conversation instead of options."""
     from assembly.providers.embedded import embedded_model_path
     from finetune.config import TrainConfig
+    from finetune.dataset import PrepareOptions, prepare_dataset
     from finetune.trainer import train
+    from transcripts import Store
 
+    sources = tuple(s.strip() for s in args.format_sources.split(",") if s.strip())
+    prepared = prepare_dataset(Store(out / "store.duckdb"), out / "sft_format", PrepareOptions(
+        types=("whole_assembly",), sources=sources, validation=0.1, seed=args.seed))
     config = TrainConfig(
-        base_model=f"local:{embedded_model_path()}+{out / 'train' / 'adapter'}", dataset=str(out / "sft"),
-        output_dir=str(out / "format"), types=["whole_assembly"], learning_rate=args.format_lr,
-        epochs=args.format_epochs, gradient_accumulation=args.grad_accum, max_length=1536, save_steps=10,
-        eval_max_items=8, max_minutes=args.format_minutes, threads=args.threads, seed=args.seed,
+        base_model=f"local:{embedded_model_path()}+{out / 'train' / 'adapter'}", dataset=str(out / "sft_format"),
+        output_dir=str(out / "format"), learning_rate=args.format_lr, epochs=args.format_epochs,
+        gradient_accumulation=args.grad_accum, max_length=1536, save_steps=10, eval_max_items=8,
+        max_minutes=args.format_minutes, threads=args.threads, seed=args.seed,
     )
-    return train(config, progress=sys.stderr.isatty())
+    return {"prepared": prepared, **train(config, progress=sys.stderr.isatty())}
 
 
 def tuned_spec(out: Path, *folders: str) -> str:
@@ -452,7 +458,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contrast-weight", type=float, default=10.0)
     parser.add_argument("--save-steps", type=int, default=200)
     parser.add_argument("--eval-items", type=int, default=64)
-    parser.add_argument("--format-epochs", type=float, default=2.0)
+    parser.add_argument("--format-sources", default="assembly-sim", help="sources of the whole-assembly records")
+    parser.add_argument("--format-epochs", type=float, default=4.0)
     parser.add_argument("--format-lr", type=float, default=5e-4)
     parser.add_argument("--format-minutes", type=float, default=25.0)
     parser.add_argument("--variants", nargs="*", default=[],

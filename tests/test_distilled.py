@@ -92,6 +92,15 @@ def test_format_and_parse_round_trip():
     ranked = format_record(labels=["J1"], ballot_type="ranked", pre={"J1": {"ranking": OPTIONS}}, post={},
                            statements=[])
     assert "J1: Ban cars > Keep access > Ban only in summer" in ranked
+    assert text.splitlines()[-1] == "END" and ranked.splitlines()[-1] == "END"
+
+
+def test_the_record_ends_at_end():
+    """A small model runs on after the verdict; END closes the record and what follows is ignored, and said so."""
+    text = "PRE-BALLOT\nJ1: Yes\nPOST-BALLOT\nJ1: No\nVERDICT: No won.\n**END**\nPOST-BALLOT\nJ1: Yes\nVERDICT: again"
+    record = parse_record(text, 1)
+    assert record.post == {1: "No"} and record.verdict == "No won."
+    assert record.issues == ["ignored 3 line(s) after END"]
 
 
 def test_a_recorded_run_becomes_a_whole_assembly_example(tmp_path):
@@ -108,6 +117,7 @@ def test_a_recorded_run_becomes_a_whole_assembly_example(tmp_path):
     parsed = parse_record(record, 4)
     assert parsed.post == {i: "Ban only in summer" for i in range(1, 5)} and len(parsed.statements) == 4
     assert parsed.verdict
+    assert record.endswith("\nEND") and not parsed.issues
 
 
 def scripted_record(request):
@@ -139,6 +149,7 @@ def test_run_distilled_records_a_run_like_any_other(tmp_path):
     json.dumps(result)  # JSON-serialisable
     assert result["status"] == "completed" and result["mode"] == "distilled" and result["seed"] == 11
     assert len(model.history) == 1  # one generation for the whole assembly
+    assert model.history[0].stop == ["\nEND"]  # and it stops at the record's end
     prompt = model.history[0].messages[1].content
     assert "Jurors (4):" in prompt and all(f"J{i} " in prompt for i in range(1, 5))
     assert result["pre_counts"] == {"Ban cars": 1, "Keep access": 1, "Ban only in summer": 1}
