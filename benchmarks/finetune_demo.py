@@ -188,7 +188,6 @@ def stage_format(args, out: Path) -> dict:
     """Continue the tuned adapter on whole-assembly records alone, so the distilled mode learns the record format
     (a few dozen long sequences: affordable on a CPU, unlike the survey objective). By default only the simulated
     assemblies' records: DeliData's chats fill ballot lines with conversation instead of options."""
-    from assembly.providers.embedded import embedded_model_path
     from finetune.config import TrainConfig
     from finetune.dataset import PrepareOptions, prepare_dataset
     from finetune.trainer import train
@@ -198,7 +197,7 @@ def stage_format(args, out: Path) -> dict:
     prepared = prepare_dataset(Store(out / "store.duckdb"), out / "sft_format", PrepareOptions(
         types=("whole_assembly",), sources=sources, validation=0.1, seed=args.seed))
     config = TrainConfig(
-        base_model=f"local:{embedded_model_path()}+{out / 'train' / 'adapter'}", dataset=str(out / "sft_format"),
+        base_model=tuned_spec(out), dataset=str(out / "sft_format"),
         output_dir=str(out / "format"), learning_rate=args.format_lr, epochs=args.format_epochs,
         gradient_accumulation=args.grad_accum, max_length=1536, save_steps=10, eval_max_items=8,
         max_minutes=args.format_minutes, threads=args.threads, seed=args.seed,
