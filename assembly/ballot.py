@@ -18,11 +18,14 @@ class Ballot(BaseModel):
     choice: str | None = None  # single / yes_no: the option; ranked: the first preference
     ranking: list[str] | None = None  # ranked: a permutation of the options, most preferred first
     approvals: list[str] | None = None  # approval: the approved options (may be empty)
-    probabilities: dict[str, float] | None = None  # scoring backends: the juror's normalised option distribution
+    # scored ballots: the juror's distribution over the options (approval: each option's probability of approval)
+    probabilities: dict[str, float] | None = None
     rationale: str | None = None
     reason: str | None = None  # why an abstention happened (never a silent default)
     attempts: int = 1
     call_ids: list[str] = Field(default_factory=list)
+    method: str | None = None  # "scored:<how>" (a draw from the distribution), "structured" (a reply), ...
+    detail: dict | None = None  # orders shown, per-order distributions, calibration prior, vote draws
 
     @model_validator(mode="after")
     def _consistent(self) -> "Ballot":

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from assembly.ballot import BallotType
+from assembly.ballot_types import kind_of
+from assembly.ballots import MAX_OPTION_ORDERS, BallotProcedure
 from assembly.errors import SpecError
 from assembly.providers.registry import parse_model_spec
 from assembly.voting import RULES, RULES_FOR_BALLOT
 
-DEFAULT_RULES: dict[str, list[str]] = {
-    "single": ["plurality", "majority"],
-    "yes_no": ["majority"],
-    "ranked": ["plurality", "borda", "schulze", "irv"],
-    "approval": ["approval"],
-}
+DEFAULT_OPTION_ORDERS = 3
 
 
 class Strict(BaseModel):
@@ -52,7 +49,7 @@ class BallotSpec(Strict):
         if len(set(self.options)) != len(self.options):
             raise ValueError(f"options repeat: {self.options}")
         if not self.rules:
-            self.rules = list(DEFAULT_RULES[self.type])
+            self.rules = list(kind_of(self.type).default_rules)
         allowed = RULES_FOR_BALLOT[self.type]
         for rule in self.rules:
             if rule not in RULES:
@@ -94,6 +91,13 @@ class ProcedureSpec(Strict):
     testimony_words: int = Field(150, ge=20, le=2000)
     ballot_attempts: int = Field(3, ge=1, le=10)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
+    vote: Literal["sample", "mode"] = "sample"  # a vote is a draw from the juror's distribution, or its mode
+    option_orders: int = Field(DEFAULT_OPTION_ORDERS, ge=1, le=MAX_OPTION_ORDERS)  # orders each ballot is scored in
+    calibration: Literal["none", "neutral"] = "none"  # neutral: divide out the no-persona, no-context prior
+
+    def ballot_procedure(self) -> BallotProcedure:
+        return BallotProcedure(vote=self.vote, option_orders=self.option_orders, calibration=self.calibration,
+                               max_attempts=self.ballot_attempts, temperature=self.temperature)
 
 
 class ModelsSpec(Strict):

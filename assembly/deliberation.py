@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from assembly.ballot import Ballot
+from assembly.ballot_types import kind_of
+from assembly.ballots import position_bias
 from assembly.config import AssemblySpec, apply_overrides, load_spec, parse_spec
 from assembly.errors import AssemblyError, SpecError
 from assembly.graph import MODERATOR_ID, AssemblyContext, Participant, build_graph
@@ -93,10 +95,12 @@ def _models_by_role(spec: AssemblySpec, pool: ModelPool, models: Model | dict[st
 
 
 def _choice_counts(ballots: list[Ballot], options: list[str]) -> dict[str, int]:
+    """Votes per option: choices, first preferences, or approvals (each approved option counts once)."""
     counts = {o: 0 for o in options}
     for b in ballots:
-        if b.status == "valid" and b.choice in counts:
-            counts[b.choice] += 1
+        if b.status == "valid":
+            for option in kind_of(b.type).preferred(b):
+                counts[option] += 1
     return counts
 
 
@@ -106,10 +110,9 @@ def _result(spec, ctx: AssemblyContext, state: dict, draw_, recorders: dict[str,
     pre = [ballots[f"pre:{j.id}"] for j in ctx.jurors if f"pre:{j.id}" in ballots]
     post = [ballots[f"post:{j.id}"] for j in ctx.jurors if f"post:{j.id}" in ballots]
     jurors = []
+    kind = kind_of(spec.ballot.type)
     for j in ctx.jurors:
-        before = ballots.get(f"pre:{j.id}")
-        after = ballots.get(f"post:{j.id}")
-        b, a = (before.choice if before else None), (after.choice if after else None)
+        b, a = kind.label(ballots.get(f"pre:{j.id}")), kind.label(ballots.get(f"post:{j.id}"))
         jurors.append(JurorSummary(id=j.id, name=j.name, attributes=j.attributes, pre=b, post=a,
                                    changed=b is not None and a is not None and a != b))
     pre_counts = _choice_counts(pre, spec.ballot.options)
@@ -143,6 +146,8 @@ def _result(spec, ctx: AssemblyContext, state: dict, draw_, recorders: dict[str,
         abstentions={"pre": sum(b.status == "abstain" for b in pre), "post": sum(b.status == "abstain" for b in post)},
         tallies=state["tallies"]["post"],
         pre_tallies=state["tallies"]["pre"],
+        stability=state["tallies"]["post"][0].get("stability"),
+        position_bias=position_bias([*pre, *post]),
         verdict=Verdict(**state["verdict"]),
         floor=state.get("floor") or {},
         usage=usage,

@@ -27,11 +27,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from assembly.ballot import Ballot
-from assembly.ballots import cast_ballot
+from assembly.ballot_types import kind_of
+from assembly.ballots import NeutralPriors, cast_ballot
 from assembly.config import AssemblySpec
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.types import GenerateRequest, Message
+from assembly.stability import expected_results
 from assembly.voting import tally_all
 
 MODERATOR_ID = "moderator"
@@ -78,6 +80,7 @@ class AssemblyContext:
     documents: dict[str, str] = field(default_factory=dict)  # witness id -> document text
     on_event: Callable[[dict], None] | None = None
     seq: Any = field(default_factory=lambda: count(0))
+    priors: NeutralPriors = field(default_factory=NeutralPriors)  # calibration priors, once per run
 
     def name_of(self, participant_id: str) -> str:
         if participant_id == MODERATOR_ID:
@@ -192,14 +195,17 @@ async def _ballot(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
         context=payload.get("context"),
         background=spec.background,
         seed=seed_for(ctx.seed, "ballot", phase, member.id),
-        max_attempts=spec.procedure.ballot_attempts,
-        temperature=spec.procedure.temperature,
+        vote_seed=seed_for(ctx.seed, "vote", member.id),  # common random numbers: the same for pre and post
+        order_seed=seed_for(ctx.seed, "orders"),
+        procedure=spec.procedure.ballot_procedure(),
+        priors=ctx.priors,
     )
     ctx.store.add_ballot(ctx.run_id, participant_id=member.id, phase=phase, ballot_type=ballot.type,
                          status=ballot.status, choice=ballot.choice, ranking=ballot.ranking, approvals=ballot.approvals,
                          probabilities=ballot.probabilities, rationale=ballot.rationale, reason=ballot.reason,
-                         attempts=ballot.attempts)
-    ctx.emit(kind="ballot", phase=f"ballot-{phase}", speaker=member.name, choice=ballot.choice, status=ballot.status)
+                         attempts=ballot.attempts, method=ballot.method, detail=ballot.detail)
+    ctx.emit(kind="ballot", phase=f"ballot-{phase}", speaker=member.name,
+             choice=kind_of(ballot.type).label(ballot), status=ballot.status)
     return {"ballots": {f"{phase}:{member.id}": ballot.model_dump(mode="json")}}
 
 
@@ -389,12 +395,18 @@ async def aggregate(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> 
     ctx.emit(kind="phase", phase="aggregation")
     tallies: dict[str, list[dict]] = {}
     for phase in ("pre", "post"):
-        results = tally_all(spec.ballot.rules, ballots_of(state, phase), spec.ballot.options)
-        tallies[phase] = [t.model_dump(mode="json") for t in results]
+        ballots = ballots_of(state, phase)
+        results = tally_all(spec.ballot.rules, ballots, spec.ballot.options)
+        expected = expected_results(ballots, spec.ballot.options, spec.ballot.rules,
+                                    seed=seed_for(ctx.seed, "redraws", phase))
+        tallies[phase] = [{**t.model_dump(mode="json"), **expected.get(t.rule, {})} for t in results]
         for t in results:
+            e = expected.get(t.rule, {})
             ctx.store.add_tally(ctx.run_id, phase=phase, rule=t.rule, winner=t.winner, winners=t.winners,
                                 scores=t.scores, rounds=t.rounds, tie_break=t.tie_break, valid=t.valid,
-                                abstained=t.abstained, explain=t.explain)
+                                abstained=t.abstained, explain=t.explain, expected=e.get("expected"),
+                                win_probability=e.get("win_probability"), stability=e.get("stability"),
+                                redraws=e.get("redraws"))
     return {"tallies": tallies}
 
 
@@ -410,7 +422,8 @@ async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> di
                          abstained=main["abstained"], tallies=post, pre_winner=pre[0]["winner"], winner=main["winner"],
                          rule=main["rule"], summary=latest_summary(state) or "(no deliberation rounds)", words=words)
     verdict_seq = ctx.reserve()
-    minority = [b for b in ballots_of(state, "post") if b.status == "valid" and b.choice != main["winner"]]
+    kind = kind_of(spec.ballot.type)
+    minority = [b for b in ballots_of(state, "post") if b.status == "valid" and not kind.backs(b, main["winner"])]
     jobs = [speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="verdict", round_=None,
                   seq=verdict_seq, words=words)]
     if minority and main["winner"] is not None:
@@ -420,7 +433,8 @@ async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> di
                 if s["speaker"] in ids][-ctx.spec.procedure.recent_turns or None:]
         report_prompt = render_prompt("minority_report", question=spec.question, winner=main["winner"],
                                       minority_count=len(minority),
-                                      minority_options=sorted({b.choice for b in minority}, key=spec.ballot.options.index),
+                                      minority_options=[o for o in spec.ballot.options if o != main["winner"] and any(
+                                          kind.backs(b, o) for b in minority)],
                                       turns=said, words=words)
         # The report answers the ballots, not the verdict's wording: both are written at once (one batch).
         jobs.append(speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), report_prompt, phase="minority",

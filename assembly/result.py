@@ -9,7 +9,7 @@ class JurorSummary(BaseModel):
     id: str
     name: str
     attributes: dict[str, str]
-    pre: str | None = None  # pre-ballot choice (first preference for ranked ballots)
+    pre: str | None = None  # pre-ballot vote: the choice, the ranking "A > B > C", or the approvals "A; C"
     post: str | None = None
     changed: bool = False
 
@@ -47,8 +47,10 @@ class AssemblyResult(BaseModel):
     shift: dict[str, int]  # post minus pre, per option
     changed: int  # jurors whose choice changed between ballots
     abstentions: dict[str, int]
-    tallies: list[dict]  # one per rule, post-ballot
+    tallies: list[dict]  # one per rule, post-ballot, with expected scores, win probabilities and stability
     pre_tallies: list[dict]
+    stability: float | None = None  # P(the verdict's winner wins again when the jurors' votes are redrawn)
+    position_bias: dict | None = None  # mass on first-listed options vs the order-averaged expectation
     verdict: Verdict
     floor: dict[str, dict] = Field(default_factory=dict)  # round -> speaking order and its seed
     usage: Usage = Field(default_factory=Usage)

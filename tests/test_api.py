@@ -47,7 +47,7 @@ class AgentState(TypedDict, total=False):
 
 def test_assembly_as_a_node_in_another_graph(tmp_path):
     """An agent meets a value question mid-task, asks a citizens' jury, and acts on the verdict."""
-    model = ScriptedModel(choose=lambda r: r.choices[-1])
+    model = ScriptedModel(choose=lambda r: "Ask first")
 
     def frame_question(state: AgentState) -> dict:
         return {"assembly_question": f"How should I handle: {state['user_request']}?",

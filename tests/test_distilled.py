@@ -109,7 +109,7 @@ def test_a_recorded_run_becomes_a_whole_assembly_example(tmp_path):
     from transcripts import Store
 
     db = tmp_path / "s.duckdb"
-    result = assembly.deliberate(spec(), models=ScriptedModel(choose=lambda r: r.choices[-1]), db=str(db), seed=4)
+    result = assembly.deliberate(spec(), models=ScriptedModel(choose=lambda r: "Ban only in summer"), db=str(db), seed=4)
     store = Store(db)
     messages, record = record_from_run(store, result.run_id)
     assert messages[0]["role"] == "system" and "Jurors (4):" in messages[1]["content"]

@@ -18,7 +18,7 @@ def juror_reply(request) -> str:
 
 
 def run(question_file, tmp_path, model=None, **overrides):
-    model = model or ScriptedModel(juror_reply, choose=lambda r: r.choices[0])
+    model = model or ScriptedModel(juror_reply, choose=lambda r: "Ban cars")
     db = tmp_path / "store.duckdb"
     result = deliberate(question_file, models=model, db=db, **overrides)
     return result, model, db
@@ -59,7 +59,9 @@ def test_phase_order_and_records(question_file, tmp_path):
 def test_pre_ballot_sees_no_other_participant(question_file, tmp_path):
     result, model, _ = run(question_file, tmp_path)
     pre = [r for r in model.history if r.tags.get("phase") == "ballot-pre"]
-    assert len(pre) == 6
+    # every juror's ballot is scored under the default three option orders, each order once
+    assert sorted((r.tags["participant"], r.tags["order"]) for r in pre) == [
+        (f"juror-{i:02d}", k) for i in range(1, 7) for k in range(3)]
     spoken = [r for r in model.history if not str(r.tags.get("phase", "")).startswith("ballot")]
     # Every distinctive marker any participant produced must be absent from every pre-ballot prompt.
     markers = [f"[{r.tags.get('phase')} r{r.tags.get('round')} {r.tags.get('participant')}]" for r in spoken]
@@ -164,7 +166,7 @@ def test_failed_run_is_recorded_with_reason(question_file, tmp_path):
 def test_split_jury_gets_a_minority_report_from_the_minority(question_file, tmp_path):
     def choose(request):
         juror_number = int(request.tags["participant"].split("-")[1])
-        return request.choices[1] if juror_number <= 2 else request.choices[0]  # jurors 1-2 dissent
+        return "Keep access" if juror_number <= 2 else "Ban cars"  # jurors 1-2 dissent
 
     result, model, db = run(question_file, tmp_path, model=ScriptedModel(juror_reply, choose=choose))
     assert result.verdict.winner == "Ban cars" and result.post_counts["Keep access"] == 2

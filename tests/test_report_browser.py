@@ -38,7 +38,7 @@ def render(chromium: str, page: Path, tmp_path: Path, *args: str) -> subprocess.
 
 def test_report_renders_in_chromium(chromium, question_file, tmp_path):
     db = tmp_path / "store.duckdb"
-    result = deliberate(question_file, models=ScriptedModel(choose=lambda r: r.choices[1]), db=db)
+    result = deliberate(question_file, models=ScriptedModel(choose=lambda r: "Keep access"), db=db)
     page = tmp_path / "report.html"
     proc = subprocess.run([sys.executable, "-m", "assembly", "report", result.run_id, "-o", str(page), "--db", str(db)],
                           capture_output=True, text=True, timeout=120)

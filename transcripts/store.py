@@ -310,8 +310,13 @@ class Store:
         reason: str | None = None,
         attempts: int = 1,
         target: Any = None,
+        method: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> str:
-        """Record one private ballot; an abstention must say why (`reason`). Returns the ballot id."""
+        """Record one private ballot; an abstention must say why (`reason`). Returns the ballot id.
+
+        `method`: what produced it ("scored:sum", "structured", ...); `detail`: how (orders, per-order distributions,
+        calibration prior, vote draws), as JSON."""
         _one_of(phase, BALLOT_PHASES, "ballot phase")
         _one_of(status, BALLOT_STATUSES, "ballot status")
         if status == "abstain" and not reason:
@@ -320,10 +325,13 @@ class Store:
         with self._session(write=True) as con:
             self._require_run(con, run_id)
             con.execute(
-                "INSERT INTO ballots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO ballots (id, run_id, participant_id, phase, ballot_type, status, choice, ranking, approvals, "
+                "probabilities, rationale, reason, attempts, target, created_at, method, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [ballot_id, run_id, participant_id, phase, ballot_type, status, choice,
                  _str_list(ranking, "ranking"), _str_list(approvals, "approvals"),
-                 to_json(probabilities, "probabilities"), rationale, reason, attempts, _target(target), utcnow()],
+                 to_json(probabilities, "probabilities"), rationale, reason, attempts, _target(target), utcnow(),
+                 method, to_json(detail, "detail")],
             )
         return ballot_id
 
@@ -340,16 +348,26 @@ class Store:
         valid: int = 0,
         abstained: int = 0,
         explain: str = "",
+        expected: Mapping[str, float] | None = None,
+        win_probability: Mapping[str, float] | None = None,
+        stability: float | None = None,
+        redraws: int | None = None,
     ) -> str:
-        """Record the result of one voting rule over one phase's ballots. Returns the tally id."""
+        """Record the result of one voting rule over one phase's ballots. Returns the tally id.
+
+        `expected`, `win_probability`, `stability`: what the jurors' recorded distributions imply over `redraws`
+        redraws of their votes (assembly.stability)."""
         tally_id = new_id()
         with self._session(write=True) as con:
             self._require_run(con, run_id)
             con.execute(
-                "INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tallies (id, run_id, phase, rule, winner, winners, scores, rounds, tie_break, valid, "
+                "abstained, explain, created_at, expected, win_probability, stability, redraws) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [tally_id, run_id, phase, rule, winner, _str_list(winners, "winners") or [],
                  to_json(scores, "scores"), to_json(rounds, "rounds"), tie_break, valid, abstained, explain,
-                 utcnow()],
+                 utcnow(), to_json(expected, "expected"), to_json(win_probability, "win_probability"), stability,
+                 redraws],
             )
         return tally_id
 

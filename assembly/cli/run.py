@@ -72,14 +72,20 @@ def print_summary(result: AssemblyResult) -> None:
                     f" ({result.verdict.rule})", border_style="green"))
     if result.verdict.minority_report:
         out.print(Panel(result.verdict.minority_report, title="Minority report", border_style="yellow"))
-    tallies = Table(title="Post-ballot tallies")
+    tallies = Table(title="Post-ballot tallies: realised, and expected from the jurors' distributions")
     tallies.add_column("rule")
     tallies.add_column("winner")
-    tallies.add_column("scores")
+    tallies.add_column("realised")
+    tallies.add_column("expected")
+    tallies.add_column("P(win)")
+    tallies.add_column("stability", justify="right")
     tallies.add_column("tie-break")
     for t in result.tallies:
         scores = ", ".join(f"{k} {v:g}" for k, v in t["scores"].items())
-        tallies.add_row(t["rule"], str(t["winner"]), scores, t.get("tie_break") or "")
+        expected = ", ".join(f"{k} {v:.1f}" for k, v in (t.get("expected") or {}).items())
+        wins = ", ".join(f"{k} {v:.2f}" for k, v in (t.get("win_probability") or {}).items())
+        stability = "" if t.get("stability") is None else f"{t['stability']:.2f}"
+        tallies.add_row(t["rule"], str(t["winner"]), scores, expected, wins, stability, t.get("tie_break") or "")
     out.print(tallies)
     shift = Table(title="Pre → post ballot")
     shift.add_column("option")
@@ -90,6 +96,14 @@ def print_summary(result: AssemblyResult) -> None:
         shift.add_row(option, str(result.pre_counts[option]), str(result.post_counts[option]),
                       f"{result.shift[option]:+d}")
     out.print(shift)
+    if result.stability is not None:
+        redraws = (result.tallies[0].get("redraws") or 0) if result.tallies else 0
+        out.print(f"verdict stability: {result.verdict.winner or 'no winner'} wins again in "
+                  f"{result.stability:.0%} of {redraws} redraws of the jurors' votes", highlight=False)
+    if result.position_bias:
+        pb = result.position_bias
+        out.print(f"option position: first-listed answers got {pb['first']:.3f} of the probability, "
+                  f"{pb['expected']:.3f} once averaged over orders (ratio {pb['ratio']})", highlight=False)
     rep = ", ".join(f"{a} {v:.3f}" for a, v in result.representativeness.items())
     out.print(f"{result.changed} of {len(result.jurors)} jurors changed their vote · abstentions pre "
               f"{result.abstentions['pre']}, post {result.abstentions['post']}", highlight=False)

@@ -73,3 +73,8 @@ class ModelError(RuntimeError):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+
+
+class ChoiceScoringUnavailable(ModelError):
+    """The backend cannot score `request.choices` after all (e.g. a server that returns no logprobs). It sets its
+    `scores_options` to False before raising, so the caller falls back to structured output from then on."""
