@@ -65,6 +65,8 @@ def test_the_page_has_every_section(run, tmp_path):
     assert all(t in html for t in turns)  # the full transcript
     assert html.index("opening") < html.index("testimony") < html.index("deliberation, round 3")
     assert "Dr. Rivera" in html and "Juror 12" in html
+    # expected tallies and the verdict's stability under redraws of the votes
+    assert '<p id="stability">' in html and "wins again in 80% of 1000 redraws" in html
 
 
 def test_it_is_self_contained(run):
@@ -84,7 +86,8 @@ def test_charts_are_valid_svg(run):
     svgs = re.findall(r"<svg.*?</svg>", html, flags=re.S)
     titles = [ET.fromstring(svg).find("{http://www.w3.org/2000/svg}title").text for svg in svgs]
     assert titles == ["party", "age", "Support by option (single ballots, share of valid ballots)",
-                      "Who moved where", "Share of all words spoken"]
+                      "Who moved where", "If the jurors' votes were drawn again (plurality, 1000 redraws)",
+                      "Share of all words spoken"]
     checker = Balance()
     checker.feed(html)
     assert checker.errors == [] and checker.stack == []

@@ -116,10 +116,18 @@ def _render(store: Store, run_id: str, population: Mapping[str, Mapping[str, flo
 
     tallies = _rows(store, "SELECT * FROM tallies WHERE run_id = ? ORDER BY created_at, id", run_id)
     for t in tallies:
-        scores = from_json(t["scores"])
-        t["scores_text"] = (", ".join(f"{k}: {v:g}" if isinstance(v, (int, float)) else f"{k}: {v}"
-                                      for k, v in scores.items()) if isinstance(scores, dict)
-                            else json.dumps(scores) if scores is not None else "")
+        t["scores_text"] = _scores_text(from_json(t["scores"]))
+        t["expected_text"] = _scores_text(from_json(t.get("expected")), "{:.1f}")
+        t["win_text"] = _scores_text(from_json(t.get("win_probability")), "{:.0%}")
+    verdicts = _rows(store, "SELECT * FROM verdicts WHERE run_id = ? ORDER BY created_at", run_id)
+    stability_chart = None
+    deciding = next((t for t in tallies if t["phase"] == "post" and verdicts and t["rule"] == verdicts[-1]["rule"]
+                     and t.get("win_probability")), None)
+    if deciding is not None:
+        wins = from_json(deciding["win_probability"])
+        stability_chart = Markup(grouped_bars(
+            list(wins), {"probability of winning": [float(v) for v in wins.values()]},
+            title=f"If the jurors' votes were drawn again ({deciding['rule']}, {deciding['redraws']} redraws)"))
     # Every speaker, plus the voters who never spoke (a silent juror is a finding, not a missing row).
     speaking = _rows(store, """
         SELECT coalesce(s.speaker_id, p.id) AS speaker_id, coalesce(s.name, p.name) AS name,
@@ -141,14 +149,20 @@ def _render(store: Store, run_id: str, population: Mapping[str, Mapping[str, flo
         previous = (t["phase"], t["round"])
 
     return _template().render(
-        run=run, generator="report", verdicts=_rows(store, "SELECT * FROM verdicts WHERE run_id = ? "
-                                                            "ORDER BY created_at", run_id),
+        run=run, generator="report", verdicts=verdicts, deciding=deciding, stability_chart=stability_chart,
         n_jurors=len(voters), voter_role=voter_role, has_population=bool(population),
         composition_charts=composition_charts, shift_chart=shift_chart, transition_chart=transition_chart,
         changes=changes, tallies=tallies, speaking_chart=speaking_chart,
         costs=_rows(store, "SELECT * FROM call_costs WHERE run_id = ?", run_id), turns=turns,
         generated_at=utcnow().strftime("%Y-%m-%d %H:%M UTC"), store_path=str(store.path),
     )
+
+
+def _scores_text(scores: Any, number: str = "{:g}") -> str:
+    if isinstance(scores, dict):
+        return ", ".join(f"{k}: {number.format(v)}" if isinstance(v, (int, float)) else f"{k}: {v}"
+                         for k, v in scores.items())
+    return json.dumps(scores) if scores is not None else ""
 
 
 def check_population(population: Any) -> None:

@@ -75,7 +75,10 @@ def write_run(store: Store, *, seed: int = 0, n_jurors: int = 12, rounds: int = 
     winner = max(OPTIONS, key=lambda o: (counts[o], -OPTIONS.index(o)))
     store.add_tally(run_id, phase="post", rule="plurality", winner=winner, winners=[winner], scores=counts,
                     rounds=None, tie_break=None, valid=len(jurors), abstained=0,
-                    explain=f"{winner} has the most first choices.")
+                    explain=f"{winner} has the most first choices.",
+                    expected={o: counts[o] * 0.9 + 0.1 * len(jurors) / len(OPTIONS) for o in OPTIONS},
+                    win_probability={o: 0.8 if o == winner else round(0.2 / (len(OPTIONS) - 1), 4) for o in OPTIONS},
+                    stability=0.8, redraws=1000)
     store.add_verdict(run_id, text=f"The jury recommends: {winner}.", minority_report="Some jurors disagreed.",
                       winner=winner, rule="plurality")
     if finish:

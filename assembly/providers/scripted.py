@@ -7,6 +7,7 @@ Modelled on inspect_ai's mockllm and simonw/llm's MockModel: tests assert on wha
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Iterable
 from typing import Union
 
@@ -25,7 +26,8 @@ class ScriptedModel(Model):
       - a function request -> str.
     For constrained choices (`request.choices`), `choose(request)` decides; by default the first option whose text
     appears in the reply, else the first option. With `scores_options=True` it behaves like a scoring backend and
-    fills `choice_logprobs`.
+    fills `choice_logprobs`: log 1 for the chosen option and -5 for the others, or, with `scores(request)`
+    returning {option: probability}, the log of those probabilities (renormalised over the request's choices).
     """
 
     def __init__(
@@ -35,11 +37,13 @@ class ScriptedModel(Model):
         name: str = "scripted:test",
         scores_options: bool = True,
         choose: Callable[[GenerateRequest], str] | None = None,
+        scores: Callable[[GenerateRequest], dict[str, float]] | None = None,
         default: str = "I have listened carefully and I will weigh both sides.",
     ):
         self.name = name
         self.scores_options = scores_options
         self._choose = choose
+        self._scores = scores
         self._default = default
         self._lock = asyncio.Lock()
         if replies is None:
@@ -86,7 +90,13 @@ class ScriptedModel(Model):
                 choice = self._choose(request)
             else:
                 choice = next((c for c in request.choices if c.lower() in text.lower()), request.choices[0])
-            if self.scores_options:
+            if self.scores_options and self._scores is not None:
+                given = self._scores(request)
+                total = sum(given.get(c, 0.0) for c in request.choices)
+                logprobs = {c: math.log(max(given.get(c, 0.0) / total, 1e-300)) for c in request.choices}
+                choice = max(request.choices, key=lambda c: logprobs[c])
+                text = choice
+            elif self.scores_options:
                 logprobs = {c: (0.0 if c == choice else -5.0) for c in request.choices}
                 text = choice
         words = sum(len(m.content.split()) for m in request.messages)
