@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from assembly.ballot import Ballot
 
 VoteMode = Literal["sample", "mode"]
+NO_APPROVALS = "(none)"
 VOTE_MODES: tuple[str, ...] = ("sample", "mode")
 
 
@@ -87,6 +89,13 @@ class BallotKind:
         """One juror's expected contribution to each option's first-choice (or approval) count."""
         return {o: float(distribution.get(o, 0.0)) for o in options}
 
+    # One-line votes (the distilled record): `written_as` tells the model how; `read_line` reads one back.
+    written_as = "choose exactly one option"
+
+    def read_line(self, text: str, options: Sequence[str], match) -> dict:
+        """Ballot fields from a one-line vote; `match(text, options)` names one option or raises ValueError."""
+        return {"choice": match(text, options)}
+
 
 class SingleChoice(BallotKind):
     answer_key = "choice"
@@ -142,6 +151,14 @@ class Ranked(BallotKind):
             return None
         return " > ".join(ballot.ranking or [])
 
+    written_as = "rank every option, most preferred first, separated by ' > '"
+
+    def read_line(self, text, options, match):
+        ranking = [match(p, options) for p in re.split(r"\s*(?:>|,|;)\s*", text) if p.strip()]
+        if sorted(ranking) != sorted(options):
+            raise ValueError(f"{text.strip()[:60]!r} does not rank every option exactly once")
+        return {"ranking": ranking}
+
 
 class Approval(BallotKind):
     name = "approval"
@@ -167,7 +184,15 @@ class Approval(BallotKind):
     def label(self, ballot):
         if ballot is None or ballot.status != "valid":
             return None
-        return "; ".join(ballot.approvals or []) or "(none)"
+        return "; ".join(ballot.approvals or []) or NO_APPROVALS
+
+    written_as = f"list every acceptable option, separated by '; ', or {NO_APPROVALS}"
+
+    def read_line(self, text, options, match):
+        if re.sub(r"\W+", "", text.lower()) == "none":
+            return {"approvals": []}
+        chosen = {match(p, options) for p in re.split(r"\s*[;,]\s*", text) if p.strip()}
+        return {"approvals": [o for o in options if o in chosen]}
 
 
 KINDS: dict[str, BallotKind] = {

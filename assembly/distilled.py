@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assembly.ballot import Ballot
+from assembly.ballot_types import KINDS, kind_of
 
 ATTRIBUTE_ORDER = ("party", "ideology", "age", "sex", "race", "education", "income", "region", "religion")
 NO_VOTE = "(no vote)"
-NO_APPROVALS = "(none)"
 RECORD_WORDS = 40  # words per statement in the compact record
 VERDICT_WORDS = 50
 END = "END"  # the record's last line: generation stops there (small models otherwise run on to max_tokens)
@@ -55,12 +55,6 @@ SYSTEM = (
 
 SKELETON = "PRE-BALLOT\nJ1: <option>\n...\nDELIBERATION\nROUND 1\nJ2: <what J2 says>\n...\nPOST-BALLOT\nJ1: <option>\n...\nVERDICT: <one sentence>\nEND"
 
-_BALLOT_HOW = {
-    "single": "choose exactly one option",
-    "yes_no": "choose exactly one option",
-    "ranked": "rank every option, most preferred first, separated by ' > '",
-    "approval": "list every acceptable option, separated by '; ', or (none)",
-}
 
 
 # --- prompt ------------------------------------------------------------------------------------------------------
@@ -91,7 +85,7 @@ def distilled_messages(
     lines = [f"The question before the jury: {question}"]
     if background:
         lines.append(f"Background: {background}")
-    lines.append(f"Ballot: each juror must {_BALLOT_HOW.get(ballot_type, _BALLOT_HOW['single'])}. "
+    lines.append(f"Ballot: each juror must {kind_of(ballot_type).written_as}. "
                  f"Options: {' | '.join(options)}")
     if witnesses:
         lines.append("Expert witnesses heard by the jury:")
@@ -122,11 +116,12 @@ def ballot_text(ballot: Mapping[str, Any] | None, ballot_type: str) -> str:
     """One ballot as the record writes it (`NO_VOTE` when missing or abstained)."""
     if not ballot or ballot.get("status", "valid") != "valid":
         return NO_VOTE
-    if ballot_type == "ranked" and ballot.get("ranking"):
-        return " > ".join(ballot["ranking"])
-    if ballot_type == "approval" and ballot.get("approvals") is not None:
-        return "; ".join(ballot["approvals"]) or NO_APPROVALS
-    return ballot.get("choice") or NO_VOTE
+    try:
+        vote = Ballot(participant_id="-", phase="pre", type=ballot_type,
+                      **{k: ballot.get(k) for k in ("choice", "ranking", "approvals")})
+    except ValueError:
+        return NO_VOTE
+    return kind_of(ballot_type).label(vote) or NO_VOTE
 
 
 def format_record(
@@ -277,20 +272,8 @@ def read_ballot(text: str | None, *, juror_id: str, phase: str, ballot_type: str
     if _norm(text) in (_norm(NO_VOTE), "abstain", "abstains", "abstained"):
         return abstain(f"the generated record gives {label} no {phase}-ballot vote")
     try:
-        if ballot_type == "ranked":
-            parts = [p for p in re.split(r"\s*(?:>|,|;)\s*", text) if p.strip()]
-            ranking = [match_option(p, options) for p in parts]
-            if sorted(ranking) != sorted(options):
-                raise ValueError(f"{text.strip()[:60]!r} does not rank every option exactly once")
-            return Ballot(participant_id=juror_id, phase=phase, type=ballot_type, ranking=ranking)
-        if ballot_type == "approval":
-            if _norm(text) in (_norm(NO_APPROVALS), "none"):
-                return Ballot(participant_id=juror_id, phase=phase, type=ballot_type, approvals=[])
-            parts = [p for p in re.split(r"\s*[;,]\s*", text) if p.strip()]
-            chosen = {match_option(p, options) for p in parts}
-            return Ballot(participant_id=juror_id, phase=phase, type=ballot_type,
-                          approvals=[o for o in options if o in chosen])
-        return Ballot(participant_id=juror_id, phase=phase, type=ballot_type, choice=match_option(text, options))
+        fields = kind_of(ballot_type).read_line(text, options, match_option)
+        return Ballot(participant_id=juror_id, phase=phase, type=ballot_type, **fields)
     except ValueError as exc:
         return abstain(f"could not read {label}'s {phase}-ballot: {exc}")
 
@@ -492,7 +475,7 @@ def record_from_run(store, run_id: str, *, max_jurors: int = 12, max_statements:
         ballots[(row["participant_id"], row["phase"])] = row  # the latest counts
         kinds.add(row["ballot_type"])
     ballot_type = ballot_spec.get("type") or (kinds.pop() if len(kinds) == 1 else "single")
-    if ballot_type not in _BALLOT_HOW:
+    if ballot_type not in KINDS:
         return None
     voters = {pid for pid, _ in ballots}
     rows = list(people.iter_rows(named=True))

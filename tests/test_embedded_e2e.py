@@ -58,8 +58,51 @@ def test_cli_run_on_embedded_model(tmp_path):
         assert q("select count(*) from verdicts")[0][0] == 1
         calls = q("select count(*), sum(output_tokens), min(model) from llm_calls where error is null")[0]
         minority = q("select count(*) from turns where phase = 'minority'")[0][0]
-        # 4 + 4 ballots, opening, 2 testimonies, 1 question + 1 answer, 4 statements, 1 summary, verdict (+ minority);
-        # the floor allocation is scripted and costs no call.
-        assert calls[0] == 19 + minority and calls[1] > 100 and calls[2] == "embedded"
+        # 4 + 4 ballots, each scored under the default 3 option orders, opening, 2 testimonies, 1 question + 1 answer,
+        # 4 statements, 1 summary, verdict (+ minority); the floor allocation is scripted and costs no call.
+        assert calls[0] == 8 * 3 + 11 + minority and calls[1] > 100 and calls[2] == "embedded"
+        # each vote is a draw from the juror's order-averaged distribution, recorded with how it was made
+        for method, probabilities, detail in q("select method, probabilities, detail from ballots"):
+            assert method == "scored:sum" and len(json.loads(detail)["orders"]) == 3
+            assert abs(sum(json.loads(probabilities).values()) - 1) < 1e-6
+        stability = q("select stability, redraws from verdict_stability")[0]
+        assert 0 <= stability[0] <= 1 and stability[1] == 1000
+    finally:
+        con.close()
+
+
+APPROVAL = textwrap.dedent(
+    """    question: Which of these may a phone app do with a user's location history?
+    ballot:
+      type: approval
+      options: [Show it to the user, Use it for ads, Sell it to data brokers]
+    jury: {size: 3, stratify: [party], seed: 4}
+    procedure: {rounds: 0, questions: false, words_per_turn: 20}
+    models: {default: embedded}
+    """
+)
+
+
+def test_approval_ballot_on_embedded_model(tmp_path):
+    """Approval: every option asked as its own yes/no question, batched; approvals drawn per option."""
+    question = tmp_path / "approval.yaml"
+    question.write_text(APPROVAL)
+    db = tmp_path / "approval.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "assembly", "run", str(question), "--db", str(db), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["status"] == "completed" and result["tallies"][0]["rule"] == "approval"
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        ballots = q("select status, approvals, probabilities from ballots order by participant_id, phase")
+        assert len(ballots) == 6 and all(b[0] == "valid" and b[1] is not None for b in ballots)
+        for _, approvals, probabilities in ballots:
+            p = json.loads(probabilities)
+            assert set(p) == {"Show it to the user", "Use it for ads", "Sell it to data brokers"}
+            assert all(0 < v < 1 for v in p.values())  # P(approve) per option, not a distribution over options
+        # 3 jurors x 2 ballots x 3 options x both orders of Yes/No
+        assert q("select count(*) from llm_calls where phase like 'ballot-%'")[0][0] == 36
     finally:
         con.close()
