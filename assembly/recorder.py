@@ -17,12 +17,16 @@ class RecordingModel(Model):
         self.store = store
         self.run_id = run_id
         self.name = inner.name
-        self.scores_options = inner.scores_options
         self.calls = 0
         self.input_tokens = 0
         self.output_tokens = 0
         self.model_seconds = 0.0
         self.cost_usd: float | None = None
+
+    @property
+    def scores_options(self) -> bool:  # type: ignore[override]
+        """The inner model's, read live: a backend turns it off when it finds it cannot score after all."""
+        return self.inner.scores_options
 
     def _record(self, request: GenerateRequest, response: GenerateResponse | None, error: str | None,
                 duration: float) -> str:

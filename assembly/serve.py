@@ -3,7 +3,8 @@
 Endpoints (OpenAI's wire format, so the official `openai` client and any OpenAI-compatible tool can use it):
     POST /v1/chat/completions   messages, max_tokens | max_completion_tokens, temperature, top_p, seed, stop,
                                 n (1 only), stream (+ stream_options.include_usage), response_format
-                                (json_schema / json_object: passed to the model as request.json_schema)
+                                (json_schema / json_object: passed to the model as request.json_schema),
+                                logprobs + top_logprobs (0..20; not with stream)
     GET  /v1/models             the one served model; its entry carries `x_assembly: {scores_options, spec}`
     GET  /v1/models/{id}
     GET  /health                unauthenticated liveness probe
@@ -13,6 +14,14 @@ Extension for constrained choice (ballots): a body field `"choices": ["yes", "no
 scores options, `x_choice_logprobs` ({option: log-probability}); its `content` is the chosen option. The assembly
 `openai` backend uses this automatically against a loopback `assembly serve`, so remote jurors still cast scored
 ballots. Other clients can ignore the extra fields.
+
+Logprobs: `logprobs: true` (with `top_logprobs: n`, 0..20) becomes `GenerateRequest.top_logprobs`, and the reply's
+`choices[0].logprobs` is OpenAI's `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`,
+one entry per generated token (the end-of-turn token that stopped it included), when the model reports them (a
+local model does: its own log-probabilities, before temperature); otherwise it is null. So an `openai` client with
+`server_choices=False` scores ballots here from top_logprobs as it would against any server. `bytes` are the
+token's own bytes where the model knows them (byte-level BPE), else the UTF-8 of its text. Streaming with logprobs
+is refused (400): the answer is streamed in pieces of text, not tokens.
 
 Concurrency: every request awaits `model.generate` on the server's event loop; a LocalModel batches concurrent
 calls (its micro-batcher), so concurrent HTTP requests share forward passes. Streaming sends the finished answer
@@ -92,6 +101,8 @@ class ChatCompletionBody(BaseModel):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     choices: list[str] | None = None  # extension: constrained choice
 
 
@@ -139,6 +150,10 @@ def to_generate_request(body: ChatCompletionBody, *, default_max_tokens: int, ma
         schema = {"type": "object"}
     elif fmt and fmt.get("type") not in (None, "text"):
         raise APIError(400, f"response_format type {fmt.get('type')!r} is not supported", param="response_format")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    if body.logprobs and body.stream:
+        raise APIError(400, "logprobs are not available with stream: true on this server", param="logprobs")
     choices = body.choices
     if choices is not None:
         if not choices or len(set(choices)) != len(choices) or not all(c for c in choices):
@@ -152,6 +167,7 @@ def to_generate_request(body: ChatCompletionBody, *, default_max_tokens: int, ma
         stop=stop or None,
         choices=choices,
         json_schema=schema,
+        top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         tags={"source": "serve"},
     )
 
@@ -184,6 +200,20 @@ def _content(request: GenerateRequest, response: GenerateResponse) -> str:
     return response.text
 
 
+def _token(entry: dict[str, Any]) -> dict[str, Any]:
+    token = entry["token"]
+    return {"token": token, "logprob": entry["logprob"], "bytes": entry.get("bytes") or list(token.encode("utf-8"))}
+
+
+def _logprobs(request: GenerateRequest, response: GenerateResponse) -> dict[str, Any] | None:
+    """OpenAI's `choices[0].logprobs` from the model's `raw["logprobs"]`; None when not asked or not reported."""
+    entries = response.raw.get("logprobs")
+    if request.top_logprobs is None or not isinstance(entries, list):
+        return None
+    return {"content": [{**_token(e), "top_logprobs": [_token(t) for t in e.get("top_logprobs", [])]}
+                        for e in entries]}
+
+
 def completion_json(cid: str, created: int, model_id: str, request: GenerateRequest,
                     response: GenerateResponse) -> dict[str, Any]:
     return {
@@ -196,7 +226,7 @@ def completion_json(cid: str, created: int, model_id: str, request: GenerateRequ
             "index": 0,
             "message": {"role": "assistant", "content": _content(request, response),
                         **_message_extras(request, response)},
-            "logprobs": None,
+            "logprobs": _logprobs(request, response),
             "finish_reason": _finish(response.finish_reason),
         }],
         "usage": _usage(response),

@@ -163,6 +163,32 @@ def test_letter_and_sum_methods(tiny_dir):
         assert sum(float(torch.tensor(v).exp()) for v in r.choice_logprobs.values()) == pytest.approx(1.0)
 
 
+def test_top_logprobs_of_generated_tokens(tiny):
+    asked = ask("should the city build the park", max_tokens=4, temperature=0, top_logprobs=3)
+    plain = ask("the jury voted", max_tokens=4, temperature=0)
+    got, other = asyncio.run(tiny.generate_many([asked, plain]))
+    assert "logprobs" not in other.raw
+    entries = got.raw["logprobs"]
+    assert len(entries) == got.usage.output_tokens >= 1  # the end-of-turn token that stopped it has its entry
+    hf, tok = tiny.hf_model, tiny.tokenizer
+    # word-level tokenizer: one entry per word of the text, plus special tokens the text leaves out
+    assert [e["token"] for e in entries if e["token"] not in tok.all_special_tokens] == got.text.split()
+    assert all(len(e["top_logprobs"]) == 3 and e["token"] == e["top_logprobs"][0]["token"] for e in entries)
+    # the first token's log-probabilities are the model's own next-token distribution after the prompt
+    prompt = tok.apply_chat_template([m.model_dump() for m in asked.messages], tokenize=False,
+                                     add_generation_prompt=True)
+    with torch.no_grad():
+        logp = torch.log_softmax(hf(input_ids=torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]]))
+                                 .logits[0, -1].float(), dim=-1)
+    values, ids = logp.topk(3)
+    first = entries[0]["top_logprobs"]
+    assert [t["token"] for t in first] == [tok.decode([i]) for i in ids.tolist()]
+    assert [t["logprob"] for t in first] == pytest.approx(values.tolist(), abs=1e-4)
+    assert entries[0]["logprob"] == pytest.approx(float(values[0]), abs=1e-4)
+    none = asyncio.run(tiny.generate(ask("the park", max_tokens=2, top_logprobs=0, seed=1, temperature=1.0)))
+    assert none.raw["logprobs"] and all(e["top_logprobs"] == [] and e["logprob"] <= 0 for e in none.raw["logprobs"])
+
+
 def test_missing_adapter_folder_is_a_clear_error(tiny_dir, tmp_path):
     from assembly.errors import SpecError
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+
 import pytest
 
 pytest.importorskip("openai")
 
-from assembly.providers.openai import OpenAIModel  # noqa: E402
+from assembly.ballots import BallotProcedure, ballot_schema, cast_ballot  # noqa: E402
+from assembly.providers.openai import OpenAIModel, strict_qualifies  # noqa: E402
 from assembly.providers.registry import load_model  # noqa: E402
-from assembly.providers.types import GenerateRequest, Message, ModelError  # noqa: E402
+from assembly.providers.types import ChoiceScoringUnavailable, GenerateRequest, Message, ModelError  # noqa: E402
 from assembly.providers.wrappers import MissingAPIKeyError  # noqa: E402
 from tests.fakes import fake_server_fixture, load_fast, run_once as run  # noqa: E402
 
@@ -75,6 +79,7 @@ def test_json_schema_uses_response_format(fake):
     fmt = server.requests[0]["json"]["response_format"]
     assert fmt["type"] == "json_schema"
     assert fmt["json_schema"]["schema"] == schema and fmt["json_schema"]["name"] == "Ballot_vote"
+    assert fmt["json_schema"]["strict"] is False  # not closed: strict mode would reject it
 
 
 def test_server_without_response_format_is_asked_again_without_it(fake):
@@ -206,3 +211,160 @@ def test_from_spec_wraps_with_cost(fake, monkeypatch):
     server = fake((200, completion(prompt_tokens=1_000_000, completion_tokens=0)))
     model = model_for(server, prices={f"openai:fake-model@{server.base_url}": [2.0, 8.0]})
     assert run(model, req()).cost_usd == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ballots: options scored from top_logprobs, strict structured output, and the fallback between them
+
+OPTIONS = ["Ban cars", "Keep access", "Ban only in summer"]
+
+
+def lettered(letter="B", top=None, text=None):
+    """A one-token completion answering `letter`, with top_logprobs `top` ({token: logprob})."""
+    top = top if top is not None else {"B": -0.2, " A": -1.9, "A": -2.5, "C": -3.0, "The": -4.0}
+    body = completion(letter if text is None else text, completion_tokens=1)
+    body["choices"][0]["logprobs"] = {"content": [{
+        "token": letter, "logprob": top.get(letter, -9.0), "bytes": list(letter.encode()),
+        "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in top.items()]}]}
+    return body
+
+
+def normalised(scores):
+    norm = math.log(sum(math.exp(v) for v in scores.values()))
+    return {k: v - norm for k, v in scores.items()}
+
+
+def test_choices_are_scored_from_top_logprobs(fake):
+    server = fake((200, lettered()))
+    model = model_for(server)
+    assert model.scores_options  # a custom server that is not `assembly serve`: logprobs are tried
+    response = run(model, req("Your vote?", choices=OPTIONS, max_tokens=16, temperature=0.7, seed=5))
+    assert response.choice == "Keep access" and response.text == "Keep access"
+    assert response.raw["choice_method"] == "top_logprobs" and response.raw["reply"] == "B"
+    # " A" (-1.9) beats "A" (-2.5); "The" is no letter
+    assert response.choice_logprobs == pytest.approx(
+        normalised({"Ban cars": -1.9, "Keep access": -0.2, "Ban only in summer": -3.0}))
+    assert sum(math.exp(v) for v in response.choice_logprobs.values()) == pytest.approx(1.0)
+    body = server.requests[0]["json"]
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
+    assert body["max_tokens"] == 1 and body["temperature"] == 0.0 and body["seed"] == 5
+    assert "response_format" not in body and "choices" not in body
+    assert body["messages"][-1]["content"].endswith(
+        "Options:\nA. Ban cars\nB. Keep access\nC. Ban only in summer\nAnswer with the letter of your choice only.")
+
+
+def test_letters_follow_the_order_the_options_were_shown_in(fake):
+    server = fake((200, lettered(top={"A": -0.1, "B": -2.0, "C": -4.0})))
+    shown = ["Ban only in summer", "Ban cars", "Keep access"]
+    response = run(model_for(server), req("Your vote?", choices=shown))
+    assert response.choice == "Ban only in summer"
+    assert response.choice_logprobs == pytest.approx(
+        normalised({"Ban only in summer": -0.1, "Ban cars": -2.0, "Keep access": -4.0}))
+    assert "A. Ban only in summer\nB. Ban cars\nC. Keep access" in server.requests[0]["json"]["messages"][-1]["content"]
+
+
+def test_a_letter_missing_from_top_logprobs_gets_less_than_the_least_seen(fake):
+    server = fake((200, lettered("A", top={"A": -0.3, "B": -1.5, "Hmm": -5.0})))
+    response = run(model_for(server), req(choices=OPTIONS))
+    assert response.choice_logprobs == pytest.approx(
+        normalised({"Ban cars": -0.3, "Keep access": -1.5, "Ban only in summer": -5.0 - math.log(2)}))
+
+
+@pytest.mark.parametrize("reply", [completion("B"), lettered("The", top={"The": -0.1, "I": -1.0})],
+                         ids=["no logprobs", "no letter among them"])
+def test_a_server_without_usable_logprobs_turns_scoring_off(fake, reply):
+    server = fake((200, reply))
+    model = model_for(server)
+    with pytest.raises(ChoiceScoringUnavailable, match="cannot score options"):
+        run(model, req(choices=OPTIONS))
+    assert model.scores_options is False and model.innermost.scores_options is False  # the wrappers read it live
+    assert len(server.requests) == 1  # not retried
+    with pytest.raises(ChoiceScoringUnavailable):  # a ballot already on its way is refused without a call
+        run(model, req(choices=OPTIONS))
+    assert len(server.requests) == 1
+
+
+def test_a_server_rejecting_logprobs_turns_scoring_off(fake):
+    server = fake(error(400, "logprobs are not supported by this model"))
+    model = model_for(server)
+    with pytest.raises(ChoiceScoringUnavailable, match="rejected logprobs"):
+        run(model, req(choices=OPTIONS))
+    assert model.scores_options is False and len(server.requests) == 1
+    other = fake(error(400, "context length exceeded"))  # other 400s stay what they are
+    with pytest.raises(ModelError) as info:
+        run(model_for(other), req(choices=OPTIONS))
+    assert not isinstance(info.value, ChoiceScoringUnavailable)
+
+
+def test_ballot_falls_back_to_structured_output(fake):
+    structured = completion('{"choice": "Keep access", "reason": "Deliveries matter."}')
+    server = fake((200, completion("B")), (200, structured))
+    model = model_for(server)
+
+    async def two_ballots():
+        try:
+            return [await cast_ballot(model, juror_id=f"j{i}", persona="A shop owner.", question="Ban cars?",
+                                      options=OPTIONS, seed=1) for i in (1, 2)]
+        finally:
+            await model.aclose()
+
+    first, second = asyncio.run(two_ballots())
+    for ballot in (first, second):
+        assert ballot.status == "valid" and ballot.method == "structured"
+        assert ballot.choice == "Keep access" and ballot.rationale == "Deliveries matter."
+    assert model.scores_options is False
+    sent = [r["json"] for r in server.requests]
+    assert len(sent) == 3  # one scoring attempt, then one structured call per ballot
+    assert sent[0]["logprobs"] is True and all("logprobs" not in body for body in sent[1:])
+    fmt = sent[1]["response_format"]["json_schema"]
+    assert fmt["strict"] is True and fmt["schema"] == ballot_schema("single", fmt["schema"]["properties"]["choice"]
+                                                                               ["enum"])
+
+
+def test_scored_ballot_through_cast_ballot(fake):
+    server = fake((200, lettered()))
+    model = model_for(server)
+    ballot = asyncio.run(cast_ballot(model, juror_id="j1", persona="A shop owner.", question="Ban cars?",
+                                     options=OPTIONS, seed=1, procedure=BallotProcedure(vote="mode")))
+    asyncio.run(model.aclose())
+    assert ballot.method == "scored:top_logprobs" and ballot.choice == "Keep access"
+    assert sum(ballot.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_scoring_defaults_and_the_score_choices_option(fake):
+    server = fake((200, completion()))
+    assert OpenAIModel("gpt-4.1-mini").scores_options is True
+    assert OpenAIModel("gpt-5.4-mini").scores_options is False  # official reasoning models reject logprobs
+    assert OpenAIModel("o4-mini", score_choices=True).scores_options is True
+    assert OpenAIModel("fake-model", base_url=server.base_url, score_choices=False).scores_options is False
+    assert model_for(server, score_choices=False).scores_options is False  # a model option via the spec
+    official = OpenAIModel("gpt-4.1-mini")._params(req(choices=["yes", "no"], max_tokens=50), with_schema=True)
+    assert official["max_completion_tokens"] == 1 and official["top_logprobs"] == 20
+
+
+@pytest.mark.parametrize("ballot_type", ["single", "yes_no", "ranked", "approval"])
+def test_ballot_schemas_qualify_for_strict_mode(ballot_type):
+    assert strict_qualifies(ballot_schema(ballot_type, OPTIONS))
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"vote": {"type": "string"}}},  # no additionalProperties
+    {"type": "object", "properties": {"vote": {"type": "string"}}, "required": [], "additionalProperties": False},
+    {"type": "object", "additionalProperties": False, "required": ["inner"],
+     "properties": {"inner": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}}},
+    {"type": "object", "additionalProperties": False, "required": ["items"],
+     "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {}}}}},
+    {"type": "array", "items": {"type": "string"}},  # strict mode wants an object at the root
+    {"type": "object"},
+])
+def test_schemas_that_do_not_qualify_for_strict_mode(schema):
+    assert not strict_qualifies(schema)
+
+
+def test_strict_flag_follows_the_schema(fake):
+    server = fake((200, completion("{}")))
+    model = OpenAIModel("fake-model", base_url=server.base_url)
+    closed = ballot_schema("single", OPTIONS)
+    assert model._params(req(json_schema=closed), True)["response_format"]["json_schema"]["strict"] is True
+    open_ = {"type": "object", "properties": {"vote": {"type": "string"}}}
+    assert model._params(req(json_schema=open_), True)["response_format"]["json_schema"]["strict"] is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 import httpx
 import pytest
@@ -124,6 +125,10 @@ def test_oversized_body_is_413(server):
         (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}', "max_tokens"),
         (b'{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}', "text parts"),
         (b'{"messages": [{"role": "user", "content": "x"}], "choices": ["a", "a"]}', "choices"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}', "top_logprobs"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": -1}', "top_logprobs"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}', "top_logprobs"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "logprobs": true, "stream": true}', "logprobs"),
     ],
 )
 def test_malformed_requests_are_400_in_openai_shape(server, body, fragment):
@@ -132,6 +137,20 @@ def test_malformed_requests_are_400_in_openai_shape(server, body, fragment):
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and fragment in error["message"]
+
+
+def test_bad_top_logprobs_names_the_parameter(server):
+    with pytest.raises(openai.BadRequestError) as info:
+        client(server).chat.completions.create(model="juror", messages=[{"role": "user", "content": "x"}],
+                                               logprobs=True, top_logprobs=25)
+    assert info.value.status_code == 400 and info.value.body["param"] == "top_logprobs"
+
+
+def test_logprobs_are_null_when_the_model_cannot_report_them(server, scripted):
+    reply = client(server).chat.completions.create(model="juror", messages=[{"role": "user", "content": "hello"}],
+                                                   logprobs=True, top_logprobs=2)
+    assert reply.choices[0].logprobs is None and reply.choices[0].message.content.startswith("Hello")
+    assert scripted.history[-1].top_logprobs == 2
 
 
 def test_unknown_route_is_openai_shaped_404(server):
@@ -277,6 +296,71 @@ def test_tiny_local_model_behind_the_server(tiny_model_dir, monkeypatch):
         assert sum(2.718281828 ** v for v in response.choice_logprobs.values()) == pytest.approx(1.0, abs=1e-3)
     asyncio.run(local.aclose())
     json.dumps(reply.model_dump())  # the reply is plain JSON all the way down
+
+
+def test_tiny_local_model_returns_openai_logprobs(tiny_model_dir):
+    from assembly.providers.registry import load_model
+
+    local = load_model(f"local:{tiny_model_dir}", threads=1, dtype="float32")
+    with ServerThread(create_app(local, model_id="tiny")) as srv:
+        sync = openai.OpenAI(base_url=srv.base_url, api_key="none", max_retries=0, timeout=120)
+        reply = sync.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello juror"}],
+                                             max_tokens=4, temperature=0, logprobs=True, top_logprobs=5)
+        plain = sync.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello juror"}],
+                                             max_tokens=4, temperature=0)
+    asyncio.run(local.aclose())
+    choice = reply.choices[0]
+    content = choice.logprobs.content
+    # one entry per generated token, the end-of-turn token that stopped the answer included
+    assert len(content) == reply.usage.completion_tokens >= 1
+    for entry in content:
+        top = entry.top_logprobs
+        assert len(top) == 5 and [t.logprob for t in top] == sorted((t.logprob for t in top), reverse=True)
+        assert sum(math.exp(t.logprob) for t in top) <= 1 + 1e-6
+        assert len({bytes(t.bytes) for t in top}) == 5  # distinct tokens, even those that print alike ("\ufffd")
+        # greedy decoding: the token taken is the likeliest one
+        assert entry.bytes == top[0].bytes and entry.logprob == pytest.approx(top[0].logprob, abs=1e-5)
+        for t in (entry, *top):
+            assert t.bytes == list(t.token.encode()) or t.token == "\ufffd"  # a byte that is part of a character
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == choice.message.content
+
+
+def test_openai_client_scores_ballots_from_top_logprobs_of_assembly_serve(tiny_model_dir, monkeypatch):
+    import torch
+
+    from assembly.providers.registry import load_model
+
+    local = load_model(f"local:{tiny_model_dir}", threads=1, dtype="float32").load()
+    # make the random model answer with a letter: A, else B (the rest of the vocabulary far below)
+    tokenizer, hf = local.tokenizer, local.hf_model
+    head = torch.nn.Linear(hf.lm_head.in_features, hf.lm_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(hf.lm_head.weight)
+        head.bias.zero_()
+        head.bias[tokenizer.convert_tokens_to_ids("A")] = 6.0
+        head.bias[tokenizer.convert_tokens_to_ids("B")] = 5.0
+    hf.lm_head = head
+    monkeypatch.setenv("OPENAI_API_KEY", "none")
+    with ServerThread(create_app(local, model_id="tiny")) as srv:
+        remote = OpenAIModel("tiny", base_url=srv.base_url, server_choices=False)
+        assert remote.scores_options and not remote.server_choices
+
+        async def ballots():
+            try:
+                return await asyncio.gather(*(remote.generate(GenerateRequest(
+                    messages=[Message(role="user", content="Vote")], choices=shown, max_tokens=16, temperature=0))
+                    for shown in (["yes", "no"], ["no", "yes"])))
+            finally:
+                await remote.aclose()
+
+        forward, backward = asyncio.run(ballots())
+    asyncio.run(local.aclose())
+    for response, first in ((forward, "yes"), (backward, "no")):
+        assert response.raw["choice_method"] == "top_logprobs" and response.choice == first
+        probabilities = {o: math.exp(v) for o, v in response.choice_logprobs.items()}
+        assert sum(probabilities.values()) == pytest.approx(1.0)
+        # A and B differ by the bias (1.0) plus the random model's own small logits
+        assert probabilities[first] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.05)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -224,6 +224,17 @@ def test_wrap_composes_and_delegates(tmp_path):
     asyncio.run(model.aclose())
 
 
+def test_scores_options_is_read_live_through_every_wrapper(tmp_path):
+    from assembly.recorder import RecordingModel
+
+    inner = ScriptedModel(["hi"], name="openai:m", scores_options=True)
+    wrapped = wrap(inner, retries=3, concurrency=2, prices=True, cache=tmp_path / "cache")
+    recorded = RecordingModel(wrapped, store=None, run_id="run")
+    assert wrapped.scores_options is True and recorded.scores_options is True
+    inner.scores_options = False  # what a backend does when it finds it cannot score options after all
+    assert wrapped.scores_options is False and recorded.scores_options is False
+
+
 def test_redact_hides_keys():
     text = "Incorrect API key provided: sk-proj-abcdef123456. Header Authorization: Bearer tok_ABCDEF123"
     clean = redact(text, "tok_ABCDEF123")

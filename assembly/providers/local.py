@@ -14,7 +14,9 @@ Design
   same random numbers whichever other requests share its batch, so a seed reproduces a run even though batch
   composition depends on timing. (Padding can move logits by rounding noise, so "reproducible" means: same
   seed, same batch shape -> same text; across batch shapes it almost always holds.) Finished rows are dropped from
-  the KV cache, so short answers do not pay for long ones.
+  the KV cache, so short answers do not pay for long ones. A row with `request.top_logprobs` also gets each sampled
+  token's log-probability and its top-n alternatives in `raw["logprobs"]` (what `assembly serve` returns as
+  OpenAI logprobs).
 * **Constrained choice by log-likelihood** (`request.choices`): the prompt is run once per request (all requests
   of the batch together, left padded); then, for option k = 1..K, the k-th option of every request is scored in one
   small forward pass that reuses the cached prompt (the cache is cropped back after each pass). Cost: one prompt
@@ -40,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -52,6 +55,7 @@ import torch
 from assembly.errors import MissingExtraError, SpecError
 from assembly.providers.base import Model
 from assembly.providers.embedded import embedded_model_path, find_gguf
+from assembly.providers.letters import LETTERS, with_letter_listing
 from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage
 
 log = logging.getLogger(__name__)
@@ -66,7 +70,6 @@ CHOICE_METHOD_NOTE = (
     "method follows the persona better than chance; 'sum' is the most order-robust and the only one whose "
     "normalised scores are probabilities, so it is the default. 'letter' suits larger models."
 )
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Options a LocalModel understands; others given to load_model/ModelPool (meant for other backends) are ignored.
 _OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter")
@@ -153,6 +156,36 @@ def render_chat(tokenizer, messages, *, add_generation_prompt: bool = True) -> t
     if add_generation_prompt:
         text += "Assistant:"
     return text, False
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's (GPT-2's) printable stand-in character for each byte, as {character: byte}."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
+                 *range(ord("\xae"), ord("\xff") + 1)]
+    alphabet, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            alphabet[chr(b)] = b
+        else:
+            alphabet[chr(256 + extra)] = b
+            extra += 1
+    return alphabet
+
+
+_BYTE_OF = _byte_alphabet()
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _token_bytes(piece: Any, text: str, byte_level: bool) -> list[int]:
+    """A token's own bytes (OpenAI's `bytes`): exact for byte-level BPE and for byte-fallback tokens ("<0xE2>"),
+    whose single-token text can be a lone "\ufffd" for part of a character; else the UTF-8 of its text."""
+    if isinstance(piece, str):
+        match = _BYTE_TOKEN.fullmatch(piece)
+        if match:
+            return [int(match.group(1), 16)]
+        if byte_level and piece and all(c in _BYTE_OF for c in piece):
+            return [_BYTE_OF[c] for c in piece]
+    return list(text.encode("utf-8"))
 
 
 class LocalModel(Model):
@@ -503,6 +536,8 @@ class LocalModel(Model):
             else:
                 g.manual_seed(int(r.seed))
             generators.append(g)
+        # per row that asked for top_logprobs: (token, logprob, top ids, top logprobs) for every sampled token
+        steps: list[list[tuple[int, float, list[int], list[float]]]] = [[] for _ in range(n)]
         active = [i for i, r in enumerate(requests) if r.max_tokens > 0]
         if active:
             ids, mask = self._left_pad([prompts[i] for i in active])
@@ -515,6 +550,7 @@ class LocalModel(Model):
             if self._closing.is_set():
                 raise ModelError(f"model {self.name} was closed while generating")
             tokens = self._sample(logits, [requests[i] for i in active], [generators[i] for i in active])
+            self._note_logprobs(logits, tokens, active, requests, steps)
             keep = []
             for j, i in enumerate(active):
                 t = tokens[j]
@@ -553,11 +589,46 @@ class LocalModel(Model):
                 cuts = [text.find(s) for s in r.stop if s and s in text]
                 if cuts:
                     text = text[: min(cuts)]
-            raw = {"truncated_prompt_tokens": dropped[i]} if dropped[i] else {}
+            raw: dict[str, Any] = {"truncated_prompt_tokens": dropped[i]} if dropped[i] else {}
+            if r.top_logprobs is not None:
+                raw["logprobs"] = self._logprob_entries(steps[i])
             results.append(_Result(text=text.strip(), input_tokens=len(prompts[i]),
                                    output_tokens=len(out_tokens[i]) + (finish[i] == "stop"),
                                    finish_reason=finish[i], raw=raw))
         return results
+
+    @staticmethod
+    def _note_logprobs(logits: torch.Tensor, tokens: list[int], active: list[int], requests: list[GenerateRequest],
+                       steps: list[list]) -> None:
+        """Append, for each active row that asked for top_logprobs, the sampled token's log-probability and the
+        row's top-n alternatives. Log-probabilities are the model's own, before temperature and top_p (what a
+        caller scoring options wants); a row's stopping token (end of turn) gets its entry too, so a one-token
+        answer that ends at once still says what the alternatives were."""
+        rows = [j for j, i in enumerate(active) if requests[i].top_logprobs is not None]
+        if not rows:
+            return
+        lp = torch.log_softmax(logits[rows].float(), dim=-1)
+        picked = torch.tensor([tokens[j] for j in rows], device=lp.device)
+        chosen = lp[torch.arange(len(rows), device=lp.device), picked].tolist()
+        width = min(max(requests[active[j]].top_logprobs for j in rows), lp.shape[-1])
+        values, ids = lp.topk(width, dim=-1)
+        values, ids = values.tolist(), ids.tolist()
+        for k, j in enumerate(rows):
+            n = requests[active[j]].top_logprobs
+            steps[active[j]].append((tokens[j], chosen[k], ids[k][:n], values[k][:n]))
+
+    def _logprob_entries(self, steps: list[tuple[int, float, list[int], list[float]]]) -> list[dict[str, Any]]:
+        """`raw["logprobs"]`: [{token, bytes, logprob, top_logprobs: [{token, bytes, logprob}, ...]}, ...]."""
+        tok = self._tokenizer
+        byte_level = type(getattr(getattr(tok, "backend_tokenizer", None), "decoder", None)).__name__ == "ByteLevel"
+
+        def entry(token_id: int, logprob: float) -> dict[str, Any]:
+            text = tok.decode([token_id], skip_special_tokens=False)
+            return {"token": text, "bytes": _token_bytes(tok.convert_ids_to_tokens(token_id), text, byte_level),
+                    "logprob": logprob}
+
+        return [{**entry(t, v), "top_logprobs": [entry(a, w) for a, w in zip(ids, values)]}
+                for t, v, ids, values in steps]
 
     @staticmethod
     def _sample(logits: torch.Tensor, requests: list[GenerateRequest], generators: list[torch.Generator]) -> list[int]:
@@ -592,18 +663,9 @@ class LocalModel(Model):
     def _choice_messages(self, request: GenerateRequest) -> tuple[list[Message], list[str]]:
         """Messages to score against, and the reply text that stands for each option."""
         options = list(request.choices or [])
-        if self.choice_method != "letter" or len(options) > len(_LETTERS):
+        if self.choice_method != "letter" or len(options) > len(LETTERS):
             return list(request.messages), options
-        letters = list(_LETTERS[: len(options)])
-        listing = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options))
-        suffix = f"\n\nOptions:\n{listing}\nAnswer with the letter of your choice only."
-        messages = list(request.messages)
-        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-        if last_user is None:
-            messages.append(Message(role="user", content=suffix.strip()))
-        else:
-            messages[last_user] = Message(role="user", content=messages[last_user].content + suffix)
-        return messages, letters
+        return with_letter_listing(request.messages, options)
 
     @torch.inference_mode()
     def _score_batch(self, requests: list[GenerateRequest]) -> list[_Result]:

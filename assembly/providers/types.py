@@ -20,10 +20,14 @@ class Message(BaseModel):
 class GenerateRequest(BaseModel):
     """What a caller asks of a model.
 
-    `choices` asks for a constrained choice: the response's `choice` must be exactly one of them. Backends that can
-    score options (the local model) do it natively by log-likelihood and fill `choice_logprobs`; others fall back to
-    structured output validated and re-asked by the caller (see assembly.ballots).
+    `choices` asks for a constrained choice: the response's `choice` must be exactly one of them. Backends that
+    score options (the local model by log-likelihood, OpenAI-compatible servers from a letter's top_logprobs) fill
+    `choice_logprobs` and `raw["choice_method"]`; others fall back to structured output validated and re-asked by
+    the caller (see assembly.ballots).
     `json_schema` asks for structured output; backends without native support ignore it and the caller validates.
+    `top_logprobs` asks for each generated token's log-probability and its `top_logprobs` likeliest alternatives
+    (0: the token's own only), returned in `response.raw["logprobs"]` by backends that can (the local model); others
+    ignore it. None (the default) is left out of `payload()`, so requests that do not ask keep their hashes.
     `tags` never reach the model: they say who asked and why (role, participant, phase) so the call can be recorded.
     """
 
@@ -35,11 +39,14 @@ class GenerateRequest(BaseModel):
     stop: list[str] | None = None
     choices: list[str] | None = None
     json_schema: dict[str, Any] | None = None
+    top_logprobs: int | None = Field(None, ge=0)
     tags: dict[str, Any] = Field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
-        """The part that determines the model's answer (everything but tags): used for request hashes."""
-        return self.model_dump(exclude={"tags"}, mode="json")
+        """The part that determines the model's answer (everything but tags): used for request hashes. Optional
+        fields added since hashes were first recorded are left out while unset, so recorded runs still replay."""
+        unasked = {"top_logprobs"} if self.top_logprobs is None else set()
+        return self.model_dump(exclude={"tags", *unasked}, mode="json")
 
     def hash(self, model: str) -> str:
         """Stable key of (model, payload): the replay and cache key. Identical requests share it."""

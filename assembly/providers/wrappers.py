@@ -8,8 +8,9 @@ Backends stay plain (one HTTP call per `generate`, SDK retries off); these add b
 so a cache hit costs nothing and touches no limit, cost is counted once per successful call, and a request waiting
 out a backoff does not hold a concurrency slot.
 
-Every wrapper reports the inner model's `name` and `scores_options`, forwards `aclose`, and forwards unknown
-attributes (e.g. a ScriptedModel's `history`) to the model it wraps.
+Every wrapper reports the inner model's `name` and `scores_options` (read live: a backend that finds it cannot
+score options after all turns it off mid-run), forwards `aclose`, and forwards unknown attributes (e.g. a
+ScriptedModel's `history`) to the model it wraps.
 
 This module also holds the few helpers the HTTP backends (openai, anthropic) share: `MissingAPIKeyError`,
 `redact` and `status_is_retryable`.
