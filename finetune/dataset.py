@@ -7,10 +7,12 @@ Every example is one JSON line:
      "split"}
 
 `messages` always ends with the assistant's reply, so any chat SFT trainer can read the file. Ballot examples also
-carry `target`: the options and the target distribution over them (one-hot for a single vote). Our trainer uses it
-for a loss over the options exactly as constrained choice scores them at run time. For survey-distribution data the
-target is the sub-group's distribution (a soft target); the assistant reply of such an example is one label drawn
-from that distribution (seeded), so a plain SFT trainer over many such examples still sees labels in proportion.
+carry `target`: the options and the target distribution over them (one-hot for a real person's single vote). Our
+trainer uses it for a loss over the options exactly as constrained choice scores them at run time. Where a
+distribution is known — a simulated juror's recorded probabilities, a sub-group's survey distribution, the vote shares
+on a statement — it is the (soft) target, and the assistant reply is one label drawn from it (seeded), so a plain SFT
+trainer over many such examples still sees labels in proportion (`soft_target`). A simulated ballot never becomes a
+one-hot of the option the model scored highest: that would train the model to be surer than the juror was.
 Examples of groups answering the same question share a `contrast` key (question run + attribute): our trainer
 puts them in one training item and rewards the model when its groups differ the way the humans' do.
 
@@ -20,7 +22,9 @@ Example types and where they come from:
   turn. Imported real deliberations: the engine's own templates (`juror_system` + `juror_statement`): the
   participant's persona (rendered from their canonical attributes; a neutral one when they have none), the
   question, the moderator's latest prompt and, in chats, the last turns before it -> what the person wrote.
-* ballot — simulated: recorded ballot prompt -> the juror's choice. Real: `assembly.ballots.ballot_messages` with
+* ballot — simulated: each recorded ballot prompt (one per option order) -> the juror's recorded distribution, in
+  that prompt's order of the options (a one-hot on the call's choice only for ballots recorded without one; approval
+  ballots and the calibration prior's calls are left out). Real: `assembly.ballots.ballot_messages` with
   the voter's persona -> their vote; votes on statements (Polis, Remesh) become ballots on "do you agree with this
   statement" (per voter when voters have demographics, else one example with the vote distribution as its
   target); survey distributions become, per (attribute, group), `personas_per_group` jurors drawn from the
@@ -306,6 +310,7 @@ class Builder:
     def recorded(self, data: RunData, types: set[str]) -> list[dict[str, Any]]:
         """Simulated runs: each model call's prompt, exactly as recorded, and what was kept from its reply."""
         turn_of = {t["call_id"]: t for t in data.turns if t["call_id"]}
+        ballot_of = {(b["participant_id"], b["phase"]): b for b in data.ballots if b["target"] is None}
         by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for call in data.calls:
             messages = call["messages"]
@@ -316,11 +321,12 @@ class Builder:
                 if "ballot" not in types:
                     continue
                 choices = call["params"].get("choices")
-                if choices and call["choice"] in choices:
-                    target = {"choices": list(choices),
-                              "distribution": [1.0 if o == call["choice"] else 0.0 for o in choices]}
-                    by_type["ballot"].append((messages, call["choice"], target))
-                elif call["response"] and not call["params"].get("choices"):
+                if choices:
+                    ballot = ballot_of.get((call["participant_id"], phase.removeprefix("ballot-")))
+                    scored = self.scored_ballot(call, list(choices), ballot)
+                    if scored is not None:
+                        by_type["ballot"].append((messages, *scored))
+                elif call["response"]:
                     by_type["ballot"].append((messages, call["response"], None))  # a structured (JSON) ballot
                 continue
             turn = turn_of.get(call["id"])
@@ -334,6 +340,25 @@ class Builder:
             for i, (messages, reply, target) in enumerate(self.capped(data, type_, items)):
                 out.append(self.example(data, type_, messages, reply, i, target=target))
         return out
+
+    def scored_ballot(self, call: dict, choices: list[str], ballot: dict | None) -> tuple[str, dict] | None:
+        """Reply and target of one scored ballot call (one option order of a juror's ballot), or None to leave it out.
+
+        The target is the juror's recorded distribution (averaged over the orders, calibrated if the run was), in the
+        order this call listed the options; single and yes_no: the distribution over the options; ranked: the
+        first-preference distribution (the Plackett–Luce weights), which is what one scored call over the options
+        asks. A ballot recorded without a distribution keeps the one-hot on the call's choice."""
+        if call["phase"] == "ballot-prior" or (ballot is not None and ballot["status"] != "valid"):
+            return None  # the calibration prior (the model's own no-persona answer) or an abstention: nobody's vote
+        if ballot is not None and ballot["ballot_type"] == "approval":
+            # approval: the probabilities are each option's P(approve), from one yes/no call per option; not a
+            # distribution over any one call's answers, so there is no single-choice target to give
+            return None
+        if ballot is not None and ballot["probabilities"]:
+            return soft_target(choices, ballot["probabilities"], stable_int(self.options.seed, call["id"]))
+        if call["choice"] in choices:
+            return call["choice"], one_hot(choices, call["choice"])
+        return None
 
     def _names(self, data: RunData) -> dict[str, str]:
         names, k = {}, 0
@@ -401,8 +426,7 @@ class Builder:
                 persona=self._persona(data, pid), question=data.run["question"], options=options,
                 ballot_type="single", phase=phase, context=f"Expert testimony:\n{NO_TESTIMONY}" if phase == "post" else None,
                 background="", structured=False)
-            target = {"choices": options, "distribution": [1.0 if o == b["choice"] else 0.0 for o in options]}
-            out.append(self.example(data, "ballot", messages, b["choice"], i, target=target))
+            out.append(self.example(data, "ballot", messages, b["choice"], i, target=one_hot(options, b["choice"])))
         return out
 
     def statement_votes(self, data: RunData) -> list[dict[str, Any]]:
@@ -444,17 +468,16 @@ class Builder:
                     messages = ballot_messages(persona=self._persona(data, v["participant_id"]), question=question,
                                                options=options, ballot_type="single", phase="pre", context=None,
                                                background="", structured=False)
-                    target_ = {"choices": options, "distribution": [1.0 if o == v["choice"] else 0.0 for o in options]}
-                    out.append(self.example(data, "ballot", messages, v["choice"], len(out) + 100000, target=target_))
+                    out.append(self.example(data, "ballot", messages, v["choice"], len(out) + 100000,
+                                            target=one_hot(options, v["choice"])))
             else:
                 counts = Counter(v["choice"] for v in votes)
-                dist = [counts[o] / len(votes) for o in options]
-                label = options[_draw(dist, stable_int(self.options.seed, data.id, target))]
+                label, target_ = soft_target(options, {o: counts[o] / len(votes) for o in options},
+                                             stable_int(self.options.seed, data.id, target))
                 messages = ballot_messages(persona=NEUTRAL_PERSONA, question=question, options=options,
                                            ballot_type="single", phase="pre", context=None, background="",
                                            structured=False)
-                out.append(self.example(data, "ballot", messages, label, len(out) + 100000,
-                                        target={"choices": options, "distribution": dist}))
+                out.append(self.example(data, "ballot", messages, label, len(out) + 100000, target=target_))
         return out
 
     def survey_ballots(self, data: RunData) -> list[dict[str, Any]]:
@@ -480,7 +503,6 @@ class Builder:
             if not overall and self.options.survey_groups is not None and \
                     f"{attribute}={group}" not in self.options.survey_groups:
                 continue
-            dist = [float(b["probabilities"].get(o, 0.0)) for o in options]
             for i in range(self.options.personas_per_group):
                 seed = stable_int(self.options.seed, data.run["external_id"], attribute, group, i)
                 attrs = self._seat(None if overall else {attribute: group}, seed)
@@ -488,10 +510,10 @@ class Builder:
                 messages = ballot_messages(persona=persona, question=data.run["question"], options=options,
                                            ballot_type="single", phase="pre", context=None, background="",
                                            structured=False)
-                label = options[_draw(dist, seed)]
+                label, target = soft_target(options, b["probabilities"], seed)
                 out.append(self.example(
                     data, "ballot", messages, label, len(out),
-                    target={"choices": options, "distribution": dist, "attribute": attribute, "group": group},
+                    target={**target, "attribute": attribute, "group": group},
                     contrast=None if overall else f"{data.id}|{attribute}"))
         return out
 
@@ -503,6 +525,18 @@ class Builder:
             return dict(self.population.sample(1, np.random.default_rng(seed), where=where)[0])
         except Exception:  # noqa: BLE001 - juries.JuryError: a group outside the frame (e.g. a free religion label)
             return dict(where or {})
+
+
+def soft_target(choices: list[str], probabilities: Mapping[str, float], seed: int) -> tuple[str, dict[str, Any]]:
+    """A ballot example's reply and target from a distribution: the target is the distribution over `choices` (in
+    the order the prompt lists them), the reply one label drawn from it with `seed`."""
+    dist = [float(probabilities.get(o, 0.0)) for o in choices]
+    return choices[_draw(dist, seed)], {"choices": list(choices), "distribution": dist}
+
+
+def one_hot(choices: list[str], choice: str) -> dict[str, Any]:
+    """The target of a single observed vote (a real person's, or a simulated ballot recorded without a distribution)."""
+    return {"choices": list(choices), "distribution": [1.0 if o == choice else 0.0 for o in choices]}
 
 
 def _draw(dist: list[float], seed: int) -> int:

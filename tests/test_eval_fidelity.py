@@ -54,10 +54,13 @@ def persona(attributes, seed):
 
 
 SIM = {"Democrat": [0.8, 0.2], "Republican": [0.2, 0.8]}
+FILE_ORDER = {o: i for options, _ in HUMAN.values() for i, o in enumerate(options)}
 
 
 class PersonaModel(Model):
-    """Scores options: P(options) by the party named in the system prompt, uniform without a party."""
+    """Scores options: P(options) by the party named in the system prompt, uniform without a party. The
+    probabilities belong to the options in the file's order, whatever order they are shown in (the eval scores
+    each ballot under several orders), so the order-averaged distribution is the scripted one."""
 
     name = "test:persona"
     scores_options = True
@@ -76,7 +79,8 @@ class PersonaModel(Model):
         probs = next((p for party, p in SIM.items() if party in system), None)
         if probs is None or k != 2:
             probs = [1.0 / k] * k if probs is None else ([0.6, 0.2, 0.2] if "Democrat" in system else [0.2, 0.6, 0.2])
-        logprobs = {c: math.log(p) for c, p in zip(request.choices, probs)}
+        in_file_order = sorted(request.choices, key=FILE_ORDER.__getitem__)
+        logprobs = {c: math.log(p) for c, p in zip(in_file_order, probs)}
         best = max(logprobs, key=logprobs.get)
         return GenerateResponse(text=best, model=self.name, choice=best, choice_logprobs=logprobs)
 
@@ -121,10 +125,14 @@ def test_scoring_backend_gives_predicted_r_and_steerability(tmp_path, population
     assert steer["shift_direction_agreement"] == 1.0
     assert summary["attributes"]["party"]["R"] == pytest.approx((1.0 + 0.9 + 1.0) / 3)
     assert summary["invalid_rate"] == 0.0
-    # calls: Q1 3 groups x 4 + population 4 + no-persona 1; Q2 2 groups x 4 + 4 + 1
-    assert summary["calls"] == 17 + 13
-    # every call of a question was in flight together (batching)
-    assert max(model.batches) == 17
+    # ballots: Q1 3 groups x 4 + population 4 + no-persona 1; Q2 2 groups x 4 + 4 + 1. Calls are model calls: each
+    # ballot is scored under the default 3 option orders, of which 2 exist for Q1's two options
+    assert summary["ballots"] == 17 + 13
+    assert summary["calls"] == 17 * 2 + 13 * 3
+    assert summary["calls_per_ballot"] == pytest.approx((17 * 2 + 13 * 3) / 30, abs=1e-3)
+    # every call of a question was in flight together (batching): the larger question is now Q2, 13 ballots x 3
+    # orders (Q1: 17 x 2)
+    assert max(model.batches) == 13 * 3
     json.dumps(summary)  # serialisable
 
 
@@ -137,10 +145,11 @@ def test_group_attribute_always_holds_and_panels_are_reused(tmp_path, population
             attribute, group = label.split("=")
             assert all(j.attributes[attribute] == group for j in jurors)
             assert len({j.seed for j in jurors}) == len(jurors)  # a persona seed per juror
-    # the same jurors sat for both questions: each juror's system prompt appears once per question it was asked
+    # the same jurors sat for both questions: each juror's system prompt appears once per question and option order
+    # it was asked in (the default 3 orders: 2 exist for Q1's two options, 3 for Q2's three)
     prompts = [r.messages[0].content for r in model.history]
     dem = [j.persona for j in result.panels["party=Democrat"]]
-    assert all(sum(p in prompt for prompt in prompts) == 2 for p in dem)
+    assert all(sum(p in prompt for prompt in prompts) == 2 + 3 for p in dem)
 
 
 def test_scripted_model_by_persona(tmp_path, population):
@@ -178,8 +187,72 @@ def test_sampled_ballots_and_invalid_rate(tmp_path, population):
     assert groups["Democrat"]["invalid_rate"] == 0.0
     assert groups["Democrat"]["R_no_persona"] is None  # the persona-less prompt never answered validly
     assert 0 < summary["invalid_rate"] < 1
-    # re-asks happened (3 attempts per invalid juror)
-    assert summary["calls"] < len(model.history)
+    # re-asks happened (3 attempts per invalid juror): calls count model calls now, re-asks included
+    assert summary["ballots"] < summary["calls"] == len(model.history)
+
+
+class Ballots(fidelity.EvalHooks):
+    """Keeps every ballot by panel."""
+
+    def __init__(self):
+        self.by_panel = {}
+
+    def on_ballot(self, question, panel, juror, ballot):
+        self.by_panel.setdefault(panel, []).append(ballot)
+
+
+def run_q1(tmp_path, population, model, **config):
+    survey = read_survey(write_fixture(tmp_path / "s.csv", {"Q1": HUMAN["Q1"]}))
+    cfg = EvalConfig(**{"jurors_per_group": 15, "seed": 1, "attributes": ["party"], "groups": ["Democrat"], **config})
+    hooks = Ballots()
+    result = asyncio.run(evaluate_survey(survey, model, cfg, population=population, persona_fn=persona, hooks=hooks))
+    return result, hooks.by_panel
+
+
+def test_r_sampled_scores_the_tally_of_the_drawn_votes(tmp_path, population):
+    """Every juror's distribution is (.7, .3): R pools it exactly; R_sampled scores the 15 votes drawn from it."""
+    model = ScriptedModel(scores=lambda r: {"Yes": 0.7, "No": 0.3})
+    result, ballots = run_q1(tmp_path, population, model)
+    (record,) = result.records
+    assert record["R"] == pytest.approx(1 - abs(0.7 - 0.8))
+    yes = sum(b.choice == "Yes" for b in ballots["party=Democrat"]) / 15
+    assert 0 < yes < 1  # the jurors split: their votes are draws, not the mode
+    assert record["sampled"] == pytest.approx([yes, 1 - yes])
+    assert record["R_sampled"] == pytest.approx(1 - abs(yes - 0.8))  # human Democrats: (.8, .2)
+    assert record["TV_sampled"] == pytest.approx(abs(yes - 0.8))
+    assert record["R_sampled"] != pytest.approx(record["R"])  # 15 votes can never make .7
+    (group,) = summarise(result)["groups"]
+    assert group["R_sampled"] == pytest.approx(record["R_sampled"]) and group["TV_sampled"] == record["TV_sampled"]
+    # vote="mode": every juror votes Yes, so the tally is (1, 0)
+    result, _ = run_q1(tmp_path, population, model, vote="mode")
+    assert result.records[0]["R_sampled"] == pytest.approx(0.8) and result.records[0]["R"] == pytest.approx(0.9)
+
+
+def first_listed(request):
+    """A model that favours whichever answer is listed first."""
+    return {c: 0.6 if i == 0 else 0.4 for i, c in enumerate(request.choices)}
+
+
+def test_position_bias_and_order_averaging(tmp_path, population):
+    result, _ = run_q1(tmp_path, population, ScriptedModel(scores=first_listed), option_orders=2)
+    summary = summarise(result)
+    # each ballot shown both orders: .6 on the first-listed answer, .5 once averaged over orders
+    assert summary["position_bias"] == {"first": 0.6, "expected": 0.5, "ratio": 1.2, "ballots": summary["ballots"]}
+    assert summary["option_orders"] == 2 and summary["calls_per_ballot"] == 2
+    assert result.records[0]["R"] == pytest.approx(1 - abs(0.5 - 0.8))  # the position effect averaged away
+    single, _ = run_q1(tmp_path, population, ScriptedModel(scores=first_listed), option_orders=1)
+    assert summarise(single)["position_bias"] is None and summarise(single)["calls_per_ballot"] == 1
+    assert single.records[0]["R"] == pytest.approx(1 - abs(0.6 - 0.8))  # Yes, listed first, kept its edge
+
+
+def test_neutral_calibration_prior_once_per_question(tmp_path, population):
+    model = ScriptedModel(scores=first_listed)
+    result, ballots = run_q1(tmp_path, population, model, option_orders=2, calibration="neutral")
+    # the prior has the same lean as every juror, so dividing it out leaves (.5, .5)
+    assert result.records[0]["R"] == pytest.approx(0.7)
+    # 2 orders per ballot, and the no-persona prior once per order for the whole question (not per juror)
+    assert result.calls == 2 * result.ballots + 2
+    assert all(b.detail["calibration"] == "neutral" for bs in ballots.values() for b in bs)
 
 
 def test_unseatable_group_is_skipped(tmp_path, population):
@@ -266,6 +339,29 @@ def test_cli_table(tmp_path, cli):
     out = cli(write_fixture(tmp_path / "s.csv"), "-n", "2", "--questions", "Q1")
     assert out.exit_code == 0, out.output
     assert "Democrat" in out.stdout and "Steerability" in out.stdout
+
+
+def test_cli_procedure_flags(tmp_path, cli):
+    out = cli(write_fixture(tmp_path / "s.csv"), "--json", "--details", "-n", "2", "--option-orders", "1",
+              "--vote", "mode", "--calibration", "neutral")
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert (data["option_orders"], data["vote"], data["calibration"]) == (1, "mode", "neutral")
+    assert data["position_bias"] is None  # one order: no position diagnostic
+    assert data["calls_per_ballot"] > 1  # the calibration prior's calls count too
+    assert all("R_sampled" in r and "TV_sampled" in r for r in data["records"])
+    assert all("R_sampled" in g and "R_sampled_se" in g for g in data["groups"])
+    table = cli(write_fixture(tmp_path / "s.csv"), "-n", "2", "--questions", "Q1", "--option-orders", "2")
+    assert table.exit_code == 0, table.output
+    assert "R smp" in table.stdout and "Option position" in table.stdout and "per ballot" in table.stdout
+
+
+@pytest.mark.parametrize("flag, value", [("--option-orders", "0"), ("--option-orders", "99"),
+                                         ("--calibration", "prior"), ("--vote", "argmax")])
+def test_cli_procedure_flag_errors_are_one_line(tmp_path, cli, flag, value):
+    out = cli(write_fixture(tmp_path / "s.csv"), flag, value)
+    assert out.exit_code != 0
+    assert flag in out.stderr and out.stderr.strip().count("\n") == 0
 
 
 def test_cli_errors_are_one_line(tmp_path, cli):

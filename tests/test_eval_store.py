@@ -33,7 +33,10 @@ def test_db_records_every_ballot_and_call(tmp_path, population):  # noqa: F811
     assert runs["external_id"].to_list() == ["Q1", "Q2"]
     ballots = store.sql("SELECT count(*) AS n FROM ballots")["n"][0]
     calls = store.sql("SELECT count(*) AS n FROM llm_calls")["n"][0]
-    assert ballots == summary["ballots"] == calls == summary["calls"]
+    # every ballot and every model call is stored; a scored ballot makes one call per option order (the default 3:
+    # 2 exist for Q1's two options, 3 for Q2's). Ballots: Q1 3 groups x 2 + 2 population + 1 no-persona; Q2 2 x 2 + 3
+    assert ballots == summary["ballots"] == 9 + 7
+    assert calls == summary["calls"] == 9 * 2 + 7 * 3
     # participants carry their persona, their attributes and the panel they sat on
     row = store.sql("SELECT persona, attributes, extra FROM participants WHERE id = 'party=Democrat#1' LIMIT 1")
     assert "Democrat" in row["persona"][0] and '"party": "Democrat"' in row["attributes"][0]

@@ -132,8 +132,12 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
     sim_ballots = [e for e in examples if e["type"] == "ballot" and e["provenance"] == "simulated"]
     assert sim_ballots and all(json.dumps(e["messages"][1]["content"]) in recorded for e in sim_ballots
                                if "have not heard anyone" in e["messages"][1]["content"])
+    # scored ballots train on the juror's recorded distribution (soft), not on a one-hot of the top option; the
+    # reply is one option drawn from it (test_simulated_ballots_train_on_the_recorded_distribution checks the values)
     for e in sim_ballots:
-        assert e["target"]["distribution"][e["target"]["choices"].index(e["messages"][-1]["content"])] == 1.0
+        dist = e["target"]["distribution"]
+        assert e["messages"][-1]["content"] in e["target"]["choices"]
+        assert sum(dist) == pytest.approx(1.0) and max(dist) < 1.0
 
     # survey ballots: soft targets that follow the group's distribution; groups of one question contrast
     survey = [e for e in examples if e["source"] == "testsurvey"]
@@ -159,6 +163,60 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
     whole = [e for e in examples if e["type"] == "whole_assembly"]
     assert {e["provenance"] for e in whole} == {"simulated", "imported-real"}
     assert all(e["messages"][-1]["content"].startswith("PRE-BALLOT") for e in whole)
+
+
+def test_simulated_ballots_train_on_the_recorded_distribution(store):
+    """Every scored ballot call (one per option order) -> the juror's recorded probabilities, in that call's order."""
+    from finetune.dataset import PrepareOptions, build_examples
+
+    examples = build_examples(store, PrepareOptions(validation=0, types=("ballot",), max_per_run=1000))
+    recorded = store.sql(
+        "SELECT c.run_id, c.messages, c.params, c.choice, b.probabilities FROM llm_calls c JOIN ballots b "
+        "ON b.run_id = c.run_id AND b.participant_id = c.participant_id AND c.phase = 'ballot-' || b.phase "
+        "WHERE b.target IS NULL AND c.error IS NULL")
+    by_prompt = {}
+    for row in recorded.iter_rows(named=True):
+        prompt = tuple((m["role"], m["content"]) for m in json.loads(row["messages"]))
+        by_prompt[(row["run_id"], prompt)] = row
+    sim = [e for e in examples if e["provenance"] == "simulated"]
+    assert len(sim) == len(by_prompt) > 0
+    orders = set()
+    for e in sim:
+        row = by_prompt[(e["run_id"], tuple((m["role"], m["content"]) for m in e["messages"][:-1]))]
+        choices = json.loads(row["params"])["choices"]
+        probabilities = json.loads(row["probabilities"])
+        assert e["target"]["choices"] == choices
+        assert e["target"]["distribution"] == pytest.approx([probabilities[o] for o in choices])
+        assert e["target"]["distribution"] != [1.0 if o == row["choice"] else 0.0 for o in choices]  # not one-hot
+        orders.add(tuple(choices))
+    assert len(orders) > 1  # the ballots were scored under several option orders, each an example
+
+
+def test_ballots_without_a_distribution_and_approval(tmp_path):
+    """A scored call whose ballot has no distribution keeps its one-hot; approval calls and the calibration prior's
+    calls give no example (no single-choice distribution; nobody's vote)."""
+    from finetune.dataset import PrepareOptions, build_examples
+    from transcripts import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    options = ["A", "B"]
+    rid = store.begin_run(question="Which?", options=options)
+    store.add_participants(rid, [{"id": p, "role": "juror", "persona": f"You are {p}."} for p in ("j1", "j2")])
+
+    def call(pid, phase, shown, choice):
+        messages = [{"role": "system", "content": f"You are {pid}."}, {"role": "user", "content": f"{phase} {shown}"}]
+        store.add_llm_call(rid, "scripted:test", role="juror", participant_id=pid, phase=phase, messages=messages,
+                           params={"choices": shown}, response=choice, choice=choice)
+
+    call("j1", "ballot-pre", ["B", "A"], "B")
+    store.add_ballot(rid, "j1", "pre", "single", choice="B")  # recorded without probabilities
+    call("j2", "ballot-pre", ["Yes", "No"], "Yes")
+    store.add_ballot(rid, "j2", "pre", "approval", approvals=["A"], probabilities={"A": 0.9, "B": 0.2})
+    call("neutral-prior", "ballot-prior", ["A", "B"], "A")
+    store.finish_run(rid, "completed")
+    (example,) = build_examples(store, PrepareOptions(validation=0, types=("ballot",)))
+    assert example["target"] == {"choices": ["B", "A"], "distribution": [1.0, 0.0]}
+    assert example["messages"][-1]["content"] == "B"
 
 
 def test_split_by_question_and_deliberation_never_leaks(store, tmp_path):

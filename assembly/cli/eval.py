@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from assembly.ballots import MAX_OPTION_ORDERS
+from assembly.config import DEFAULT_OPTION_ORDERS
 from assembly.errors import AssemblyError
 
 MODES = ("ballot", "assembly")
@@ -52,6 +54,16 @@ def survey(
     rounds: Annotated[int, typer.Option(min=0, help="--mode assembly: deliberation rounds.")] = 1,
     max_concurrency: Annotated[int, typer.Option(
         min=0, help="Cap on model calls in flight (0: all calls of a question at once).")] = 0,
+    option_orders: Annotated[int, typer.Option(
+        help=f"Scoring backends: score each ballot under N orders of the options (1..{MAX_OPTION_ORDERS}) and "
+             "average, so the option listed first gains nothing by its place (N model calls per ballot).")
+    ] = DEFAULT_OPTION_ORDERS,
+    calibration: Annotated[str, typer.Option(
+        help="none | neutral: divide each juror's distribution by the model's no-persona prior for the question.")
+    ] = "none",
+    vote: Annotated[str, typer.Option(
+        help="sample | mode: a juror's vote (scored into R_sampled) is a draw from their distribution, or its mode.")
+    ] = "sample",
     dtype: Annotated[Optional[str], typer.Option(
         help="Local/embedded models: weights dtype (auto, float32, bfloat16). On CPUs without native bf16, float32 "
              "scores several times faster.")] = None,
@@ -72,6 +84,7 @@ def survey(
             split_name=split_name, jurors_per_group=jurors_per_group, seed=seed, mode=mode, population=population,
             meta=meta, exact_ordinals=exact_ordinals, baselines=baselines, rounds=rounds,
             max_concurrency=max_concurrency, write_sim=write_sim, db=db, details=details, err=err,
+            option_orders=option_orders, calibration=calibration, vote=vote,
             model_options={k: v for k, v in (("dtype", dtype), ("max_batch", max_batch)) if v is not None},
             progress="bar" if sys.stderr.isatty() else "lines",
         )
@@ -91,13 +104,22 @@ def survey(
 
 def run_survey_eval(*, file, model, attributes, groups, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
          exact_ordinals, baselines, rounds, max_concurrency, write_sim, db, details, err, progress,
-         model_options=None, model_obj=None) -> dict:
+         model_options=None, model_obj=None, option_orders=DEFAULT_OPTION_ORDERS, calibration="none",
+         vote="sample") -> dict:
     """The whole `assembly eval survey` command as a function (benchmarks call it in-process); returns the summary."""
     from assembly.evaluation import fidelity
     from assembly.evaluation.survey import load_split, read_questions_meta, read_survey, write_survey
 
     if mode not in MODES:
         raise AssemblyError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    # built before the file is read, so a bad flag fails at once (EvalConfig's ValueError names it)
+    config = fidelity.EvalConfig(
+        jurors_per_group=jurors_per_group, seed=seed, attributes=attributes, groups=groups, mode=mode,
+        population=population,
+        ignore_persona=baselines, no_persona=baselines, exact_positions=exact_ordinals,
+        max_concurrency=max_concurrency, assembly_rounds=rounds,
+        option_orders=option_orders, calibration=calibration, vote=vote,
+    )
     meta_path = meta if meta is not None else file.parent / "questions_meta.csv"
     qmeta = read_questions_meta(meta_path) if (meta is not None or meta_path.is_file()) else None
     data = read_survey(file, nominal_ids=qmeta.nominal if qmeta else None,
@@ -105,12 +127,6 @@ def run_survey_eval(*, file, model, attributes, groups, questions, split, split_
     split_ids = load_split(split, split_name) if split is not None else None
     chosen = fidelity.select_questions(data, questions=questions, split_ids=split_ids, seed=seed)
     fidelity.check_attributes(chosen, attributes)
-    config = fidelity.EvalConfig(
-        jurors_per_group=jurors_per_group, seed=seed, attributes=attributes, groups=groups, mode=mode,
-        population=population,
-        ignore_persona=baselines, no_persona=baselines, exact_positions=exact_ordinals,
-        max_concurrency=max_concurrency, assembly_rounds=rounds,
-    )
     summary = asyncio.run(_evaluate(chosen, model, config, db=db, err=err, progress=progress, model_obj=model_obj,
                                     details=details, model_options=model_options or {}))
     if write_sim is not None:

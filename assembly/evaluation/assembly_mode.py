@@ -28,7 +28,8 @@ def assembly_spec(question: SurveyQuestion, attribute: str, group: str, model_na
         "ballot": {"type": "single", "options": list(question.options)},
         "jury": {"size": n, "population": config.population, "stratify": [], "quotas": {attribute: {group: n}},
                  "seed": stable_seed(config.seed, f"{attribute}={group}")},
-        "procedure": {"rounds": config.assembly_rounds, "questions": False},
+        "procedure": {"rounds": config.assembly_rounds, "questions": False, "vote": config.vote,
+                      "option_orders": config.option_orders, "calibration": config.calibration},
         "models": {"default": _valid_spec(model_name)},
     }
 
@@ -64,19 +65,18 @@ def read_ballots(store_path: str, run_id: str) -> tuple[list[Ballot], list[Ballo
     store = Store(store_path, read_only=True)
     try:
         frame = store.sql(
-            "SELECT participant_id, phase, ballot_type, status, choice, probabilities, reason, attempts "
-            "FROM ballots WHERE run_id = ? AND target IS NULL ORDER BY participant_id", [run_id])
+            "SELECT participant_id, phase, ballot_type, status, choice, probabilities, reason, attempts, method, "
+            "detail FROM ballots WHERE run_id = ? AND target IS NULL ORDER BY participant_id", [run_id])
     finally:
         store.close()
     out: dict[str, list[Ballot]] = {"pre": [], "post": []}
     for row in frame.iter_rows(named=True):
         if row["phase"] not in out:
             continue
-        probs = row["probabilities"]
-        if isinstance(probs, str):
-            probs = json.loads(probs)
+        probs, detail = (json.loads(v) if isinstance(v, str) else v for v in (row["probabilities"], row["detail"]))
         out[row["phase"]].append(Ballot(
             participant_id=row["participant_id"], phase=row["phase"], type=row["ballot_type"], status=row["status"],
             choice=row["choice"], probabilities=probs, reason=row["reason"], attempts=row["attempts"] or 1,
+            method=row["method"], detail=detail,
         ))
     return out["pre"], out["post"]

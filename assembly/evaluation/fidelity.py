@@ -4,8 +4,11 @@ For each question and each (attribute, group) of a FORMAT 1 file:
   1. seat N jurors conditioned on the group (`Population.sample(where={attribute: group})`, so the other attributes
      follow the population frame given the group), render each persona with its own seed, and ask each the question
      as a private ballot over the file's options — with `assembly.ballots.cast_ballot`, the same prompt and
-     validation the engine uses. A scoring backend gives each juror's option probabilities and the simulated
-     distribution is their mean; otherwise each valid ballot counts one vote and abstentions are the invalid rate.
+     validation the engine uses, and its ballot procedure (`option_orders`, `calibration`, `vote`). A scoring
+     backend gives each juror's option probabilities, averaged over option orders, and a vote drawn from them: the
+     simulated distribution is the mean of the probabilities (R), and the tally of the votes is scored too
+     (R_sampled: what an assembly of these jurors would count). Otherwise each valid ballot counts one vote and
+     abstentions are the invalid rate.
   2. do the same with N jurors drawn from the whole population ("ignore persona": the model's own answer to a
      representative jury) and with one persona-less prompt ("no persona");
   3. score them against the human distributions (metrics.py) and the human baselines from the file itself.
@@ -31,8 +34,12 @@ from typing import Any, Literal
 import numpy as np
 
 from assembly.ballot import Ballot
+from assembly.ballot_types import VOTE_MODES
+from assembly.ballots import MAX_OPTION_ORDERS, BallotProcedure, NeutralPriors, cast_ballot, position_bias
+from assembly.config import DEFAULT_OPTION_ORDERS
 from assembly.evaluation import metrics as M
 from assembly.evaluation.survey import OVERALL, Distribution, Survey, SurveyQuestion
+from assembly.providers.base import Model
 
 # Pairs of opposed groups for steerability: (attribute, group A, group B).
 DEFAULT_PAIRS: tuple[tuple[str, str, str], ...] = (
@@ -40,6 +47,7 @@ DEFAULT_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("ideology", "Very liberal", "Very conservative"),
     ("ideology", "Liberal", "Conservative"),
 )
+CALIBRATIONS = ("none", "neutral")  # assembly.ballots: none, or divide by the model's no-persona prior
 
 BallotFn = Callable[..., Awaitable[Ballot]]
 ProgressFn = Callable[[int, int, str], None]
@@ -65,6 +73,24 @@ class EvalConfig:
     pairs: tuple[tuple[str, str, str], ...] = DEFAULT_PAIRS
     max_concurrency: int = 0  # cap on calls in flight (0: every call of a question at once)
     assembly_rounds: int = 1  # mode="assembly": deliberation rounds per mini-assembly
+    # the engine's ballot procedure (assembly.ballots.BallotProcedure): scored ballots are averaged over this many
+    # option orders, optionally divided by the model's no-persona prior, and the vote is a draw or the mode
+    option_orders: int = DEFAULT_OPTION_ORDERS
+    calibration: str = "none"  # none | neutral
+    vote: str = "sample"  # sample | mode
+
+    def __post_init__(self) -> None:
+        # one check for the API and the CLI, so the message names both the field and the flag
+        if not 1 <= self.option_orders <= MAX_OPTION_ORDERS:
+            raise ValueError(f"--option-orders (option_orders) must be 1 to {MAX_OPTION_ORDERS}, "
+                             f"got {self.option_orders}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"--calibration {self.calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
+        if self.vote not in VOTE_MODES:
+            raise ValueError(f"--vote {self.vote!r}: expected one of {', '.join(VOTE_MODES)}")
+
+    def procedure(self) -> BallotProcedure:
+        return BallotProcedure(vote=self.vote, option_orders=self.option_orders, calibration=self.calibration)
 
 
 @dataclass
@@ -79,34 +105,40 @@ class Juror:
 class Cast:
     """The jurors' ballots on one question for one panel, reduced to a distribution."""
 
-    probs: np.ndarray | None  # None when no ballot was valid
+    probs: np.ndarray | None  # the mean of the jurors' distributions; None when no ballot was valid
     n_jurors: int
     n_invalid: int
     ballots: list[Ballot] = field(default_factory=list)
+    votes: np.ndarray | None = None  # the tally of the jurors' votes, as shares; None when no ballot was valid
+
+
+def _distribution(ballot: Ballot, options: list[str]) -> np.ndarray | None:
+    """A valid ballot's distribution over the options: its probabilities where scored, else one-hot on its vote."""
+    if ballot.status != "valid":
+        return None
+    if ballot.probabilities:
+        row = np.array([ballot.probabilities.get(o, 0.0) for o in options], dtype=float)
+        return row / row.sum() if row.sum() > 0 else None
+    if ballot.choice in options:
+        return np.eye(len(options))[options.index(ballot.choice)]
+    return None
 
 
 def reduce_ballots(ballots: list[Ballot], options: list[str]) -> Cast:
-    """Mean of the jurors' option distributions: probabilities where scored, else one vote per valid ballot."""
-    rows = []
-    invalid = 0
+    """The jurors' valid ballots two ways: the mean of their distributions (probabilities where scored, else one
+    vote each), and the tally of their votes (each choice counts one; a scored ballot's choice is already a draw
+    from its distribution, so the tally carries the sampling noise an assembly's count has)."""
+    rows, votes, invalid = [], np.zeros(len(options)), 0
     for ballot in ballots:
-        if ballot.status != "valid":
+        row = _distribution(ballot, options)
+        if row is None:
             invalid += 1
             continue
-        if ballot.probabilities:
-            row = np.array([ballot.probabilities.get(o, 0.0) for o in options], dtype=float)
-            if row.sum() <= 0:
-                invalid += 1
-                continue
-            rows.append(row / row.sum())
-        elif ballot.choice in options:
-            row = np.zeros(len(options))
-            row[options.index(ballot.choice)] = 1.0
-            rows.append(row)
-        else:
-            invalid += 1
+        rows.append(row)
+        if ballot.choice in options:
+            votes[options.index(ballot.choice)] += 1
     probs = np.mean(rows, axis=0) if rows else None
-    return Cast(probs, len(ballots), invalid, ballots)
+    return Cast(probs, len(ballots), invalid, ballots, votes / votes.sum() if votes.sum() > 0 else None)
 
 
 # --- jurors ---------------------------------------------------------------------------------------------------
@@ -166,10 +198,11 @@ class EvalResult:
     skipped: dict[str, str]  # "attribute=group" -> why it could not be seated
     panels: dict[str, list[Juror]]
     simulated: dict[str, dict[tuple[str, str], np.ndarray]]  # question_id -> (attribute, group) -> distribution
-    calls: int = 0
+    calls: int = 0  # model calls (a scored ballot makes one per option order, plus the calibration priors)
     wall_s: float = 0.0
     invalid: int = 0
     ballots: int = 0
+    position_bias: dict[str, float] | None = None  # assembly.ballots.position_bias over every ballot of the run
 
 
 class EvalHooks:
@@ -195,9 +228,29 @@ class _Counter:
         self.calls = 0
 
 
-async def _cast_default(model, **kwargs) -> Ballot:
-    from assembly.ballots import cast_ballot
+class _MeteredModel(Model):
+    """Counts and caps the ballots' model calls one by one: a scored ballot makes one per option order (and the
+    calibration prior more), so counting or capping ballots would misstate both the cost and the load."""
 
+    def __init__(self, inner, counter: _Counter, semaphore: asyncio.Semaphore | None):
+        self.inner = inner
+        self.counter = counter
+        self.semaphore = semaphore
+        self.name = getattr(inner, "name", str(inner))
+
+    @property
+    def scores_options(self) -> bool:  # type: ignore[override]  # live: a backend can find mid-run it cannot score
+        return bool(getattr(self.inner, "scores_options", False))
+
+    async def generate(self, request):
+        self.counter.calls += 1
+        if self.semaphore is None:
+            return await self.inner.generate(request)
+        async with self.semaphore:
+            return await self.inner.generate(request)
+
+
+async def _cast_default(model, **kwargs) -> Ballot:
     return await cast_ballot(model, **kwargs)
 
 
@@ -253,9 +306,11 @@ async def evaluate_survey(
 
     counter = _Counter()
     semaphore = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency > 0 else None
+    procedure = config.procedure()
+    order_seed = stable_seed(config.seed, "orders")  # the orders beyond the cyclic shifts: one set per run
 
-    async def ballot(q: SurveyQuestion, qmodel, panel: str, juror: Juror) -> Ballot:
-        counter.calls += 1
+    async def ballot(q: SurveyQuestion, qmodel, panel: str, juror: Juror, priors: NeutralPriors) -> Ballot:
+        seed = stable_seed(config.seed, q.question_id, juror.id)
         kwargs = dict(
             juror_id=juror.id,
             persona=juror.persona,
@@ -263,13 +318,13 @@ async def evaluate_survey(
             options=list(q.options),
             ballot_type="single",
             phase="pre",
-            seed=stable_seed(config.seed, q.question_id, juror.id),
+            seed=seed,
+            vote_seed=seed,
+            procedure=procedure,
+            priors=priors,
+            order_seed=order_seed,
         )
-        if semaphore is None:
-            result = await ballot_fn(qmodel, **kwargs)
-        else:
-            async with semaphore:
-                result = await ballot_fn(qmodel, **kwargs)
+        result = await ballot_fn(qmodel, **kwargs)
         hooks.on_ballot(q, panel, juror, result)
         return result
 
@@ -290,6 +345,7 @@ async def evaluate_survey(
     simulated: dict[str, dict[tuple[str, str], np.ndarray]] = {}
     total_invalid = 0
     total_ballots = 0
+    every_ballot: list[Ballot] = []
     scores = bool(getattr(model, "scores_options", False))
 
     no_persona = [Juror(f"no-persona#{i + 1}", {}, "", 0) for i in range(1 if scores else n)]
@@ -299,15 +355,18 @@ async def evaluate_survey(
         seated = {label: panels[label] for label in present}
         if config.no_persona:
             seated["no-persona"] = no_persona
-        qmodel = hooks.start_question(q, seated, model)
+        qmodel = _MeteredModel(hooks.start_question(q, seated, model), counter, semaphore)
+        priors = NeutralPriors()  # the calibration prior: computed once per question, shared by every panel
         pre_casts: dict[str, Cast] = {}
         for label, jurors in seated.items():
             if config.mode == "assembly" and label not in ("population", "no-persona"):
                 jobs[label] = assembly_ballots(q, model, label)  # a mini-assembly records its own run
             else:
-                jobs[label] = asyncio.gather(*(ballot(q, qmodel, label, j) for j in jurors))
+                jobs[label] = asyncio.gather(*(ballot(q, qmodel, label, j, priors) for j in jurors))
         results = await asyncio.gather(*jobs.values())
         casts = {label: reduce_ballots(list(b), q.options) for label, b in zip(jobs, results)}
+        for cast in [*casts.values(), *pre_casts.values()]:
+            every_ballot.extend(cast.ballots)
         for cast in casts.values():
             total_invalid += cast.n_invalid
             total_ballots += cast.n_jurors
@@ -335,6 +394,7 @@ async def evaluate_survey(
         wall_s=time.perf_counter() - started,
         invalid=total_invalid,
         ballots=total_ballots,
+        position_bias=position_bias(every_ballot),
     )
 
 
@@ -403,8 +463,11 @@ def _question_records(q: SurveyQuestion, casts: dict[str, Cast], config: EvalCon
             "n_human": human.n,
             "human": h.tolist(),
             "simulated": None if sim is None else sim.tolist(),
+            "sampled": None if cast.votes is None else cast.votes.tolist(),
             "R": _r(sim, h, q, config),
             "TV": _tv(sim, h),
+            "R_sampled": _r(cast.votes, h, q, config),
+            "TV_sampled": _tv(cast.votes, h),
             "R_ignore_persona": _r(pop, h, q, config),
             "TV_ignore_persona": _tv(pop, h),
             "R_no_persona": _r(nop, h, q, config),
@@ -479,8 +542,8 @@ def _mean_shift(p: np.ndarray, q: np.ndarray) -> float:
 
 # --- aggregation ----------------------------------------------------------------------------------------------
 
-METRIC_KEYS = ("R", "TV", "R_ignore_persona", "TV_ignore_persona", "R_no_persona", "TV_no_persona", "R_uniform",
-               "TV_uniform", "R_overall", "TV_overall", "R_pre", "TV_pre")
+METRIC_KEYS = ("R", "TV", "R_sampled", "TV_sampled", "R_ignore_persona", "TV_ignore_persona", "R_no_persona",
+               "TV_no_persona", "R_uniform", "TV_uniform", "R_overall", "TV_overall", "R_pre", "TV_pre")
 
 
 def _mean(rows: Iterable[dict], key: str) -> float | None:
@@ -513,6 +576,7 @@ def summarise(result: EvalResult) -> dict[str, Any]:
             **{key: _mean(rows, key) for key in METRIC_KEYS},
             "invalid_rate": M.invalid_rate(n_invalid, n_jurors),
             "R_se": _se(rows, "R"),
+            "R_sampled_se": _se(rows, "R_sampled"),
         }
         entry["R_gain_over_ignore_persona"] = (
             None if entry["R"] is None or entry["R_ignore_persona"] is None else entry["R"] - entry["R_ignore_persona"]
@@ -580,8 +644,13 @@ def summarise(result: EvalResult) -> dict[str, Any]:
         "steerability": steer,
         "overall": overall,
         "skipped_groups": result.skipped,
+        "option_orders": cfg.option_orders,
+        "calibration": cfg.calibration,
+        "vote": cfg.vote,
         "calls": result.calls,
         "ballots": result.ballots,
+        "calls_per_ballot": round(result.calls / result.ballots, 3) if result.ballots else None,
+        "position_bias": result.position_bias,
         "invalid_rate": M.invalid_rate(result.invalid, result.ballots),
         "wall_s": round(result.wall_s, 3),
         "ballots_per_s": round(result.ballots / result.wall_s, 3) if result.wall_s > 0 else None,

@@ -22,7 +22,8 @@ def group_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"Fidelity of {summary['model']} on {summary['n_questions']} questions "
                         f"({summary['jurors_per_group']} jurors per group, mode {summary['mode']})",
                   title_justify="left")
-    for name in ("attribute", "group", "Q", "R", "R ign", "R nop", "ΔR ign", "R unif", "R all", "TV", "inv"):
+    for name in ("attribute", "group", "Q", "R", "R smp", "R ign", "R nop", "ΔR ign", "R unif", "R all", "TV",
+                 "inv"):
         table.add_column(name, justify="left" if name in ("attribute", "group") else "right",
                          no_wrap=name != "attribute")
     by_attribute: dict[str, list[dict]] = {}
@@ -30,14 +31,15 @@ def group_table(summary: dict[str, Any]) -> Table:
         by_attribute.setdefault(g["attribute"], []).append(g)
     for attribute, rows in by_attribute.items():
         for g in rows:
-            table.add_row(attribute, g["group"], str(g["n_questions"]), _f(g["R"]), _f(g["R_ignore_persona"]),
-                          _f(g["R_no_persona"]), _f(g["R_gain_over_ignore_persona"], signed=True),
+            table.add_row(attribute, g["group"], str(g["n_questions"]), _f(g["R"]), _f(g["R_sampled"]),
+                          _f(g["R_ignore_persona"]), _f(g["R_no_persona"]),
+                          _f(g["R_gain_over_ignore_persona"], signed=True),
                           _f(g["R_uniform"]), _f(g["R_overall"]), _f(g["TV"]), _pct(g["invalid_rate"]))
         a = summary["attributes"][attribute]
         gain = None if a["R"] is None or a["R_ignore_persona"] is None else a["R"] - a["R_ignore_persona"]
         table.add_row(f"[bold]{attribute}[/]", "[bold]mean[/]", "", f"[bold]{_f(a['R'])}[/]",
-                      _f(a["R_ignore_persona"]), _f(a["R_no_persona"]), _f(gain, signed=True), _f(a["R_uniform"]),
-                      _f(a["R_overall"]), _f(a["TV"]), _pct(a["invalid_rate"]), end_section=True)
+                      _f(a["R_sampled"]), _f(a["R_ignore_persona"]), _f(a["R_no_persona"]), _f(gain, signed=True),
+                      _f(a["R_uniform"]), _f(a["R_overall"]), _f(a["TV"]), _pct(a["invalid_rate"]), end_section=True)
     return table
 
 
@@ -56,7 +58,8 @@ def steer_table(summary: dict[str, Any]) -> Table | None:
     return table
 
 
-LEGEND = ("R: 1 - W1/(K-1) of the simulated group vs the real group (mean over ordinal questions); "
+LEGEND = ("R: 1 - W1/(K-1) of the simulated group (the mean of its jurors' distributions) vs the real group (mean "
+          "over ordinal questions); R smp: the same for the tally of the jurors' sampled votes; "
           "R ign: jurors from the whole population (ignore persona); R nop: a prompt without persona; "
           "ΔR ign: R - R ign; R unif / R all: human baselines (uniform answer; the overall distribution); "
           "TV: total variation (all questions); inv: invalid or refused ballots.")
@@ -81,7 +84,16 @@ def render(summary: dict[str, Any], console: Console) -> None:
     if summary["skipped_groups"]:
         skipped = "; ".join(f"{k} ({v})" for k, v in summary["skipped_groups"].items())
         console.print(f"[yellow]Not seated (not in the population frame):[/] {skipped}")
+    position = summary["position_bias"]
+    if position:
+        console.print(
+            f"Option position: the first-listed answer gets {_f(position['first'])} on average, against "
+            f"{_f(position['expected'])} for the same answers averaged over orders (ratio {_f(position['ratio'])}, "
+            f"1 = no position effect; {position['ballots']} ballots)"
+        )
     console.print(
-        f"{summary['ballots']} ballots in {summary['calls']} calls, invalid {_pct(summary['invalid_rate'])}, "
+        f"{summary['ballots']} ballots in {summary['calls']} calls ({_f(summary['calls_per_ballot'], 2)} per "
+        f"ballot; {summary['option_orders']} option orders, calibration {summary['calibration']}, "
+        f"vote {summary['vote']}), invalid {_pct(summary['invalid_rate'])}, "
         f"wall {summary['wall_s']:.1f} s ({summary['ballots_per_s'] or 0:.1f} ballots/s)"
     )

@@ -1,7 +1,8 @@
 """`--db`: record an evaluation in the transcripts store like any run, with provenance "eval".
 
 One run per question (a run has one question): its participants are the seated jurors (with their attributes,
-persona and panel), its ballots are their private ballots (phase "pre"), its llm_calls every model call (through
+persona and panel), its ballots are their private ballots (phase "pre"; each with its method and detail: orders
+shown, per-order distributions, vote draws), its llm_calls every model call (through
 `assembly.recorder.RecordingModel`). The run's summary holds the question's fidelity records. Writes are buffered
 during a question and committed in one short transaction at its end, so a long evaluation neither pays one
 transaction per call nor holds the store's lock while the model computes.
@@ -66,6 +67,9 @@ class EvalRecorder(EvalHooks):
             "jurors_per_group": self.config.jurors_per_group,
             "population": self.config.population,
             "attributes": self.config.attributes,
+            "option_orders": self.config.option_orders,
+            "calibration": self.config.calibration,
+            "vote": self.config.vote,
         }
         run_id = self.store.begin_run(question=question.question, spec=spec, seed=self.config.seed,
                                       provenance="eval", versions=versions(), options=list(question.options),
@@ -87,7 +91,7 @@ class EvalRecorder(EvalHooks):
             "participant_id": ballot.participant_id, "phase": ballot.phase, "ballot_type": ballot.type,
             "status": ballot.status, "choice": ballot.choice, "ranking": ballot.ranking,
             "approvals": ballot.approvals, "probabilities": ballot.probabilities, "rationale": ballot.rationale,
-            "reason": ballot.reason, "attempts": ballot.attempts,
+            "reason": ballot.reason, "attempts": ballot.attempts, "method": ballot.method, "detail": ballot.detail,
         })
 
     def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
