@@ -75,7 +75,7 @@ def main() -> None:
         started = time.perf_counter()
         summary = run_survey_eval(
             file=DATA / "survey_dev.csv.gz", model="embedded", attributes=["party", "ideology"], groups=None,
-            questions=args.questions, split=DATA / "survey_dev_split_by_wave.json", split_name="validation",
+            questions=str(args.questions), split=DATA / "survey_dev_split_by_wave.json", split_name="validation",
             jurors_per_group=args.jurors_per_group, seed=args.seed, mode="ballot", population="us_adults", meta=None,
             exact_ordinals=False, baselines=True, rounds=1, max_concurrency=0, write_sim=None, db=None,
             details=False, err=err, progress="none", model_obj=model, option_orders=int(orders),

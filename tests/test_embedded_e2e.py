@@ -34,14 +34,19 @@ QUESTION = textwrap.dedent(
 )
 
 
-def test_cli_run_on_embedded_model(tmp_path):
-    question = tmp_path / "library.yaml"
-    question.write_text(QUESTION)
+def run_cli(tmp_path, text: str, *, timeout: int = 1500) -> tuple[dict, object]:
+    """`assembly run` in a subprocess on a question file with `text`; returns the JSON result and the store path."""
+    question = tmp_path / "question.yaml"
+    question.write_text(text)
     db = tmp_path / "e2e.duckdb"
     proc = subprocess.run([sys.executable, "-m", "assembly", "run", str(question), "--db", str(db), "--json"],
-                          capture_output=True, text=True, timeout=1500)
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    return json.loads(proc.stdout), db
+
+
+def test_cli_run_on_embedded_model(tmp_path):
+    result, db = run_cli(tmp_path, QUESTION)
     assert result["status"] == "completed" and result["models"]["juror"] == "embedded"
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -85,13 +90,7 @@ APPROVAL = textwrap.dedent(
 
 def test_approval_ballot_on_embedded_model(tmp_path):
     """Approval: every option asked as its own yes/no question, batched; approvals drawn per option."""
-    question = tmp_path / "approval.yaml"
-    question.write_text(APPROVAL)
-    db = tmp_path / "approval.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "assembly", "run", str(question), "--db", str(db), "--json"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    result, db = run_cli(tmp_path, APPROVAL, timeout=900)
     assert result["status"] == "completed" and result["tallies"][0]["rule"] == "approval"
     con = duckdb.connect(str(db), read_only=True)
     try:
