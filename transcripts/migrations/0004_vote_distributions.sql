@@ -32,3 +32,6 @@ SELECT v.run_id, v.rule, v.winner, t.stability, t.redraws, t.win_probability,
        round(1 - coalesce((SELECT sum(value::DOUBLE) FROM json_each(t.win_probability)), 0), 4) AS no_winner
 FROM verdicts v
 JOIN tallies t ON t.run_id = v.run_id AND t.phase = 'post' AND t.rule = v.rule;
+
+COMMENT ON VIEW expected_tallies IS 'Per tally and option (question order): the realised score, the expected score under redraws of the votes, and the probability of winning.';
+COMMENT ON VIEW verdict_stability IS 'Per run: the deciding rule''s post-ballot winner and the share of redraws of the jurors'' votes in which it wins again.';
