@@ -190,14 +190,16 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return current
 
 
-def _format_error(source: str, exc: ValidationError, root: type[BaseModel]) -> str:
+def format_validation_error(source: str, exc: ValidationError, root: type[BaseModel]) -> str:
+    """One line for a pydantic error: `source: field.path: problem`, with a "did you mean" for a misspelt key (the
+    question file's errors here, the training config's in finetune.config)."""
     err = exc.errors()[0]
     loc = tuple(err["loc"])
     path = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         owner = _model_at(root, loc)
         hint = suggest(loc[-1], owner.model_fields) if owner else ""
-        expected = f"; expected one of {sorted(owner.model_fields)}" if owner and not hint else ""
+        expected = f"; expected one of {', '.join(owner.model_fields)}" if owner and not hint else ""
         message = f"unknown key{hint}{expected}"
     elif err["type"] == "missing":
         message = "is required"
@@ -217,7 +219,7 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) 
     try:
         spec = AssemblySpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format_error(source, exc, AssemblySpec)) from None
+        raise SpecError(format_validation_error(source, exc, AssemblySpec)) from None
     base = base_dir or Path.cwd()
     for i, witness in enumerate(spec.witnesses):
         for j, doc in enumerate(witness.documents):
@@ -243,10 +245,13 @@ def apply_overrides(
     rounds: int | None = None,
     store: str | None = None,
 ) -> AssemblySpec:
-    """CLI/API overrides, validated like the file (so a bad --model is the same one-line error)."""
+    """CLI/API overrides, validated like the file (so a bad --model is the same one-line error).
+
+    `model` replaces `models.default` only: a role the file gives its own model (`models.juror: …`) keeps it, so
+    `--model` changes every role the file leaves to the default."""
     data = spec.model_dump()
     if model is not None:
-        data["models"] = {"default": model}
+        data["models"]["default"] = model
     if seed is not None:
         data["jury"]["seed"] = seed
     if jurors is not None:

@@ -39,8 +39,9 @@ from typing import Any
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import KINDS, kind_of
+from assembly.text import clip_words
+from juries.vocabulary import ATTRIBUTES
 
-ATTRIBUTE_ORDER = ("party", "ideology", "age", "sex", "race", "education", "income", "region", "religion")
 NO_VOTE = "(no vote)"
 RECORD_WORDS = 40  # words per statement in the compact record
 VERDICT_WORDS = 50
@@ -62,8 +63,8 @@ SKELETON = "PRE-BALLOT\nJ1: <option>\n...\nDELIBERATION\nROUND 1\nJ2: <what J2 s
 
 def roster_line(label: str, name: str | None, attributes: Mapping[str, Any]) -> str:
     """`J1 Maria Lopez: party Democrat, ideology Liberal, age 30-49, ...` (canonical attributes first)."""
-    keys = [k for k in ATTRIBUTE_ORDER if attributes.get(k) not in (None, "")]
-    keys += sorted(k for k in attributes if k not in ATTRIBUTE_ORDER and isinstance(attributes[k], str)
+    keys = [k for k in ATTRIBUTES if attributes.get(k) not in (None, "")]
+    keys += sorted(k for k in attributes if k not in ATTRIBUTES and isinstance(attributes[k], str)
                    and not k.endswith("_raw") and attributes[k])
     described = ", ".join(f"{k} {attributes[k]}" for k in keys) or "no demographics recorded"
     who = f"{label} {name}" if name else label
@@ -102,16 +103,6 @@ def distilled_messages(
 # --- writing a record (training targets) -------------------------------------------------------------------------
 
 
-def clip_words(text: str, words: int) -> str:
-    """At most `words` words on one line, cut at a sentence end when one is near."""
-    tokens = " ".join((text or "").split()).split(" ")
-    if len(tokens) <= words:
-        return " ".join(tokens).strip()
-    clipped = " ".join(tokens[:words])
-    end = max(clipped.rfind(". "), clipped.rfind("? "), clipped.rfind("! "))
-    return clipped[: end + 1] if end > len(clipped) // 2 else clipped + "…"
-
-
 def ballot_text(ballot: Mapping[str, Any] | None, ballot_type: str) -> str:
     """One ballot as the record writes it (`NO_VOTE` when missing or abstained)."""
     if not ballot or ballot.get("status", "valid") != "valid":
@@ -144,13 +135,13 @@ def format_record(
         if round_ is not None and round_ != current:
             out.append(f"ROUND {round_}")
             current = round_
-        said = clip_words(text, words)
+        said = clip_words(text, words, one_line=True)
         if said:
             out.append(f"{label}: {said}")
     out.append("POST-BALLOT")
     out += [f"{label}: {ballot_text(post.get(label), ballot_type)}" for label in labels]
     if verdict:
-        out.append(f"VERDICT: {clip_words(verdict, VERDICT_WORDS)}")
+        out.append(f"VERDICT: {clip_words(verdict, VERDICT_WORDS, one_line=True)}")
     out.append(END)
     return "\n".join(out)
 
@@ -301,10 +292,11 @@ async def run_distilled(spec, model=None, store=None, *, seed: int | None = None
 
     from assembly.deliberation import draw, resolve_spec, versions
     from assembly.errors import AssemblyError
-    from assembly.graph import MODERATOR_ID, seed_for
+    from assembly.graph import MODERATOR_ID
     from assembly.providers.registry import ModelPool
     from assembly.providers.types import GenerateRequest, Message, ModelError
     from assembly.recorder import RecordingModel
+    from assembly.seeds import seed_for
     from assembly.voting import tally_all
 
     spec = resolve_spec(spec, seed=seed)

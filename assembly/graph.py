@@ -13,10 +13,8 @@ sequence numbers in speaking order.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import operator
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -33,7 +31,9 @@ from assembly.config import AssemblySpec
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.types import GenerateRequest, Message
+from assembly.seeds import seed_for
 from assembly.stability import expected_results
+from assembly.text import clean_turn
 from assembly.voting import tally_all
 
 MODERATOR_ID = "moderator"
@@ -90,6 +90,10 @@ class AssemblyContext:
                 return p.name
         return participant_id
 
+    def speaker_names(self) -> list[str]:
+        """Who may label a turn "<name>:" (a label `clean_turn` strips): every participant and "Moderator"."""
+        return ["Moderator", *(p.name for p in (*self.jurors, *self.witnesses))]
+
     def reserve(self, n: int = 1) -> int:
         """Reserve n consecutive transcript positions; returns the first."""
         first = next(self.seq)
@@ -100,26 +104,6 @@ class AssemblyContext:
     def emit(self, **event) -> None:
         if self.on_event is not None:
             self.on_event(event)
-
-
-def seed_for(*parts: object) -> int:
-    """A stable 31-bit seed from the run seed and a call's identity: same run seed, same requests."""
-    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
-
-
-_SPEAKER_PREFIX = re.compile(r"^\s*(?:[A-Z][\w .'-]{0,40}:)\s*")
-
-
-def clean_turn(text: str, words: int) -> str:
-    """Trim a generated turn to about `words` words, ending at a sentence boundary when one is near."""
-    text = _SPEAKER_PREFIX.sub("", (text or "").strip(), count=1).strip().strip('"').strip()
-    tokens = text.split()
-    if len(tokens) <= words:
-        return text
-    clipped = " ".join(tokens[:words])
-    end = max(clipped.rfind(". "), clipped.rfind("? "), clipped.rfind("! "), clipped.rfind("."))
-    return clipped[: end + 1] if end > len(clipped) // 2 else clipped + "…"
 
 
 def words_to_tokens(words: int) -> int:
@@ -138,7 +122,7 @@ async def speak(ctx: AssemblyContext, role: str, speaker_id: str, system: str, u
     )
     ctx.emit(kind="speaking", phase=phase, round=round_, speaker=ctx.name_of(speaker_id))
     response = await ctx.models[role].generate(request)
-    content = clean_turn(response.text, words)
+    content = clean_turn(response.text, words, ctx.speaker_names())
     call_id = response.raw.get("call_id")
     ctx.store.add_turn(ctx.run_id, seq=seq, phase=phase, round=round_, speaker_id=speaker_id, content=content,
                        call_id=call_id)
@@ -162,7 +146,8 @@ def testimony_digest(ctx: AssemblyContext, state: AssemblyState) -> str:
     for w in ctx.witnesses:
         text = (state.get("testimony") or {}).get(w.id)
         if text:
-            lines.append(f"{w.name} ({w.extra.get('expertise', 'witness')}): {clean_turn(text, per_witness)}")
+            opening = clean_turn(text, per_witness, ctx.speaker_names())
+            lines.append(f"{w.name} ({w.extra.get('expertise', 'witness')}): {opening}")
     return "\n".join(lines) or "(no expert testimony)"
 
 
@@ -281,7 +266,8 @@ def route_questions(state: AssemblyState, runtime: Runtime[AssemblyContext]):
     sends = []
     for i, member in enumerate(askers):
         witness = ctx.witnesses[i % len(ctx.witnesses)]
-        testimony = clean_turn((state.get("testimony") or {}).get(witness.id, ""), proc.testimony_words)
+        testimony = clean_turn((state.get("testimony") or {}).get(witness.id, ""), proc.testimony_words,
+                               ctx.speaker_names())
         sends.append(Send("question", {"juror_id": member.id, "witness_id": witness.id, "seq": first + 2 * i,
                                        "testimony": f"{witness.name}: {testimony}"}))
     return sends

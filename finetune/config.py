@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from assembly.config import read_yaml, suggest
+from assembly.config import format_validation_error, read_yaml
 from assembly.errors import AssemblyError
 
 EXAMPLE_TYPES = ("juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly")
@@ -112,18 +112,7 @@ def parse_config(data: object, source: str = "<config>") -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            owner = LoraSettings if loc[:1] == ("lora",) else TrainConfig
-            hint = suggest(loc[-1], owner.model_fields)
-            message = f"unknown key{hint}" + ("" if hint else f"; expected one of {', '.join(owner.model_fields)}")
-        else:
-            message = err["msg"].removeprefix("Value error, ")
-            if "input" in err and not isinstance(err["input"], (dict, list)):
-                message += f" (got {err['input']!r})"
-        raise ConfigError(f"{source}: {path}: {message}") from None
+        raise ConfigError(format_validation_error(source, exc, TrainConfig)) from None
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -55,12 +55,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the store (and its DuckDB) is needed to prepare, not to read a prepared folder when training
     from transcripts import Store
 
+from assembly.seeds import stable_int, stable_unit
+from assembly.text import clip_words
 from finetune.config import EXAMPLE_TYPES
+from juries.vocabulary import ATTRIBUTES
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_PROVENANCES = ("simulated", "imported-real")
 NEUTRAL_PERSONA = "You are a member of the public taking part in this discussion."
-CANONICAL = ("party", "ideology", "age", "sex", "race", "education", "income", "region", "religion")
 DEFAULT_PROMPT = "What do you think about the question, and why?"
 NO_TESTIMONY = "(no expert testimony)"
 VOTE_ORDER = ("Agree", "Disagree", "Pass", "Yes", "No")
@@ -113,15 +115,6 @@ class PrepareOptions:
 # --- small helpers ------------------------------------------------------------------------------------------------
 
 
-def stable_int(*parts: object) -> int:
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def stable_unit(*parts: object) -> float:
-    return stable_int(*parts) / 2**64
-
-
 def question_key(text: str) -> str:
     """Questions compare by their words: case, spacing and punctuation do not make a new question."""
     return " ".join(re.sub(r"[^\w]+", " ", (text or "").lower()).split())
@@ -136,15 +129,9 @@ def assign_split(key: str, seed: int, validation: float, test: float) -> str:
     return "train"
 
 
-def clip_words(text: str, words: int) -> str:
-    from assembly.distilled import clip_words as clip
-
-    return clip(text, words)
-
-
 def persona_for(attributes: Mapping[str, Any] | None, seed: int) -> str:
     """A juror persona from canonical attributes (as the engine renders them); neutral when there are none."""
-    canon = {k: v for k, v in (attributes or {}).items() if k in CANONICAL and isinstance(v, str) and v}
+    canon = {k: v for k, v in (attributes or {}).items() if k in ATTRIBUTES and isinstance(v, str) and v}
     if not canon:
         return NEUTRAL_PERSONA
     from juries import render_persona
@@ -404,9 +391,11 @@ class Builder:
                                      prompt=prompt, words=self.options.words)
                 system = render_prompt("juror_system", persona=self._persona(data, t["speaker_id"]))
                 messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-                out.append(self.example(data, "juror_turn", messages, clip_words(text, self.options.words), t["seq"]))
+                reply = clip_words(text, self.options.words, one_line=True)
+                out.append(self.example(data, "juror_turn", messages, reply, t["seq"]))
             if chat and text:
-                history.append({"speaker": names.get(t["speaker_id"], "Participant"), "content": clip_words(text, 40)})
+                history.append({"speaker": names.get(t["speaker_id"], "Participant"),
+                                "content": clip_words(text, 40, one_line=True)})
         return out
 
     def real_ballots(self, data: RunData) -> list[dict[str, Any]]:
@@ -454,13 +443,14 @@ class Builder:
                 question, _, listed = text.partition("\nOptions:")
                 options = [o.strip() for o in listed.split("|") if o.strip()]
             else:
-                question = (f"{data.run['question']}\n\nAnother participant wrote: \"{clip_words(text, 80)}\"\n"
+                quoted = clip_words(text, 80, one_line=True)
+                question = (f"{data.run['question']}\n\nAnother participant wrote: \"{quoted}\"\n"
                             "Do you agree with this statement?")
                 options = ordered_options(v["choice"] for v in votes)
             votes = [v for v in votes if v["choice"] in options]
             if len(options) < 2 or not votes:
                 continue
-            with_people = [v for v in votes if any(k in CANONICAL for k in people.get(v["participant_id"], {})
+            with_people = [v for v in votes if any(k in ATTRIBUTES for k in people.get(v["participant_id"], {})
                                                     .get("attributes", {}))]
             if with_people:
                 chosen = rng.sample(with_people, min(len(with_people), self.options.voters_per_statement))

@@ -35,9 +35,10 @@ from typing import Any
 
 import torch
 
+from assembly.providers.chat import prompt_ids, reply_ids
 from finetune.config import TrainConfig
 from finetune.dataset import read_examples, read_manifest
-from finetune.encoding import prompt_ids, reply_ids, split_example
+from finetune.encoding import split_example
 
 IGNORE = -100
 

@@ -11,6 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from tests.scripted_cli import register_scripted  # noqa: E402
+
+register_scripted()  # `scripted:<name>` specs in tests; production has no such backend (tests/scripted_cli.py)
+
 MINIMAL = textwrap.dedent(
     """\
     question: Should the town council ban cars from the market square on Saturdays?

@@ -11,10 +11,11 @@ import duckdb
 import pytest
 
 from assembly.cli.app import main
+from tests.scripted_cli import SCRIPTED_CLI
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    proc = subprocess.run([sys.executable, "-m", "assembly", *args], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*SCRIPTED_CLI, *args], capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -123,3 +124,33 @@ def test_run_distilled_mode_records_a_run(question_file, tmp_path):
 def test_unknown_mode(question_file, capsys):
     code, _, err = call(capsys, "run", str(question_file), "--mode", "quantum", "--model", "scripted:x")
     assert code == 2 and "quantum" in err
+
+
+def test_the_test_double_is_no_production_backend(question_file, tmp_path):
+    """`scripted` loads only where a test registers it (tests/scripted_cli.py); the real CLI refuses it."""
+    real = [sys.executable, "-m", "assembly"]
+    proc = subprocess.run([*real, "run", str(question_file), "--model", "scripted:demo", "--db",
+                           str(tmp_path / "x.duckdb")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown model spec 'scripted:demo'" in proc.stderr
+    question_file.write_text(question_file.read_text() + "models:\n  juror: scripted:demo\n")
+    proc = subprocess.run([*real, "validate", str(question_file)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "models: unknown model spec 'scripted:demo'" in proc.stderr
+
+
+def test_transcripts_import_survey_and_polis(tmp_path, capsys):
+    survey = tmp_path / "survey.csv"
+    survey.write_text('question_id,question,options,attribute,group,option,count\n'
+                      'Q1,Should we?,"[""Yes"", ""No""]",party,Democrat,Yes,3\n'
+                      'Q1,Should we?,"[""Yes"", ""No""]",party,Democrat,No,1\n')
+    db = tmp_path / "imports.duckdb"
+    code, out, err = call(capsys, "transcripts", "import-survey", str(survey), "--source", "s", "--db", str(db),
+                          "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["runs"]) == 1
+    split = tmp_path / "split.json"
+    split.write_text('{"train": ["Q1"]}')
+    code, _, err = call(capsys, "transcripts", "import-survey", str(survey), "--source", "s", "--db", str(db),
+                        "--split", str(split), "--split-name", "test")
+    assert code == 2 and "no split named 'test'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = call(capsys, "transcripts", "import-polis", str(tmp_path / "missing"), "--db", str(db))
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err

@@ -128,6 +128,22 @@ def test_overrides_are_validated(question_file):
         apply_overrides(spec, model="nonsense:thing")
 
 
+def test_model_override_keeps_the_files_per_role_models(tmp_path):
+    data = base()
+    data["models"] = {"default": "embedded", "juror": "scripted:tuned-juror"}
+    changed = apply_overrides(load_spec(write(tmp_path, data)), model="scripted:x")
+    assert changed.models.default == "scripted:x"
+    assert changed.models.for_role("juror") == "scripted:tuned-juror"  # named in the file: kept
+    assert changed.models.for_role("moderator") == changed.models.for_role("witness") == "scripted:x"
+
+
+def test_unknown_nested_key_lists_the_expected_keys(tmp_path):
+    data = base()
+    data["models"] = {"zzz": "embedded"}
+    message = error_of(tmp_path, data)
+    assert message.endswith("models.zzz: unknown key; expected one of default, juror, witness, moderator")
+
+
 def test_yaml_booleans_and_numbers_as_options(tmp_path):
     text = MINIMAL.replace("options: [Ban cars, Keep access, Ban only in summer]", "options: [Yes, No, 3]")
     spec = load_spec(write(tmp_path, text))

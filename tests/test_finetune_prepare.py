@@ -284,7 +284,7 @@ def test_prepare_cli_json_and_errors(store, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from assembly.cli import finetune as cli
+    from finetune import cli
 
     app = typer.Typer()
     app.command("prepare")(cli.prepare)

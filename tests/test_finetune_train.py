@@ -55,10 +55,11 @@ def config(world, name, **changes):
 
 
 def test_encoding_matches_the_local_backend(world):
+    from assembly.providers.chat import prompt_ids, reply_ids
     from assembly.providers.local import LocalModel
     from assembly.providers.types import Message
     from finetune.dataset import read_examples
-    from finetune.encoding import prompt_ids, reply_ids, split_example
+    from finetune.encoding import split_example
 
     local = LocalModel(world["model"], dtype="float32").load()
     for e in read_examples(world["dataset"], "train")[:12]:
@@ -174,7 +175,7 @@ def test_train_config_yaml_and_cli_errors(world, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from assembly.cli import finetune as cli
+    from finetune import cli
     from finetune.config import ConfigError, load_config
 
     good = tmp_path / "train.yaml"

@@ -177,3 +177,26 @@ def test_split_jury_gets_a_minority_report_from_the_minority(question_file, tmp_
     majority = [j.name for j in result.jurors if j.post == "Ban cars"]
     assert all(name in text for name in dissenters)
     assert not any(f"{name}:" in text for name in majority)  # the report is built from what the minority said
+
+
+def test_turns_lose_a_speaker_label_but_keep_a_labelled_opening(question_file, tmp_path):
+    def reply(request):
+        phase = request.tags.get("phase")
+        if phase == "deliberation":
+            return "Juror 2: Cost: deliveries would take longer for every stall."
+        if phase == "summary":
+            return "Moderator: The jury weighed deliveries against footfall."
+        if phase == "testimony":
+            return "Cost: a closed square needs a delivery window."
+        return "I think the square matters to the town."
+
+    result, _, db = run(question_file, tmp_path, model=ScriptedModel(reply, choose=lambda r: "Ban cars"))
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        turns = dict(con.execute("select phase, any_value(content) from turns where run_id = ? group by phase",
+                                 [result.run_id]).fetchall())
+    finally:
+        con.close()
+    assert turns["deliberation"] == "Cost: deliveries would take longer for every stall."
+    assert turns["summary"] == "The jury weighed deliveries against footfall."
+    assert turns["testimony"] == "Cost: a closed square needs a delivery window."

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import duckdb
 
+from tests.scripted_cli import SCRIPTED_CLI
+
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "assembly", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*SCRIPTED_CLI, *args], capture_output=True, text=True, timeout=300)
 
 
 def transcript(db, run_id):

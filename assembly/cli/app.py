@@ -13,7 +13,9 @@ try:  # typer vendors click from 0.2x on; older typers use click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from assembly.cli import jury, run, validate
+from assembly.cli import eval as eval_cli
+from assembly.cli import jury, run, serve, validate
+from assembly.cli import store as store_cli
 from assembly.cli.console import err
 from assembly.errors import AssemblyError
 from transcripts.errors import StoreError
@@ -30,46 +32,43 @@ app.command("validate")(validate.validate)
 jury_app = typer.Typer(help="Preview jury draws.", no_args_is_help=True)
 jury_app.command("sample")(jury.sample)
 app.add_typer(jury_app, name="jury")
+app.command("serve")(serve.serve)  # fastapi and uvicorn load when the command runs, not here
+eval_app = typer.Typer(help="Measure fidelity against real survey answers.", no_args_is_help=True)
+eval_app.command("survey")(eval_cli.survey)
+app.add_typer(eval_app, name="eval")
+store_cli.register(app)
+
+COMMANDS_GROUP = "assembly.commands"  # entry points: `name = "package.module:register"`, register(app) adds commands
 
 
-def _register_optional() -> None:
-    """Commands owned by modules that may pull optional dependencies register only when importable."""
-    from importlib import import_module
+def register_plugins(target: typer.Typer, plugins=None) -> list[str]:
+    """Commands other installed packages add through the `assembly.commands` entry point (finetune's, for one).
 
-    for module, name, attr in (("assembly.cli.serve", "serve", "serve"),):
+    The engine never imports those packages by name. A plugin is skipped only when its own module is missing (stale
+    metadata after an uninstall): a ModuleNotFoundError naming that module. Any other error — a dependency the plugin
+    imports, a bug in it — is raised, never swallowed. `plugins`: entry points to load instead of the installed ones
+    (tests). Returns the names of the plugins registered."""
+    from importlib.metadata import entry_points
+
+    registered = []
+    seen = set()
+    for ep in entry_points(group=COMMANDS_GROUP) if plugins is None else plugins:
+        if ep.name in seen:  # the same distribution found twice on sys.path (an editable install's egg-info)
+            continue
+        seen.add(ep.name)
+        module = ep.value.partition(":")[0].strip()
         try:
-            app.command(name)(getattr(import_module(module), attr))
-        except ImportError:
-            pass
-    try:
-        from assembly.cli import eval as eval_cli
-
-        eval_app = typer.Typer(help="Measure fidelity against real survey answers.", no_args_is_help=True)
-        eval_app.command("survey")(eval_cli.survey)
-        app.add_typer(eval_app, name="eval")
-    except ImportError:
-        pass
-    try:
-        from assembly.cli import store as store_cli
-
-        store_cli.register(app)
-    except ImportError:
-        pass
-    try:
-        from assembly.cli import finetune as finetune_cli
-
-        finetune_app = typer.Typer(help="Learn from recorded deliberations: build SFT data, train LoRA adapters.",
-                                   no_args_is_help=True)
-        finetune_app.command("prepare")(finetune_cli.prepare)
-        finetune_app.command("train")(finetune_cli.train)
-        app.add_typer(finetune_app, name="finetune")
-        store_cli.transcripts.command("import-polis")(finetune_cli.import_polis)
-        store_cli.transcripts.command("import-survey")(finetune_cli.import_survey)
-    except ImportError:
-        pass
+            register = ep.load()
+        except ModuleNotFoundError as exc:
+            if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+                continue
+            raise
+        register(target)
+        registered.append(ep.name)
+    return registered
 
 
-_register_optional()
+register_plugins(app)
 
 
 def _terminate(signum, frame) -> None:

@@ -115,8 +115,9 @@ def print_summary(result: AssemblyResult) -> None:
 
 def run(
     question: Annotated[Path, typer.Argument(help="The question file (YAML).")],
-    model: Annotated[str | None, typer.Option(help="Model spec for every role, e.g. embedded, "
-                                                     "openai:gpt-4.1-mini, local:<folder>[+<adapter>].")] = None,
+    model: Annotated[str | None, typer.Option(help="Model spec replacing the file's models.default, e.g. embedded, "
+                                                     "openai:gpt-4.1-mini, local:<folder>[+<adapter>]; roles the file "
+                                                     "gives their own model (models.juror, ...) keep it.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override jury.seed (the run's seed).")] = None,
     db: Annotated[Path | None, typer.Option(help="DuckDB store to record into (default: see `assembly transcripts path`).")] = None,
     jurors: Annotated[int | None, typer.Option(help="Override jury.size.")] = None,

@@ -1,7 +1,9 @@
-"""Store commands: `assembly sql`, `assembly transcripts list|show|export|import|path`, `assembly report`."""
+"""Store commands: `assembly sql`, `assembly transcripts list|show|export|import|import-polis|import-survey|path`,
+`assembly report`."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +12,7 @@ import typer
 from rich.table import Table
 
 from assembly.cli.console import out, print_json
+from assembly.errors import AssemblyError
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="The store (default: `assembly transcripts path`).")]
 
@@ -21,6 +24,13 @@ def _store(db: Path | None):
     if not path.exists():
         raise StoreError(f"no store at {path} (run an assembly first, or pass --db)")
     return Store(str(path))
+
+
+def _writable_store(db: Path | None):
+    """The store to import into, created when it does not exist yet."""
+    from transcripts import Store, default_store_path
+
+    return Store(str(db or default_store_path()))
 
 
 def _print_frame(frame, fmt: str) -> None:
@@ -123,6 +133,65 @@ def import_(
     out.print(f"imported {len(run_ids)} deliberation{'s' if len(run_ids) != 1 else ''} from {path}", highlight=False)
 
 
+def import_polis(
+    folders: Annotated[list[Path], typer.Argument(help="Polis export folders (comments.csv, votes.csv, "
+                                                  "participants-votes.csv, summary.csv; plain or .gz).")],
+    db: Annotated[Path | None, typer.Option(help="The store to write (default: the default store).")] = None,
+    source: Annotated[str, typer.Option(help="Source name recorded on the runs.")] = "polis",
+    license: Annotated[str, typer.Option(help="Licence recorded on the runs.")] = "CC BY 4.0",
+    include_rejected: Annotated[bool, typer.Option(help="Also import comments the moderators rejected.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the new run ids as JSON.")] = False,
+) -> None:
+    """Import Polis conversation exports (one run per conversation, provenance imported-real)."""
+    from transcripts.polis import import_polis as run_import
+
+    store = _writable_store(db)
+    ids = {}
+    try:
+        for folder in folders:
+            ids[str(folder)] = run_import(store, folder, source=source, license=license,
+                                          include_rejected=include_rejected)
+    finally:
+        store.close()
+    if json_out:
+        print_json(ids)
+        return
+    for folder, run_id in ids.items():
+        out.print(f"{folder}: " + (f"run {run_id}" if run_id else "already imported (skipped)"), highlight=False)
+
+
+def import_survey(
+    file: Annotated[Path, typer.Argument(help="Survey distributions in FORMAT 1 (CSV, optionally .gz).")],
+    source: Annotated[str, typer.Option(help="Source name recorded on the runs, e.g. opinionqa.")],
+    db: Annotated[Path | None, typer.Option(help="The store to write (default: the default store).")] = None,
+    license: Annotated[str | None, typer.Option(help="Licence recorded on the runs.")] = None,
+    split: Annotated[Path | None, typer.Option(help="Split file (JSON: split name -> question ids).")] = None,
+    split_name: Annotated[str, typer.Option(help="Which split of --split to import.")] = "train",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the new run ids as JSON.")] = False,
+) -> None:
+    """Import a survey-distribution CSV: one run per question, one distribution ballot per (attribute, group)."""
+    from transcripts.surveys import import_survey as run_import
+
+    ids_filter = None
+    if split is not None:
+        try:
+            data = json.loads(split.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AssemblyError(f"{split}: cannot read the split file ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get(split_name), list):
+            raise AssemblyError(f"{split}: no split named {split_name!r}")
+        ids_filter = data[split_name]
+    store = _writable_store(db)
+    try:
+        ids = run_import(store, file, source=source, license=license, question_ids=ids_filter)
+    finally:
+        store.close()
+    if json_out:
+        print_json({"runs": ids})
+        return
+    out.print(f"{file}: {len(ids)} questions imported as runs (source {source})", highlight=False)
+
+
 def path(db: DbOption = None) -> None:
     """Print where the store is (set ASSEMBLY_STORE or pass --db to use another)."""
     from transcripts import default_store_path
@@ -156,5 +225,7 @@ def register(app: typer.Typer) -> None:
     transcripts.command("show")(show)
     transcripts.command("export")(export)
     transcripts.command("import")(import_)
+    transcripts.command("import-polis")(import_polis)
+    transcripts.command("import-survey")(import_survey)
     transcripts.command("path")(path)
     app.add_typer(transcripts, name="transcripts")

@@ -19,7 +19,7 @@ from assembly.evaluation.survey import SurveyQuestion
 
 
 def assembly_spec(question: SurveyQuestion, attribute: str, group: str, model_name: str, config) -> dict[str, Any]:
-    from assembly.evaluation.fidelity import stable_seed
+    from assembly.seeds import stable_seed
 
     n = max(2, config.jurors_per_group)
     return {

@@ -24,7 +24,6 @@ and scores the post-deliberation ballots.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,6 +39,7 @@ from assembly.config import DEFAULT_OPTION_ORDERS
 from assembly.evaluation import metrics as M
 from assembly.evaluation.survey import OVERALL, Distribution, Survey, SurveyQuestion
 from assembly.providers.base import Model
+from assembly.seeds import stable_seed
 
 # Pairs of opposed groups for steerability: (attribute, group A, group B).
 DEFAULT_PAIRS: tuple[tuple[str, str, str], ...] = (
@@ -51,12 +51,6 @@ CALIBRATIONS = ("none", "neutral")  # assembly.ballots: none, or divide by the m
 
 BallotFn = Callable[..., Awaitable[Ballot]]
 ProgressFn = Callable[[int, int, str], None]
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed from any parts, stable across processes (unlike hash()): 31 bits of sha256."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass

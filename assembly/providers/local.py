@@ -54,6 +54,7 @@ import torch
 
 from assembly.errors import MissingExtraError, SpecError
 from assembly.providers.base import Model
+from assembly.providers.chat import prompt_ids, render_chat, reply_ids
 from assembly.providers.embedded import embedded_model_path, find_gguf
 from assembly.providers.letters import LETTERS, with_letter_listing
 from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage
@@ -130,32 +131,6 @@ class _Result:
     choice: str | None = None
     choice_logprobs: dict[str, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
-
-
-def render_chat(tokenizer, messages, *, add_generation_prompt: bool = True) -> tuple[str, bool]:
-    """Chat-templated prompt text, and whether the template was used (else a plain fallback format).
-
-    The one rendering of messages for local models: fine-tuning encodes its examples with it, so a tuned model sees
-    at run time exactly the text it was trained on. `messages`: Message objects or {"role", "content"} dicts."""
-    dicts = [{"role": m["role"], "content": m["content"]} if isinstance(m, dict) else
-             {"role": m.role, "content": m.content} for m in messages]
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            text = tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=add_generation_prompt)
-            return text, True
-        except Exception:  # noqa: BLE001 - e.g. templates that reject a system role: fold it into the user turn
-            if any(m["role"] == "system" for m in dicts):
-                system = "\n\n".join(m["content"] for m in dicts if m["role"] == "system")
-                rest = [m for m in dicts if m["role"] != "system"] or [{"role": "user", "content": ""}]
-                rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
-                text = tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
-                return text, True
-            raise
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    text = "".join(f"{names[m['role']]}: {m['content']}\n\n" for m in dicts)
-    if add_generation_prompt:
-        text += "Assistant:"
-    return text, False
 
 
 def _byte_alphabet() -> dict[str, int]:
@@ -460,8 +435,7 @@ class LocalModel(Model):
         return render_chat(self._tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
     def _prompt_ids(self, messages: list[Message], limit: int | None = None) -> tuple[list[int], int]:
-        text, templated = self._render(messages)
-        ids = self._tokenizer(text, add_special_tokens=not templated)["input_ids"]
+        ids = prompt_ids(self._tokenizer, messages)
         dropped = 0
         if limit is not None and len(ids) > limit:
             dropped = len(ids) - limit
@@ -472,20 +446,7 @@ class LocalModel(Model):
 
     def _reply_ids(self, messages: list[Message], reply: str) -> list[int]:
         """Token ids of `reply` as the assistant's complete turn, end-of-turn marker included."""
-        prompt, templated = self._render(messages)
-        if templated:
-            full, _ = self._render([*messages, Message(role="assistant", content=reply)], add_generation_prompt=False)
-            if full.startswith(prompt) and reply in full[len(prompt):]:
-                tail = full[len(prompt):]
-                cut = tail.index(reply) + len(reply)
-                # keep the end-of-turn marker after the reply, drop trailing newlines/whitespace
-                text = tail[:cut] + tail[cut:].rstrip()
-                ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
-                if ids:
-                    return list(ids)
-        ids = list(self._tokenizer((" " if not templated else "") + reply, add_special_tokens=False)["input_ids"])
-        eos = self._tokenizer.eos_token_id
-        return ids + ([eos] if eos is not None else [])
+        return reply_ids(self._tokenizer, messages, reply)
 
     def _context_limit(self) -> int | None:
         n = getattr(self._model.config, "max_position_embeddings", None)

@@ -5,7 +5,9 @@ Spec grammar:
     local:<folder or hub id>[+<adapter folder>]
     openai:<model>[@<base url>]       Chat Completions; a base URL makes it any OpenAI-compatible server
     anthropic:<model>[@<base url>]
-    scripted:<name>                   test double; only usable with a model object passed in by code
+
+The test double (`assembly.providers.scripted.ScriptedModel`) is no backend a question file can name: code passes it
+in as a model object, and a test suite that wants it by spec string registers it (`register_backend`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "local": ("assembly.providers.local:LocalModel", "local"),
     "openai": ("assembly.providers.openai:OpenAIModel", "openai"),
     "anthropic": ("assembly.providers.anthropic:AnthropicModel", "anthropic"),
-    "scripted": ("assembly.providers.scripted:ScriptedModel", None),
 }
+
+
+def register_backend(provider: str, target: str, extra: str | None = None) -> None:
+    """Make `provider:<name>` specs load `target` ("module:Class", a Model with `from_spec`), e.g. a test suite's
+    double. `extra`: the pip extra to name when its module cannot be imported."""
+    provider = provider.strip().lower()
+    if not provider or ":" in provider or provider == "embedded":
+        raise ValueError(f"cannot register a backend named {provider!r}")
+    BACKENDS[provider] = (target, extra)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
-"""`assembly finetune prepare|train` (and importers for Polis exports and survey CSVs): learn from recorded
-deliberations, real and simulated. Progress and errors on stderr, results (or --json) on stdout. docs/finetune.md."""
+"""`assembly finetune prepare|train`: learn from recorded deliberations, real and simulated. Progress and errors on
+stderr, results (or --json) on stdout. docs/finetune.md.
+
+The engine never imports this package: these commands join the `assembly` CLI through the `assembly.commands` entry
+point (pyproject.toml), which `assembly.cli.app` loads, the way `llm` plugins add commands."""
 
 from __future__ import annotations
 
@@ -167,62 +170,10 @@ def train(
         err.print("[yellow]note:[/] " + " ".join(card["restrictions"]), highlight=False)
 
 
-def import_polis(
-    folders: Annotated[list[Path], typer.Argument(help="Polis export folders (comments.csv, votes.csv, "
-                                                  "participants-votes.csv, summary.csv; plain or .gz).")],
-    db: Annotated[Optional[Path], typer.Option(help="The store to write (default: the default store).")] = None,
-    source: Annotated[str, typer.Option(help="Source name recorded on the runs.")] = "polis",
-    license: Annotated[str, typer.Option(help="Licence recorded on the runs.")] = "CC BY 4.0",
-    include_rejected: Annotated[bool, typer.Option(help="Also import comments the moderators rejected.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the new run ids as JSON.")] = False,
-) -> None:
-    """Import Polis conversation exports (one run per conversation, provenance imported-real)."""
-    from transcripts import StoreError
-    from transcripts.polis import import_polis as run_import
-
-    store = _store(db)
-    ids = {}
-    try:
-        for folder in folders:
-            ids[str(folder)] = run_import(store, folder, source=source, license=license,
-                                          include_rejected=include_rejected)
-    except StoreError as exc:
-        raise FinetuneCliError(str(exc)) from None
-    if json_out:
-        print_json(ids)
-        return
-    for folder, run_id in ids.items():
-        out.print(f"{folder}: " + (f"run {run_id}" if run_id else "already imported (skipped)"), highlight=False)
-
-
-def import_survey(
-    file: Annotated[Path, typer.Argument(help="Survey distributions in FORMAT 1 (CSV, optionally .gz).")],
-    source: Annotated[str, typer.Option(help="Source name recorded on the runs, e.g. opinionqa.")],
-    db: Annotated[Optional[Path], typer.Option(help="The store to write (default: the default store).")] = None,
-    license: Annotated[Optional[str], typer.Option(help="Licence recorded on the runs.")] = None,
-    split: Annotated[Optional[Path], typer.Option(help="Split file (JSON: split name -> question ids).")] = None,
-    split_name: Annotated[str, typer.Option(help="Which split of --split to import.")] = "train",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the new run ids as JSON.")] = False,
-) -> None:
-    """Import a survey-distribution CSV: one run per question, one distribution ballot per (attribute, group)."""
-    from transcripts import StoreError
-    from transcripts.surveys import import_survey as run_import
-
-    ids_filter = None
-    if split is not None:
-        try:
-            data = json.loads(split.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FinetuneCliError(f"{split}: cannot read the split file ({exc})") from None
-        if not isinstance(data, dict) or not isinstance(data.get(split_name), list):
-            raise FinetuneCliError(f"{split}: no split named {split_name!r}")
-        ids_filter = data[split_name]
-    store = _store(db)
-    try:
-        ids = run_import(store, file, source=source, license=license, question_ids=ids_filter)
-    except StoreError as exc:
-        raise FinetuneCliError(str(exc)) from None
-    if json_out:
-        print_json({"runs": ids})
-        return
-    out.print(f"{file}: {len(ids)} questions imported as runs (source {source})", highlight=False)
+def register(app: typer.Typer) -> None:
+    """The `assembly.commands` entry point: add `assembly finetune prepare|train` to the CLI."""
+    finetune_app = typer.Typer(help="Learn from recorded deliberations: build SFT data, train LoRA adapters.",
+                               no_args_is_help=True)
+    finetune_app.command("prepare")(prepare)
+    finetune_app.command("train")(train)
+    app.add_typer(finetune_app, name="finetune")
