@@ -52,6 +52,22 @@ def row(name: str, summary: dict, wall: float) -> dict:
     }
 
 
+def paired(records: dict[str, list[dict]], base: str) -> dict[str, dict]:
+    """Mean paired difference in R against the first procedure over the same (question, group) records, with its
+    standard error: the panels and questions are the same, so this is far less noisy than comparing means."""
+    import numpy as np
+
+    key = lambda r: (r["question_id"], r["attribute"], r["group"])  # noqa: E731
+    reference = {key(r): r["R"] for r in records[base] if r.get("R") is not None}
+    out = {}
+    for name, rows in records.items():
+        diffs = np.array([r["R"] - reference[key(r)] for r in rows if r.get("R") is not None and key(r) in reference])
+        if name != base and len(diffs) > 1:
+            out[name] = {"mean": round(float(diffs.mean()), 4),
+                         "se": round(float(diffs.std(ddof=1) / np.sqrt(len(diffs))), 4), "n": int(len(diffs))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=24)
@@ -69,7 +85,7 @@ def main() -> None:
 
     model = load_model("embedded", threads=args.threads)
     err = Console(stderr=True)
-    rows = []
+    rows, records = [], {}
     for config in args.configs.split(","):
         orders, calibration = config.split(":")
         started = time.perf_counter()
@@ -78,12 +94,15 @@ def main() -> None:
             questions=str(args.questions), split=DATA / "survey_dev_split_by_wave.json", split_name="validation",
             jurors_per_group=args.jurors_per_group, seed=args.seed, mode="ballot", population="us_adults", meta=None,
             exact_ordinals=False, baselines=True, rounds=1, max_concurrency=0, write_sim=None, db=None,
-            details=False, err=err, progress="none", model_obj=model, option_orders=int(orders),
+            details=True, err=err, progress="none", model_obj=model, option_orders=int(orders),
             calibration=calibration, vote="sample")
-        rows.append(row(f"orders={orders}, calibration={calibration}", summary, time.perf_counter() - started))
+        name = f"orders={orders}, calibration={calibration}"
+        records[name] = summary["records"]
+        rows.append(row(name, summary, time.perf_counter() - started))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     report = {"machine": machine(), "questions": args.questions, "jurors_per_group": args.jurors_per_group,
-              "split": "survey_dev_split_by_wave.json: validation", "rows": rows}
+              "split": "survey_dev_split_by_wave.json: validation", "rows": rows,
+              "paired_R_difference_vs_first": paired(records, next(iter(records)))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

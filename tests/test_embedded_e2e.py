@@ -105,3 +105,54 @@ def test_approval_ballot_on_embedded_model(tmp_path):
         assert q("select count(*) from llm_calls where phase like 'ballot-%'")[0][0] == 36
     finally:
         con.close()
+
+
+def test_openai_client_scores_ballots_from_top_logprobs_of_the_served_embedded_model(tmp_path, monkeypatch):
+    """One meaning of a vote on every backend: `assembly serve` (embedded) answered through the OpenAI backend's
+    top_logprobs path (letter labels, one call per option order), calibrated and drawn like a local ballot."""
+    import asyncio
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    from assembly.ballots import BallotProcedure, cast_ballot
+    from assembly.providers.openai import OpenAIModel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "assembly", "serve", "--model", "embedded", "--port", str(port),
+                               "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "ASSEMBLY_SERVE_TOKEN": "t"})
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer t"},
+                             timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "assembly serve did not start"
+            time.sleep(1)
+        options = ["Ban cars", "Keep access", "Ban only in summer"]
+
+        async def ask():
+            model = OpenAIModel("embedded", base_url=f"http://127.0.0.1:{port}/v1", api_key="t", server_choices=False)
+            try:
+                return await cast_ballot(model, juror_id="j", persona="I run a shop on the square.",
+                                         question="Should the town ban cars from the market square on Saturdays?",
+                                         options=options, seed=1, vote_seed=3,
+                                         procedure=BallotProcedure(option_orders=3, calibration="neutral"))
+            finally:
+                await model.aclose()
+
+        ballot = asyncio.run(ask())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert ballot.status == "valid" and ballot.method == "scored:top_logprobs" and ballot.choice in options
+    assert set(ballot.probabilities) == set(options) and abs(sum(ballot.probabilities.values()) - 1) < 1e-6
+    assert len(ballot.detail["per_order"]) == 3 and len(ballot.detail["prior"]) == 3
