@@ -31,6 +31,10 @@ from assembly.providers.base import Model
 from assembly.providers.types import ChoiceScoringUnavailable, GenerateRequest, Message, ModelError
 
 MAX_OPTION_ORDERS = 24
+# Defaults chosen by measurement on OpinionQA's by-wave validation split (docs/fidelity.md): neutral calibration with
+# one order scored best at about one call per ballot.
+DEFAULT_OPTION_ORDERS = 1
+DEFAULT_CALIBRATION = "neutral"
 YES_NO = ("Yes", "No")
 NEUTRAL_PERSONA = ""  # the calibration prior and the eval's no-persona baseline: no persona at all
 
@@ -112,8 +116,8 @@ class BallotProcedure:
     """How ballots are cast and counted as votes (the question file's `procedure` keys of the same names)."""
 
     vote: VoteMode = "sample"
-    option_orders: int = 1
-    calibration: str = "none"  # none | neutral
+    option_orders: int = DEFAULT_OPTION_ORDERS
+    calibration: str = DEFAULT_CALIBRATION  # none | neutral
     max_attempts: int = 3
     temperature: float = 0.7
 
@@ -287,8 +291,10 @@ async def cast_ballot(
                           call_ids=call_ids, method=method, detail=detail,
                           **kind.vote(distribution, options, draws, procedure.vote))
 
-    # Structured output: one order per juror, drawn with the juror's vote seed.
-    order = orders[random.Random(vote_seed).randrange(len(orders))] if len(orders) > 1 else orders[0]
+    # Structured output: one order per juror, drawn with the juror's vote seed among the cyclic shifts (at least),
+    # so order effects average out over the jury at no extra cost.
+    rotations = orders if len(orders) > 1 else option_orders(len(options), len(options))
+    order = rotations[random.Random(vote_seed).randrange(len(rotations))]
     shown = [options[i] for i in order]
     messages = ballot_messages(**{**common, "options": shown}, persona=persona, phase=phase, context=context,
                                structured=True)

@@ -12,12 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from assembly.ballot import BallotType
 from assembly.ballot_types import kind_of
-from assembly.ballots import MAX_OPTION_ORDERS, BallotProcedure
+from assembly.ballots import DEFAULT_CALIBRATION, DEFAULT_OPTION_ORDERS, MAX_OPTION_ORDERS, BallotProcedure
 from assembly.errors import SpecError
 from assembly.providers.registry import parse_model_spec
 from assembly.voting import RULES, RULES_FOR_BALLOT
 
-DEFAULT_OPTION_ORDERS = 3
 
 
 class Strict(BaseModel):
@@ -93,7 +92,7 @@ class ProcedureSpec(Strict):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     vote: Literal["sample", "mode"] = "sample"  # a vote is a draw from the juror's distribution, or its mode
     option_orders: int = Field(DEFAULT_OPTION_ORDERS, ge=1, le=MAX_OPTION_ORDERS)  # orders each ballot is scored in
-    calibration: Literal["none", "neutral"] = "none"  # neutral: divide out the no-persona, no-context prior
+    calibration: Literal["none", "neutral"] = DEFAULT_CALIBRATION  # neutral: divide out the no-persona, no-context prior
 
     def ballot_procedure(self) -> BallotProcedure:
         return BallotProcedure(vote=self.vote, option_orders=self.option_orders, calibration=self.calibration,

@@ -38,6 +38,8 @@ MINIMAL = textwrap.dedent(
       rounds: 2
       questioners: 2
       words_per_turn: 30
+      option_orders: 3   # scripted choosers have no persona-free prior to divide out: calibration is tested in
+      calibration: none  # test_ballots.py, the default procedure end to end in test_embedded_e2e.py
     """
 )
 

@@ -30,7 +30,7 @@ def fixed(distribution):
 
 
 def cast(model, seed, **kw):
-    kw.setdefault("procedure", BallotProcedure(option_orders=3))
+    kw.setdefault("procedure", BallotProcedure(option_orders=3, calibration="none"))
     return asyncio.run(cast_ballot(model, juror_id="j", persona="A voter.", question="Q?", options=OPTIONS,
                                    seed=1, vote_seed=seed, **kw))
 
@@ -114,9 +114,9 @@ def first_listed(request):
 
 def test_averaging_over_orders_removes_position_bias_and_the_diagnostic_shows_it():
     model = ScriptedModel(scores=first_listed)
-    one = cast(model, 0, procedure=BallotProcedure(option_orders=1))
+    one = cast(model, 0, procedure=BallotProcedure(option_orders=1, calibration="none"))
     assert one.probabilities["Ban cars"] == pytest.approx(0.7) and one.detail.get("position") is None
-    three = cast(model, 0, procedure=BallotProcedure(option_orders=3))
+    three = cast(model, 0, procedure=BallotProcedure(option_orders=3, calibration="none"))
     assert all(v == pytest.approx(1 / 3) for v in three.probabilities.values())
     assert three.detail["orders"] == [OPTIONS, OPTIONS[1:] + OPTIONS[:1], OPTIONS[2:] + OPTIONS[:2]]
     assert three.method == "scored"
@@ -162,7 +162,7 @@ def test_approval_is_scored_as_one_yes_no_question_per_option_in_one_batch():
     model = ScriptedModel(scores=scores)
     ballot = asyncio.run(cast_ballot(model, juror_id="j", persona="p", question="Q?", options=OPTIONS,
                                      ballot_type="approval", seed=1, vote_seed=3,
-                                     procedure=BallotProcedure(option_orders=3)))
+                                     procedure=BallotProcedure(option_orders=3, calibration="none")))
     assert ballot.probabilities == pytest.approx({"Ban cars": 0.3, "Keep access": 0.8, "Ban only in summer": 0.3})
     asked = model.history
     assert len(asked) == 6  # 3 options x both orders of Yes/No
@@ -182,7 +182,7 @@ def test_a_backend_that_cannot_score_gets_structured_output_in_one_order_per_jur
                         seed).detail["orders"][0]) for seed in range(20)}
     assert len(shown) == 3  # jurors see different orders, so order effects average out over the jury
     bad = cast(ScriptedModel(["no json here"], scores_options=False), 0,
-               procedure=BallotProcedure(option_orders=3, max_attempts=2))
+               procedure=BallotProcedure(option_orders=3, calibration="none", max_attempts=2))
     assert bad.status == "abstain" and "after 2 attempts" in bad.reason and bad.attempts == 2
 
 
@@ -211,7 +211,7 @@ def test_every_ballot_type_runs_through_the_graph(ballot_type, tmp_path):
     if ballot_type != "yes_no":
         data["ballot"]["options"] = OPTIONS
     options = data["ballot"].get("options", ["Yes", "No"])
-    data["procedure"]["rounds"] = 1
+    data["procedure"].update(rounds=1, option_orders=3)  # the scripted model has no prior: calibration is neutral
     split = {o: (i + 1.0) for i, o in enumerate(options)}
     model = ScriptedModel(scores=lambda r: {"Yes": 0.6, "No": 0.4} if r.choices[0] in ("Yes", "No") and
                           ballot_type == "approval" else {c: split[c] for c in r.choices})
@@ -226,7 +226,7 @@ def test_every_ballot_type_runs_through_the_graph(ballot_type, tmp_path):
 def test_unchanged_distributions_change_no_vote_and_a_split_jury_is_not_unanimous(tmp_path):
     data = yaml.safe_load(MINIMAL)
     data["jury"]["size"] = 12
-    data["procedure"]["rounds"] = 0
+    data["procedure"].update(rounds=0, calibration="none")  # fixed(P) would calibrate to uniform: its prior is P
     result = deliberate(data, models=fixed(P), db=tmp_path / "s.duckdb")
     assert result.changed == 0  # common random numbers: same distribution, same draw, same vote
     assert len({j.post for j in result.jurors}) > 1  # votes follow a 0.5/0.3/0.2 split, not its argmax

@@ -63,12 +63,15 @@ def test_cli_run_on_embedded_model(tmp_path):
         assert q("select count(*) from verdicts")[0][0] == 1
         calls = q("select count(*), sum(output_tokens), min(model) from llm_calls where error is null")[0]
         minority = q("select count(*) from turns where phase = 'minority'")[0][0]
-        # 4 + 4 ballots, each scored under the default 3 option orders, opening, 2 testimonies, 1 question + 1 answer,
-        # 4 statements, 1 summary, verdict (+ minority); the floor allocation is scripted and costs no call.
-        assert calls[0] == 8 * 3 + 11 + minority and calls[1] > 100 and calls[2] == "embedded"
+        # 4 + 4 ballots in the default one option order, the neutral calibration prior (once per question and
+        # order), opening, 2 testimonies, 1 question + 1 answer, 4 statements, 1 summary, verdict (+ minority); the
+        # floor allocation is scripted and costs no call.
+        assert calls[0] == 8 + 1 + 11 + minority and calls[1] > 100 and calls[2] == "embedded"
         # each vote is a draw from the juror's order-averaged distribution, recorded with how it was made
         for method, probabilities, detail in q("select method, probabilities, detail from ballots"):
-            assert method == "scored:sum" and len(json.loads(detail)["orders"]) == 3
+            detail = json.loads(detail)
+            assert method == "scored:sum" and len(detail["orders"]) == 1 and detail["calibration"] == "neutral"
+            assert len(detail["prior"]) == 1 and detail["draws"]
             assert abs(sum(json.loads(probabilities).values()) - 1) < 1e-6
         stability = q("select stability, redraws from verdict_stability")[0]
         assert 0 <= stability[0] <= 1 and stability[1] == 1000
@@ -101,8 +104,8 @@ def test_approval_ballot_on_embedded_model(tmp_path):
             p = json.loads(probabilities)
             assert set(p) == {"Show it to the user", "Use it for ads", "Sell it to data brokers"}
             assert all(0 < v < 1 for v in p.values())  # P(approve) per option, not a distribution over options
-        # 3 jurors x 2 ballots x 3 options x both orders of Yes/No
-        assert q("select count(*) from llm_calls where phase like 'ballot-%'")[0][0] == 36
+        # 3 jurors x 2 ballots x 3 options, one yes/no question each, + the calibration prior's 3 questions
+        assert q("select count(*) from llm_calls where phase like 'ballot-%'")[0][0] == 3 * 2 * 3 + 3
     finally:
         con.close()
 

@@ -86,7 +86,7 @@ class PersonaModel(Model):
 
 
 def run(survey, model, population, **config):
-    cfg = EvalConfig(**{"jurors_per_group": 4, "seed": 1, **config})
+    cfg = EvalConfig(**{"jurors_per_group": 4, "seed": 1, "option_orders": 3, "calibration": "none", **config})
     return asyncio.run(evaluate_survey(survey, model, cfg, population=population, persona_fn=persona))
 
 
@@ -203,7 +203,7 @@ class Ballots(fidelity.EvalHooks):
 
 def run_q1(tmp_path, population, model, **config):
     survey = read_survey(write_fixture(tmp_path / "s.csv", {"Q1": HUMAN["Q1"]}))
-    cfg = EvalConfig(**{"jurors_per_group": 15, "seed": 1, "attributes": ["party"], "groups": ["Democrat"], **config})
+    cfg = EvalConfig(**{"jurors_per_group": 15, "seed": 1, "attributes": ["party"], "groups": ["Democrat"], "option_orders": 3, "calibration": "none", **config})
     hooks = Ballots()
     result = asyncio.run(evaluate_survey(survey, model, cfg, population=population, persona_fn=persona, hooks=hooks))
     return result, hooks.by_panel

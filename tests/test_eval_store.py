@@ -17,7 +17,7 @@ def test_db_records_every_ballot_and_call(tmp_path, population):  # noqa: F811
     from transcripts import Store
 
     survey = read_survey(write_fixture(tmp_path / "s.csv"))
-    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"])
+    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"], option_orders=3, calibration="none")
     model = PersonaModel()
     db = tmp_path / "eval.duckdb"
     recorder = EvalRecorder.open(db, survey=survey, config=config, model=model)
@@ -59,7 +59,7 @@ def test_assembly_mode_runs_mini_assemblies(tmp_path):
         seen_specs.append(spec)
         return await adeliberate(spec, **kwargs)
 
-    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"], groups=["Democrat", "Republican"],
+    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"], groups=["Democrat", "Republican"], option_orders=3, calibration="none",
                         mode="assembly", assembly_rounds=1)
     result = asyncio.run(evaluate_survey(survey, model, config, deliberate_fn=deliberate))
     summary = summarise(result)

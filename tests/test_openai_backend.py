@@ -325,7 +325,7 @@ def test_scored_ballot_through_cast_ballot(fake):
     server = fake((200, lettered()))
     model = model_for(server)
     ballot = asyncio.run(cast_ballot(model, juror_id="j1", persona="A shop owner.", question="Ban cars?",
-                                     options=OPTIONS, seed=1, procedure=BallotProcedure(vote="mode")))
+                                     options=OPTIONS, seed=1, procedure=BallotProcedure(vote="mode", calibration="none")))
     asyncio.run(model.aclose())
     assert ballot.method == "scored:top_logprobs" and ballot.choice == "Keep access"
     assert sum(ballot.probabilities.values()) == pytest.approx(1.0)

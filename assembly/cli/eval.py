@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from assembly.ballots import MAX_OPTION_ORDERS
-from assembly.config import DEFAULT_OPTION_ORDERS
+from assembly.config import DEFAULT_CALIBRATION, DEFAULT_OPTION_ORDERS
 from assembly.errors import AssemblyError
 
 MODES = ("ballot", "assembly")
@@ -60,7 +60,7 @@ def survey(
     ] = DEFAULT_OPTION_ORDERS,
     calibration: Annotated[str, typer.Option(
         help="none | neutral: divide each juror's distribution by the model's no-persona prior for the question.")
-    ] = "none",
+    ] = DEFAULT_CALIBRATION,
     vote: Annotated[str, typer.Option(
         help="sample | mode: a juror's vote (scored into R_sampled) is a draw from their distribution, or its mode.")
     ] = "sample",
@@ -104,7 +104,7 @@ def survey(
 
 def run_survey_eval(*, file, model, attributes, groups, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
          exact_ordinals, baselines, rounds, max_concurrency, write_sim, db, details, err, progress,
-         model_options=None, model_obj=None, option_orders=DEFAULT_OPTION_ORDERS, calibration="none",
+         model_options=None, model_obj=None, option_orders=DEFAULT_OPTION_ORDERS, calibration=DEFAULT_CALIBRATION,
          vote="sample") -> dict:
     """The whole `assembly eval survey` command as a function (benchmarks call it in-process); returns the summary."""
     from assembly.evaluation import fidelity

@@ -35,7 +35,7 @@ import numpy as np
 from assembly.ballot import Ballot
 from assembly.ballot_types import VOTE_MODES
 from assembly.ballots import MAX_OPTION_ORDERS, BallotProcedure, NeutralPriors, cast_ballot, position_bias
-from assembly.config import DEFAULT_OPTION_ORDERS
+from assembly.config import DEFAULT_CALIBRATION, DEFAULT_OPTION_ORDERS
 from assembly.evaluation import metrics as M
 from assembly.evaluation.survey import OVERALL, Distribution, Survey, SurveyQuestion
 from assembly.providers.base import Model
@@ -70,7 +70,7 @@ class EvalConfig:
     # the engine's ballot procedure (assembly.ballots.BallotProcedure): scored ballots are averaged over this many
     # option orders, optionally divided by the model's no-persona prior, and the vote is a draw or the mode
     option_orders: int = DEFAULT_OPTION_ORDERS
-    calibration: str = "none"  # none | neutral
+    calibration: str = DEFAULT_CALIBRATION  # none | neutral
     vote: str = "sample"  # sample | mode
 
     def __post_init__(self) -> None:
