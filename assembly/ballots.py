@@ -226,18 +226,12 @@ async def cast_ballot(
     procedure: BallotProcedure | None = None,
     priors: NeutralPriors | None = None,
     order_seed: int = 0,
-    max_attempts: int | None = None,
-    temperature: float | None = None,
 ) -> Ballot:
     """Ask one juror for a private ballot. Never raises for a bad reply: an invalid one becomes an abstention.
 
     `seed` seeds the model calls; `vote_seed` the juror's vote draws (give the same one for the pre- and the
     post-ballot: common random numbers); `order_seed` the option orders beyond the cyclic ones (one per run)."""
     procedure = procedure or BallotProcedure()
-    if max_attempts is not None or temperature is not None:
-        procedure = BallotProcedure(procedure.vote, procedure.option_orders, procedure.calibration,
-                                    max_attempts or procedure.max_attempts,
-                                    procedure.temperature if temperature is None else temperature)
     kind = kind_of(ballot_type)
     vote_seed = seed if vote_seed is None else vote_seed
     orders = option_orders(len(options), min(procedure.option_orders, MAX_OPTION_ORDERS), order_seed)
