@@ -79,7 +79,7 @@ def _fmt(value: Any) -> str:
 
 
 def render_markdown(card: dict[str, Any]) -> str:
-    lines = [f"# LoRA adapter card", "", f"Use it as `--model {card['model_spec']}`.", ""]
+    lines = ["# LoRA adapter card", "", f"Use it as `--model {card['model_spec']}`.", ""]
     if not card["shippable"]:
         lines += ["> **Not for release.** " + " ".join(card["restrictions"]), ""]
     base = card["base_model"]

@@ -21,8 +21,8 @@ def rows(*extra: str, base: bool = True) -> str:
                                          ("party", "Republican", (10, 25, 5.5))):
             for option, count in zip(("Yes", "No", "Unsure"), counts):
                 lines.append(f'Q1,Should we?,{OPTS},{attribute},{group},{option},{count}')
-        lines.append(f'Q2,And now?,"[""A"", ""B""]",party,Democrat,A,3')
-        lines.append(f'Q2,And now?,"[""A"", ""B""]",party,Democrat,B,1')
+        lines.append('Q2,And now?,"[""A"", ""B""]",party,Democrat,A,3')
+        lines.append('Q2,And now?,"[""A"", ""B""]",party,Democrat,B,1')
     return "\n".join([*lines, *extra]) + "\n"
 
 

@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assembly.providers import GenerateRequest, Message, load_model  # noqa: E402
 from assembly.providers.local import LocalModel  # noqa: E402
+from assembly.providers.sampling import sample_tokens  # noqa: E402
 from tests.fakes import build_tiny_llama  # noqa: E402
 
 SENTENCES = [
@@ -227,12 +228,12 @@ def test_sampler_nucleus_and_greedy():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [0.0, 3.0, 1.0, 2.0]])
     reqs = [ask("x", temperature=1.0, top_p=1e-6), ask("x", temperature=0.0)]
     gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
-    assert LocalModel._sample(logits, reqs, gens) == [1, 1]  # a tiny nucleus and greedy both give the argmax
+    assert sample_tokens(logits, reqs, gens) == [1, 1]  # a tiny nucleus and greedy both give the argmax
     nucleus = [ask("x", temperature=1.0, top_p=0.8)] * 2
-    draws = [LocalModel._sample(logits, nucleus, [torch.Generator().manual_seed(s)] * 2) for s in range(40)]
+    draws = [sample_tokens(logits, nucleus, [torch.Generator().manual_seed(s)] * 2) for s in range(40)]
     seen = {d[0] for d in draws}
     assert seen <= {1, 3} and len(seen) == 2  # p(1)=.64, p(3)=.24: the nucleus at 0.8 holds exactly these two
-    again = [LocalModel._sample(logits, nucleus, [torch.Generator().manual_seed(s)] * 2) for s in range(40)]
+    again = [sample_tokens(logits, nucleus, [torch.Generator().manual_seed(s)] * 2) for s in range(40)]
     assert draws == again
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import re
 import threading
 import time
 from collections import Counter
@@ -56,7 +55,9 @@ from assembly.errors import MissingExtraError, SpecError
 from assembly.providers.base import Model
 from assembly.providers.chat import prompt_ids, render_chat, reply_ids
 from assembly.providers.embedded import embedded_model_path, find_gguf
+from assembly.providers.hardware import cpu_has_fast_bf16
 from assembly.providers.letters import LETTERS, with_letter_listing
+from assembly.providers.sampling import logprob_entries, note_logprobs, sample_tokens
 from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage
 
 log = logging.getLogger(__name__)
@@ -74,26 +75,6 @@ CHOICE_METHOD_NOTE = (
 
 # Options a LocalModel understands; others given to load_model/ModelPool (meant for other backends) are ignored.
 _OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter")
-
-
-def _cpu_has_fast_bf16() -> bool:
-    """True when this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX, or ARM bf16 via oneDNN).
-
-    Measured on an AVX2-only AMD EPYC: bf16 linear layers ran at ~5 GFLOP/s whatever the batch, fp32 at 6-20
-    GFLOP/s rising with batch size; so "bf16 where supported" means where it is accelerated, not merely accepted.
-    """
-    checks = (
-        lambda: torch.cpu._is_avx512_bf16_supported(),
-        lambda: torch.cpu._is_amx_tile_supported(),
-        lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported(),
-    )
-    for check in checks:
-        try:
-            if check():
-                return True
-        except Exception:  # noqa: BLE001 - private helpers may be missing in other torch builds
-            continue
-    return False
 
 
 @dataclass
@@ -131,36 +112,6 @@ class _Result:
     choice: str | None = None
     choice_logprobs: dict[str, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
-
-
-def _byte_alphabet() -> dict[str, int]:
-    """Byte-level BPE's (GPT-2's) printable stand-in character for each byte, as {character: byte}."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
-                 *range(ord("\xae"), ord("\xff") + 1)]
-    alphabet, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            alphabet[chr(b)] = b
-        else:
-            alphabet[chr(256 + extra)] = b
-            extra += 1
-    return alphabet
-
-
-_BYTE_OF = _byte_alphabet()
-_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
-
-def _token_bytes(piece: Any, text: str, byte_level: bool) -> list[int]:
-    """A token's own bytes (OpenAI's `bytes`): exact for byte-level BPE and for byte-fallback tokens ("<0xE2>"),
-    whose single-token text can be a lone "\ufffd" for part of a character; else the UTF-8 of its text."""
-    if isinstance(piece, str):
-        match = _BYTE_TOKEN.fullmatch(piece)
-        if match:
-            return [int(match.group(1), 16)]
-        if byte_level and piece and all(c in _BYTE_OF for c in piece):
-            return [_BYTE_OF[c] for c in piece]
-    return list(text.encode("utf-8"))
 
 
 class LocalModel(Model):
@@ -254,7 +205,7 @@ class LocalModel(Model):
             return device, names[self.dtype_option]
         if device.type == "cuda":
             return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if _cpu_has_fast_bf16():
+        if cpu_has_fast_bf16():
             return device, torch.bfloat16
         log.info("bf16 is not accelerated on this CPU (no AVX512-BF16/AMX; bf16 matmuls would run ~4x slower than "
                  "fp32 and gain nothing from batching): loading %s in fp32", self.name)
@@ -510,8 +461,8 @@ class LocalModel(Model):
         while active:
             if self._closing.is_set():
                 raise ModelError(f"model {self.name} was closed while generating")
-            tokens = self._sample(logits, [requests[i] for i in active], [generators[i] for i in active])
-            self._note_logprobs(logits, tokens, active, requests, steps)
+            tokens = sample_tokens(logits, [requests[i] for i in active], [generators[i] for i in active])
+            note_logprobs(logits, tokens, active, requests, steps)
             keep = []
             for j, i in enumerate(active):
                 t = tokens[j]
@@ -552,74 +503,11 @@ class LocalModel(Model):
                     text = text[: min(cuts)]
             raw: dict[str, Any] = {"truncated_prompt_tokens": dropped[i]} if dropped[i] else {}
             if r.top_logprobs is not None:
-                raw["logprobs"] = self._logprob_entries(steps[i])
+                raw["logprobs"] = logprob_entries(self._tokenizer, steps[i])
             results.append(_Result(text=text.strip(), input_tokens=len(prompts[i]),
                                    output_tokens=len(out_tokens[i]) + (finish[i] == "stop"),
                                    finish_reason=finish[i], raw=raw))
         return results
-
-    @staticmethod
-    def _note_logprobs(logits: torch.Tensor, tokens: list[int], active: list[int], requests: list[GenerateRequest],
-                       steps: list[list]) -> None:
-        """Append, for each active row that asked for top_logprobs, the sampled token's log-probability and the
-        row's top-n alternatives. Log-probabilities are the model's own, before temperature and top_p (what a
-        caller scoring options wants); a row's stopping token (end of turn) gets its entry too, so a one-token
-        answer that ends at once still says what the alternatives were."""
-        rows = [j for j, i in enumerate(active) if requests[i].top_logprobs is not None]
-        if not rows:
-            return
-        lp = torch.log_softmax(logits[rows].float(), dim=-1)
-        picked = torch.tensor([tokens[j] for j in rows], device=lp.device)
-        chosen = lp[torch.arange(len(rows), device=lp.device), picked].tolist()
-        width = min(max(requests[active[j]].top_logprobs for j in rows), lp.shape[-1])
-        values, ids = lp.topk(width, dim=-1)
-        values, ids = values.tolist(), ids.tolist()
-        for k, j in enumerate(rows):
-            n = requests[active[j]].top_logprobs
-            steps[active[j]].append((tokens[j], chosen[k], ids[k][:n], values[k][:n]))
-
-    def _logprob_entries(self, steps: list[tuple[int, float, list[int], list[float]]]) -> list[dict[str, Any]]:
-        """`raw["logprobs"]`: [{token, bytes, logprob, top_logprobs: [{token, bytes, logprob}, ...]}, ...]."""
-        tok = self._tokenizer
-        byte_level = type(getattr(getattr(tok, "backend_tokenizer", None), "decoder", None)).__name__ == "ByteLevel"
-
-        def entry(token_id: int, logprob: float) -> dict[str, Any]:
-            text = tok.decode([token_id], skip_special_tokens=False)
-            return {"token": text, "bytes": _token_bytes(tok.convert_ids_to_tokens(token_id), text, byte_level),
-                    "logprob": logprob}
-
-        return [{**entry(t, v), "top_logprobs": [entry(a, w) for a, w in zip(ids, values)]}
-                for t, v, ids, values in steps]
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, requests: list[GenerateRequest], generators: list[torch.Generator]) -> list[int]:
-        """One token per row: greedy when temperature <= 0, else temperature + nucleus (top_p) sampling.
-
-        Each row draws one uniform number from its own generator and samples by inverse CDF, so its draw does not
-        depend on its neighbours in the batch. The nucleus is searched among the top 1024 tokens (exact whenever
-        they hold top_p of the mass, else a full sort): sorting 49k logits per row per step cost ~10% of decoding.
-        """
-        logits = logits.float().cpu()
-        chosen = logits.argmax(-1).tolist()
-        for i, (r, g) in enumerate(zip(requests, generators)):
-            if r.temperature <= 0:
-                continue
-            probs = torch.softmax(logits[i] / r.temperature, dim=-1)
-            u = float(torch.rand((), generator=g))
-            top_p = min(max(r.top_p, 1e-6), 1.0)
-            if top_p >= 1.0:
-                cdf = probs.cumsum(-1)
-                chosen[i] = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])])).clamp(max=len(cdf) - 1))
-                continue
-            values, order = probs.topk(min(1024, probs.numel()))
-            if float(values.sum()) < top_p:
-                values, order = probs.sort(descending=True)
-            cum = values.cumsum(-1)
-            values = torch.where(cum - values >= top_p, torch.zeros_like(values), values)  # nucleus, >= 1 token
-            cdf = values.cumsum(-1)
-            pick = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])])).clamp(max=len(cdf) - 1))
-            chosen[i] = int(order[pick])
-        return chosen
 
     def _choice_messages(self, request: GenerateRequest) -> tuple[list[Message], list[str]]:
         """Messages to score against, and the reply text that stands for each option."""

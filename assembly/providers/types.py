@@ -55,8 +55,14 @@ class GenerateRequest(BaseModel):
 
 
 class Usage(BaseModel):
+    """Tokens of one call. `input_tokens` counts every prompt token sent; `cached_input_tokens` those of them that
+    were not computed again (a provider's prompt cache read, or the local backend's reused prefix);
+    `cache_write_tokens` those written to a provider's prompt cache (Anthropic bills them above the input price)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class GenerateResponse(BaseModel):
