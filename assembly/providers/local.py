@@ -428,6 +428,14 @@ class LocalModel(Model):
             kwargs.pop("logits_to_keep")
             return self._model(**kwargs, use_cache=True)
 
+    def _prefill(self, prompts: list[list[int]]):
+        """Run the prompts (left padded) through the model: (cache, attention mask, next positions [B, 1], the last
+        position's logits [B, V]). Only the last position's logits are computed."""
+        ids, mask = self._left_pad(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+        return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :]
+
     @torch.inference_mode()
     def _generate_batch(self, requests: list[GenerateRequest]) -> list[_Result]:
         tok = self._tokenizer
@@ -452,12 +460,7 @@ class LocalModel(Model):
         steps: list[list[tuple[int, float, list[int], list[float]]]] = [[] for _ in range(n)]
         active = [i for i, r in enumerate(requests) if r.max_tokens > 0]
         if active:
-            ids, mask = self._left_pad([prompts[i] for i in active])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-            cache = out.past_key_values
-            next_pos = mask.sum(-1, keepdim=True)
-            logits = out.logits[:, -1, :]
+            cache, mask, next_pos, logits = self._prefill([prompts[i] for i in active])
         while active:
             if self._closing.is_set():
                 raise ModelError(f"model {self.name} was closed while generating")
@@ -528,12 +531,8 @@ class LocalModel(Model):
             prompts.append(ids)
             replies.append(reps)
             dropped.append(d)
-        ids, mask = self._left_pad(prompts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-        cache = out.past_key_values
-        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # [B, V]: the reply's first token
-        next_pos = mask.sum(-1, keepdim=True)
+        cache, mask, next_pos, last = self._prefill(prompts)
+        first = torch.log_softmax(last.float(), dim=-1)  # [B, V]: the reply's first token
         token_lp: list[list[list[float]]] = [[[] for _ in reps] for reps in replies]
         for b, reps in enumerate(replies):
             for k, rep in enumerate(reps):
