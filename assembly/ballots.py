@@ -26,9 +26,15 @@ from typing import Any
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import VoteMode, draws_for, kind_of
+from assembly.layout import juror_messages, shared_block
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
-from assembly.providers.types import ChoiceScoringUnavailable, GenerateRequest, Message, ModelError
+from assembly.providers.types import (
+    ChoiceScoringUnavailable,
+    GenerateRequest,
+    Message,
+    ModelError,
+)
 
 MAX_OPTION_ORDERS = 24
 # Defaults chosen by measurement on OpinionQA's by-wave validation split (docs/fidelity.md): neutral calibration with
@@ -70,26 +76,14 @@ def ballot_messages(
     *, persona: str, question: str, options: list[str], ballot_type: str, phase: str, context: str | None,
     background: str = "", structured: bool, item: str | None = None
 ) -> list[Message]:
-    """The private ballot prompt: the juror's persona, the question and — after deliberation only — `context`.
+    """The private ballot prompt (assembly.layout): the question, background and — after deliberation only —
+    `context` are shared by the jury; the persona comes right before the ballot instruction and the options (whose
+    order differs between the option orders of one ballot).
 
     `item`: one option of an approval ballot asked as its own yes/no question (`options` then lists the answers)."""
-    return [
-        Message(role="system", content=render_prompt("juror_system", persona=persona)),
-        Message(
-            role="user",
-            content=render_prompt(
-                "ballot",
-                question=question,
-                background=background,
-                context=context,
-                phase=phase,
-                ballot_type=ballot_type,
-                options=options,
-                structured=structured,
-                item=item,
-            ),
-        ),
-    ]
+    own = render_prompt("ballot", persona=persona, phase=phase, ballot_type=ballot_type, options=options,
+                        structured=structured, item=item)
+    return juror_messages(shared_block(question=question, background=background, context=context), own)
 
 
 def parse_ballot_reply(text: str, ballot_type: str, options: list[str]) -> tuple[dict, str | None]:

@@ -19,6 +19,7 @@ from assembly.ballots import position_bias
 from assembly.config import AssemblySpec, apply_overrides, load_spec, parse_spec
 from assembly.errors import AssemblyError, SpecError
 from assembly.graph import MODERATOR_ID, AssemblyContext, Participant, build_graph
+from assembly.layout import PROMPT_LAYOUT
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.registry import ModelPool
@@ -54,7 +55,7 @@ def draw(spec: AssemblySpec):
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
+    found = {"python": platform.python_version(), "prompt_layout": str(PROMPT_LAYOUT)}
     for dist in ("assembly-sim", "langgraph", "duckdb", "transformers", "torch", "pydantic"):
         try:
             found[dist] = metadata.version(dist)
@@ -121,6 +122,8 @@ def _result(spec, ctx: AssemblyContext, state: dict, draw_, recorders: dict[str,
     usage = Usage(
         calls=sum(r.calls for r in distinct),
         input_tokens=sum(r.input_tokens for r in distinct),
+        cached_input_tokens=sum(r.cached_input_tokens for r in distinct),
+        cache_write_tokens=sum(r.cache_write_tokens for r in distinct),
         output_tokens=sum(r.output_tokens for r in distinct),
         model_seconds=round(sum(r.model_seconds for r in distinct), 3),
         wall_seconds=round(wall, 3),

@@ -28,6 +28,7 @@ from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
 from assembly.ballots import NeutralPriors, cast_ballot
 from assembly.config import AssemblySpec
+from assembly.layout import question_messages, statement_messages
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.types import GenerateRequest, Message
@@ -110,11 +111,13 @@ def words_to_tokens(words: int) -> int:
     return int(words * 1.6) + 8
 
 
-async def speak(ctx: AssemblyContext, role: str, speaker_id: str, system: str, user: str, *, phase: str,
-                round_: int | None, seq: int, words: int) -> tuple[str, str | None]:
-    """One generated turn, recorded at its reserved position."""
+async def speak(ctx: AssemblyContext, role: str, speaker_id: str, system: str | None, user: str | list[Message], *,
+                phase: str, round_: int | None, seq: int, words: int) -> tuple[str, str | None]:
+    """One generated turn, recorded at its reserved position. `user` is the user message, or (with system None)
+    the whole prompt laid out by assembly.layout."""
+    messages = user if system is None else [Message(role="system", content=system), Message(role="user", content=user)]
     request = GenerateRequest(
-        messages=[Message(role="system", content=system), Message(role="user", content=user)],
+        messages=messages,
         max_tokens=words_to_tokens(words),
         temperature=ctx.spec.procedure.temperature,
         seed=seed_for(ctx.seed, phase, round_, speaker_id, seq),
@@ -278,14 +281,16 @@ async def question(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
     spec = ctx.spec
     member = juror(ctx, payload["juror_id"])
     witness = next(w for w in ctx.witnesses if w.id == payload["witness_id"])
-    user = render_prompt("juror_question", question=spec.question, witness=witness.name, testimony=payload["testimony"])
-    asked, _ = await speak(ctx, "juror", member.id, render_prompt("juror_system", persona=member.persona), user,
-                           phase="question", round_=None, seq=payload["seq"], words=40)
+    messages = question_messages(persona=member.persona, question=spec.question, testimony=payload["testimony"],
+                                 witness=witness.name)
+    asked, _ = await speak(ctx, "juror", member.id, None, messages, phase="question", round_=None, seq=payload["seq"],
+                           words=40)
     user = render_prompt("witness_answer", question=spec.question, juror=member.name, asked=asked,
                          words=spec.procedure.words_per_turn)
     answer, _ = await speak(ctx, "witness", witness.id, witness.persona, user, phase="answer", round_=None,
                             seq=payload["seq"] + 1, words=spec.procedure.words_per_turn)
-    return {"questions": {member.id: {"witness": witness.id, "question": asked, "answer": answer}}}
+    return {"questions": {member.id: {"witness": witness.id, "question": asked, "answer": answer,
+                                       "seq": payload["seq"]}}}
 
 
 # --- deliberation rounds -----------------------------------------------------------------------------------------
@@ -320,19 +325,39 @@ def route_speakers(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> l
     return [Send("statement", {"juror_id": j, "round": round_, "seq": first + i}) for i, j in enumerate(order)]
 
 
-def recent_turns(ctx: AssemblyContext, state: AssemblyState, round_: int) -> list[dict]:
-    """The last few turns a juror sees: the previous round's statements (or the Q&A before round 1)."""
+def heard_turns(ctx: AssemblyContext, state: AssemblyState, round_: int, juror_id: str) -> list[dict]:
+    """The turns one juror heard before speaking in `round_`: at most `recent_turns` of them, in speaking order.
+
+    From round 2, the previous round's statements of the jurors who sat nearest this juror in that round's
+    speaking order (circular distance; the juror's own statement is not among them). Before round 1, whole
+    question-and-answer exchanges, nearest first around a seeded position in the order they were asked. Each juror
+    hears a window of their own, so no fixed set of last speakers sets everyone's agenda, and prompts stay bounded.
+    """
     keep = ctx.spec.procedure.recent_turns
     if keep == 0:
         return []
     if round_ > 1:
-        turns = round_turns(ctx, state, round_ - 1)
+        order = state["floor"][str(round_ - 1)]["order"]
+        said = {s["speaker"]: s for key, s in (state.get("statements") or {}).items()
+                if key.startswith(f"{round_ - 1}:")}
+        units = [[said[j]] if j in said and j != juror_id else [] for j in order]
+        centre = order.index(juror_id)
     else:
-        turns = []
-        for juror_id, qa in sorted((state.get("questions") or {}).items()):
-            turns.append({"speaker": ctx.name_of(juror_id), "content": qa["question"]})
-            turns.append({"speaker": ctx.name_of(qa["witness"]), "content": qa["answer"]})
-    return turns[-keep:]
+        asked = sorted((state.get("questions") or {}).items(), key=lambda item: item[1].get("seq", 0))
+        units = [[{"speaker": j, "content": qa["question"]}, {"speaker": qa["witness"], "content": qa["answer"]}]
+                 for j, qa in asked]
+        if not units:
+            return []
+        centre = random.Random(seed_for(ctx.seed, "hears", round_, juror_id)).randrange(len(units))
+    n = len(units)
+    nearest = sorted(range(n), key=lambda i: (min((i - centre) % n, (centre - i) % n), (i - centre) % n))
+    chosen, count_ = set(), 0
+    for i in nearest:
+        if units[i] and count_ + len(units[i]) <= keep:
+            chosen.add(i)
+            count_ += len(units[i])
+    return [{"speaker": ctx.name_of(t["speaker"]), "content": t["content"]}
+            for i in sorted(chosen) for t in units[i]]
 
 
 async def statement(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
@@ -341,13 +366,12 @@ async def statement(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
     state: AssemblyState = payload["state"]
     member = juror(ctx, payload["juror_id"])
     round_ = payload["round"]
-    user = render_prompt("juror_statement", question=spec.question, options=spec.ballot.options,
-                         testimony=testimony_digest(ctx, state), summary=latest_summary(state),
-                         recent=recent_turns(ctx, state, round_), prompt=state["prompts"][str(round_)],
-                         words=spec.procedure.words_per_turn)
-    content, _ = await speak(ctx, "juror", member.id, render_prompt("juror_system", persona=member.persona), user,
-                             phase="deliberation", round_=round_, seq=payload["seq"],
-                             words=spec.procedure.words_per_turn)
+    messages = statement_messages(persona=member.persona, question=spec.question, options=spec.ballot.options,
+                                  testimony=testimony_digest(ctx, state), summary=latest_summary(state),
+                                  heard=heard_turns(ctx, state, round_, member.id),
+                                  prompt=state["prompts"][str(round_)], words=spec.procedure.words_per_turn)
+    content, _ = await speak(ctx, "juror", member.id, None, messages, phase="deliberation", round_=round_,
+                             seq=payload["seq"], words=spec.procedure.words_per_turn)
     return {"statements": {f"{round_}:{member.id}": {"speaker": member.id, "content": content, "seq": payload["seq"]}}}
 
 

@@ -18,7 +18,9 @@ class RecordingModel(Model):
         self.run_id = run_id
         self.name = inner.name
         self.calls = 0
-        self.input_tokens = 0
+        self.input_tokens = 0  # every prompt token sent, cached ones included
+        self.cached_input_tokens = 0
+        self.cache_write_tokens = 0
         self.output_tokens = 0
         self.model_seconds = 0.0
         self.cost_usd: float | None = None
@@ -46,6 +48,8 @@ class RecordingModel(Model):
             choice_logprobs=response.choice_logprobs if response else None,
             input_tokens=response.usage.input_tokens if response else 0,
             output_tokens=response.usage.output_tokens if response else 0,
+            cached_input_tokens=response.usage.cached_input_tokens if response else 0,
+            cache_write_tokens=response.usage.cache_write_tokens if response else 0,
             duration_s=response.duration_s or duration if response else duration,
             attempts=response.attempts if response else 1,
             error=error,
@@ -64,6 +68,8 @@ class RecordingModel(Model):
         call_id = self._record(request, response, None, elapsed)
         self.calls += 1
         self.input_tokens += response.usage.input_tokens
+        self.cached_input_tokens += response.usage.cached_input_tokens
+        self.cache_write_tokens += response.usage.cache_write_tokens
         self.output_tokens += response.usage.output_tokens
         self.model_seconds += response.duration_s or elapsed
         if response.cost_usd is not None:

@@ -23,7 +23,9 @@ class Verdict(BaseModel):
 
 class Usage(BaseModel):
     calls: int = 0
-    input_tokens: int = 0
+    input_tokens: int = 0  # every prompt token sent, cached ones included
+    cached_input_tokens: int = 0  # read from a provider's prompt cache, or a reused local prefix
+    cache_write_tokens: int = 0  # written to a provider's prompt cache
     output_tokens: int = 0
     model_seconds: float = 0.0
     wall_seconds: float = 0.0

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from assembly.layout import PROMPT_LAYOUT
 from finetune.config import TrainConfig
 
 
@@ -57,6 +58,7 @@ def write_card(*, output: Path, adapter_dir: Path, config: TrainConfig, manifest
         "eval": {"validation_items": valid_items, "base": before, "tuned": after},
         "history": history[-200:],
         "machine": machine(),
+        "prompt_layout": PROMPT_LAYOUT,  # the layout its prompts were built in (assembly.layout)
         "shippable": not restricted,
         "restrictions": [f"trained on {name}, whose licence allows internal use only: do not ship or publish this "
                          "adapter" for name in restricted],

@@ -19,7 +19,7 @@ puts them in one training item and rewards the model when its groups differ the 
 Example types and where they come from:
 
 * juror_turn — simulated runs: the recorded prompt (llm_calls.messages, exactly what the juror saw) -> the recorded
-  turn. Imported real deliberations: the engine's own templates (`juror_system` + `juror_statement`): the
+  turn. Imported real deliberations: the engine's own layout (`assembly.layout.statement_messages`): the
   participant's persona (rendered from their canonical attributes; a neutral one when they have none), the
   question, the moderator's latest prompt and, in chats, the last turns before it -> what the person wrote.
 * ballot — simulated: each recorded ballot prompt (one per option order) -> the juror's recorded distribution, in
@@ -366,7 +366,7 @@ class Builder:
         return persona_for((person or {}).get("attributes"), stable_int(self.options.seed, data.id, pid))
 
     def real_turns(self, data: RunData) -> list[dict[str, Any]]:
-        from assembly.prompts import render_prompt
+        from assembly.layout import statement_messages
 
         roles = {p["id"]: p["role"] for p in data.participants}
         names = self._names(data)
@@ -385,12 +385,10 @@ class Builder:
                 continue
             chat = t["phase"] != "statement"  # statements answer the prompt on their own; chat turns answer others
             if len(text.split()) >= 3:
-                user = render_prompt("juror_statement", question=data.run["question"], options=options,
-                                     testimony=NO_TESTIMONY, summary="",
-                                     recent=history[-self.options.recent_turns:] if chat else [],
-                                     prompt=prompt, words=self.options.words)
-                system = render_prompt("juror_system", persona=self._persona(data, t["speaker_id"]))
-                messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+                messages = [m.model_dump() for m in statement_messages(
+                    persona=self._persona(data, t["speaker_id"]), question=data.run["question"], options=options,
+                    testimony=NO_TESTIMONY, summary="", heard=history[-self.options.recent_turns:] if chat else [],
+                    prompt=prompt, words=self.options.words)]
                 reply = clip_words(text, self.options.words, one_line=True)
                 out.append(self.example(data, "juror_turn", messages, reply, t["seq"]))
             if chat and text:

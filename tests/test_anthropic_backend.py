@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 
 pytest.importorskip("anthropic")
 
 from assembly.providers.anthropic import AnthropicModel  # noqa: E402
+from assembly.providers.pricing import PriceTable  # noqa: E402
 from assembly.providers.registry import load_model  # noqa: E402
-from assembly.providers.types import GenerateRequest, Message, ModelError  # noqa: E402
+from assembly.providers.types import GenerateRequest, Message, ModelError, Usage  # noqa: E402
 from assembly.providers.wrappers import MissingAPIKeyError  # noqa: E402
 from tests.fakes import fake_server_fixture, load_fast, run_once as run  # noqa: E402
 
 KEY = "sk-ant-test-SECRET0123456789abcdef"
 
 
-def message(text="Hello there.", input_tokens=12, output_tokens=4, stop_reason="end_turn"):
+def message(text="Hello there.", input_tokens=12, output_tokens=4, stop_reason="end_turn", **usage_extra):
+    """A Messages API reply; `usage_extra` adds usage fields (cache_read_input_tokens, ...)."""
     return {
         "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-fake-20250101",
         "content": [{"type": "text", "text": text}], "stop_reason": stop_reason, "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens, **usage_extra},
     }
 
 
@@ -73,7 +78,9 @@ def test_success_maps_system_messages_and_usage(fake):
     assert sent_key(sent) == KEY
     body = sent["json"]
     assert body["model"] == "claude-fake" and body["max_tokens"] == 256
-    assert body["system"] == "Be brief.\n\nYou are a juror."
+    # one system block, marked for prompt caching (the prompt_cache option's default)
+    assert body["system"] == [{"type": "text", "text": "Be brief.\n\nYou are a juror.",
+                               "cache_control": {"type": "ephemeral"}}]
     assert body["messages"] == [{"role": "user", "content": "Hi\n\nSay hello"}]
     assert body["stop_sequences"] == ["\n\nJuror"]  # whitespace-only stops are dropped
     assert "temperature" not in body and "output_config" not in body
@@ -102,7 +109,7 @@ def test_rejected_format_falls_back_to_an_instruction(fake):
     model = AnthropicModel("claude-fake", base_url=server.base_url)
     assert run(model, req(json_schema={"type": "object"})).text == "{}"
     second = server.requests[1]["json"]
-    assert "output_config" not in second and "JSON schema" in second["system"]
+    assert "output_config" not in second and "JSON schema" in second["system"][0]["text"]
 
 
 def test_429_then_success_is_retried(fake):
@@ -179,3 +186,73 @@ def test_cost_from_the_table(fake):
     model = load_model(f"anthropic:claude-sonnet-4-6@{server.base_url}", prices={
         f"anthropic:claude-sonnet-4-6@{server.base_url}": {"input": 3.0, "output": 15.0}})
     assert run(model, req()).cost_usd == pytest.approx(0.018)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prompt caching: the system block is marked, cache reads and writes are read into Usage, priced and recorded
+
+
+def test_prompt_cache_marks_the_system_block_only_when_on(fake):
+    server = fake((200, message()))
+    run(model_for(server), req(("system", "Shared by every juror."), ("user", "Your own part.")))
+    run(model_for(server, prompt_cache=False), req(("system", "Shared by every juror."), ("user", "Your own part.")))
+    run(model_for(server), req(("user", "No system message.")))
+    on, off, no_system = (r["json"] for r in server.requests)
+    assert on["system"] == [{"type": "text", "text": "Shared by every juror.", "cache_control": {"type": "ephemeral"}}]
+    assert on["messages"] == [{"role": "user", "content": "Your own part."}]  # the juror's own part is not marked
+    assert off["system"] == "Shared by every juror."
+    assert "system" not in no_system
+    assert "cache_control" not in json.dumps(off) and "cache_control" not in json.dumps(no_system)
+    with pytest.raises(TypeError, match="prompt_cache"):
+        AnthropicModel("claude-fake", base_url=server.base_url, prompt_cache="no")
+
+
+def test_cache_reads_and_writes_are_read_priced_and_recorded(fake, tmp_path):
+    from assembly.providers.replay import ReplayModel
+    from assembly.recorder import RecordingModel
+    from transcripts import Store
+
+    server = fake((200, message(input_tokens=100, output_tokens=50, cache_creation_input_tokens=2000,
+                                cache_read_input_tokens=0)),
+                  (200, message(input_tokens=100, output_tokens=50, cache_creation_input_tokens=0,
+                                cache_read_input_tokens=2000)),
+                  (200, message(input_tokens=100, output_tokens=50, cache_creation_input_tokens=None,
+                                cache_read_input_tokens=None)))
+    name = f"anthropic:claude-sonnet-4-6@{server.base_url}"
+    # input and output only: cache reads get Anthropic's 0.1 x input (0.30), 5-minute writes 1.25 x (3.75)
+    model = load_fast(name, prices={name: {"input": 3.0, "output": 15.0}})
+    store = Store(tmp_path / "s.duckdb")
+    run_id = store.begin_run(question="Q?", spec={})
+    recording = RecordingModel(model, store, run_id)
+
+    async def three():
+        try:
+            return [await recording.generate(req()) for _ in range(3)]
+        finally:
+            await model.aclose()
+
+    write, read, plain = asyncio.run(three())
+    # the API's input_tokens leaves cache reads and writes out; ours counts every prompt token sent
+    assert write.usage == Usage(input_tokens=2100, output_tokens=50, cached_input_tokens=0, cache_write_tokens=2000)
+    assert read.usage == Usage(input_tokens=2100, output_tokens=50, cached_input_tokens=2000, cache_write_tokens=0)
+    assert plain.usage == Usage(input_tokens=100, output_tokens=50)  # null cache fields count 0
+    assert write.cost_usd == pytest.approx((100 * 3.0 + 2000 * 3.75 + 50 * 15.0) / 1e6)  # 0.00855
+    assert read.cost_usd == pytest.approx((100 * 3.0 + 2000 * 0.30 + 50 * 15.0) / 1e6)  # 0.00165
+    assert plain.cost_usd == pytest.approx((100 * 3.0 + 50 * 15.0) / 1e6)
+    assert recording.cached_input_tokens == 2000 and recording.cache_write_tokens == 2000
+    rows = store.sql("SELECT input_tokens, cached_input_tokens, cache_write_tokens, cost_usd FROM llm_calls "
+                     "WHERE run_id = ? ORDER BY seq", [run_id]).rows()
+    assert rows == [(2100, 0, 2000, pytest.approx(0.00855)), (2100, 2000, 0, pytest.approx(0.00165)),
+                    (100, 0, 0, pytest.approx(0.00105))]
+    costs = store.sql("SELECT input_tokens, cached_input_tokens, cache_write_tokens FROM call_costs "
+                      "WHERE run_id = ?", [run_id]).rows()
+    assert costs == [(4300, 2000, 2000)]
+    # replay rebuilds the cached counts from the store
+    replay = ReplayModel(store.recorded_calls(run_id), name=name)
+    replayed = [asyncio.run(replay.generate(req())) for _ in range(2)]
+    assert [r.usage for r in replayed] == [write.usage, read.usage]
+
+
+def test_shipped_anthropic_prices_have_cache_rates():
+    price = PriceTable.load().lookup("anthropic:claude-sonnet-4-6")
+    assert (price.input, price.cached_input, price.cache_write) == (3.0, pytest.approx(0.3), pytest.approx(3.75))

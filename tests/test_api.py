@@ -70,3 +70,31 @@ def test_assembly_as_a_node_in_another_graph(tmp_path):
     assert out["assembly_result"]["question"].startswith("How should I handle")
     # The jurors were asked the parent's question, not the base file's.
     assert any("delete the user's old photos" in m.content for r in model.history for m in r.messages)
+
+
+def test_cached_prompt_tokens_are_summed_into_the_run_usage(tmp_path, capsys):
+    from assembly.cli.run import print_summary
+    from assembly.providers.types import Usage
+    from assembly.providers.wrappers import ModelWrapper
+    from transcripts import Store
+
+    class HalfCached(ModelWrapper):
+        """Reports half of every prompt as read from a prompt cache, and one token written to it."""
+
+        async def generate(self, request):
+            response = await self.inner.generate(request)
+            used = response.usage
+            return response.model_copy(update={"usage": Usage(
+                input_tokens=used.input_tokens, output_tokens=used.output_tokens,
+                cached_input_tokens=used.input_tokens // 2, cache_write_tokens=1)})
+
+    spec = yaml.safe_load(MINIMAL)
+    result = assembly.deliberate(spec, models=HalfCached(ScriptedModel()), db=tmp_path / "s.duckdb", jurors=4)
+    stored = Store(tmp_path / "s.duckdb").sql(
+        "select sum(input_tokens) i, sum(cached_input_tokens) c, sum(cache_write_tokens) w, count(*) n "
+        "from llm_calls where run_id = ?", [result.run_id]).row(0)
+    assert stored[1] > 0
+    assert (result.usage.input_tokens, result.usage.cached_input_tokens, result.usage.cache_write_tokens) == stored[:3]
+    assert result.usage.cache_write_tokens == result.usage.calls == stored[3]
+    print_summary(result)
+    assert f"{stored[1]} of {stored[0]} prompt tokens cached" in capsys.readouterr().out

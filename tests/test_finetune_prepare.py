@@ -76,7 +76,7 @@ def simulate(db: Path, question: str, seed: int) -> str:
         who = request.tags.get("participant")
         return f"In the {phase} I, {who}, think we should weigh the costs and the benefits."
 
-    model = ScriptedModel(reply, choose=lambda r: r.choices[hash(r.messages[0].content) % len(r.choices)])
+    model = ScriptedModel(reply, choose=lambda r: r.choices[hash(r.messages[-1].content) % len(r.choices)])
     return assembly.deliberate(spec, models=model, db=str(db), seed=seed).run_id
 
 
@@ -144,7 +144,7 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
     rep = next(e for e in survey if e["target"]["group"] == "Republican" and e["question_id"] == "Q3")
     assert rep["target"]["distribution"] == pytest.approx([30 / 66, 21 / 66, 12 / 66, 3 / 66])
     assert rep["messages"][-1]["content"] in rep["target"]["choices"]
-    assert "usually vote for Republicans" in rep["messages"][0]["content"]  # a juror seated from the group
+    assert "usually vote for Republicans" in rep["messages"][1]["content"]  # a juror seated from the group
     contrast = defaultdict(set)
     for e in survey:
         if e["contrast"]:
@@ -154,10 +154,10 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
 
     # real deliberations: the engine's juror templates, recent turns in a chat, statement votes as ballots
     turn = next(e for e in examples if e["type"] == "juror_turn" and e["source"] == "testchat" and
-                "Recently said" in e["messages"][1]["content"])
+                "What you heard just now" in e["messages"][1]["content"])
     assert "You are a member of a citizens' jury" in turn["messages"][0]["content"]
     assert "Answer as yourself in at most 60 words" in turn["messages"][1]["content"]
-    assert any("Do you agree with this statement?" in e["messages"][1]["content"] for e in examples
+    assert any("Do you agree with this statement?" in e["messages"][0]["content"] for e in examples
                if e["source"] == "testchat")
 
     whole = [e for e in examples if e["type"] == "whole_assembly"]

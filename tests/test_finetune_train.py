@@ -18,6 +18,7 @@ pytest.importorskip("tokenizers")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from assembly.layout import PROMPT_LAYOUT  # noqa: E402
 from tests.fakes import build_tiny_llama  # noqa: E402
 from tests.test_finetune_prepare import build_store  # noqa: E402
 
@@ -118,6 +119,7 @@ def test_train_save_reload_generate_and_score(world):
     assert card["data"]["sources"]["testsurvey"]["sha256"] and card["data"]["real_share"]["train"] is not None
     assert card["shippable"] is False and "testsurvey" in card["restrictions"][0]
     assert card["hyperparameters"]["lora"]["r"] == 8 and card["machine"]["torch"]
+    assert card["prompt_layout"] == PROMPT_LAYOUT  # a local model warns when it loads an adapter of another layout
     assert card["eval"]["base"]["items"] == card["eval"]["tuned"]["items"] > 0
     assert (world["tmp"] / "run" / "CARD.md").read_text().startswith("# LoRA adapter card")
 

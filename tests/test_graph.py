@@ -200,3 +200,37 @@ def test_turns_lose_a_speaker_label_but_keep_a_labelled_opening(question_file, t
     assert turns["deliberation"] == "Cost: deliveries would take longer for every stall."
     assert turns["summary"] == "The jury weighed deliveries against footfall."
     assert turns["testimony"] == "Cost: a closed square needs a delivery window."
+
+
+def test_juror_prompts_put_the_shared_block_first_and_each_juror_hears_a_window_of_their_own(question_file,
+                                                                                             tmp_path):
+    spec = question_file.read_text().replace("  questioners: 2\n", "  questioners: 4\n  recent_turns: 2\n")
+    question_file.write_text(spec)
+    result, model, db = run(question_file, tmp_path)
+    personas = {row[0]: row[1] for row in duckdb.connect(str(db), read_only=True).execute(
+        "select id, persona from participants where run_id = ? and role = 'juror'", [result.run_id]).fetchall()}
+    order_1 = result.floor["1"]["order"]
+    for phase in ("deliberation", "ballot-pre", "ballot-post"):
+        for round_ in (1, 2) if phase == "deliberation" else (None,):
+            calls = [r for r in model.history if r.tags.get("phase") == phase and r.tags.get("round") == round_]
+            assert len({r.messages[0].content for r in calls}) == 1  # one shared system message for the phase
+            for r in calls:
+                assert personas[r.tags["participant"]] not in r.messages[0].content
+                assert r.messages[1].content.startswith(personas[r.tags["participant"]])
+    heard = {}
+    for r in (r for r in model.history if r.tags.get("phase") == "deliberation"):
+        said = [j for j in order_1 if f"[deliberation r1 {j}]" in r.messages[1].content]
+        asked = {j for j in personas if f"[question rNone {j}]" in r.messages[1].content}
+        me = r.tags["participant"]
+        if r.tags["round"] == 1:
+            assert not said and len(asked) == 1  # two turns: one whole question-and-answer exchange
+            heard[(1, me)] = frozenset(asked)
+        else:
+            assert me not in said and len(said) == 2
+            i, n = order_1.index(me), len(order_1)
+            assert set(said) == {order_1[(i - 1) % n], order_1[(i + 1) % n]}  # who sat either side in round 1
+            heard[(2, me)] = frozenset(said)
+    assert len({v for (round_, _), v in heard.items() if round_ == 1}) > 1  # not everyone hears the same exchange
+    assert len({v for (round_, _), v in heard.items() if round_ == 2}) > 1
+    assert duckdb.connect(str(db), read_only=True).execute(
+        "select versions->>'prompt_layout' from runs where id = ?", [result.run_id]).fetchone()[0] == "2"

@@ -164,6 +164,6 @@ def test_prepare_turns_polis_into_statements_and_votes(tmp_path):
     votes = [e for e in examples if e["type"] == "ballot"]
     assert votes and all(e["target"]["choices"][:2] == ["Agree", "Disagree"] for e in votes)
     # no demographics in Polis: one example per statement with the observed vote shares as the target
-    first = next(e for e in votes if "The bus should be free." in e["messages"][1]["content"])
+    first = next(e for e in votes if "The bus should be free." in e["messages"][0]["content"])
     assert first["target"]["distribution"] == [1.0, 0.0, 0.0] or first["target"]["distribution"] == [1.0, 0.0]
     assert json.dumps(first).count("You are a member of the public") == 1

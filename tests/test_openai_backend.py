@@ -12,7 +12,13 @@ pytest.importorskip("openai")
 from assembly.ballots import BallotProcedure, ballot_schema, cast_ballot  # noqa: E402
 from assembly.providers.openai import OpenAIModel, strict_qualifies  # noqa: E402
 from assembly.providers.registry import load_model  # noqa: E402
-from assembly.providers.types import ChoiceScoringUnavailable, GenerateRequest, Message, ModelError  # noqa: E402
+from assembly.providers.types import (  # noqa: E402
+    ChoiceScoringUnavailable,
+    GenerateRequest,
+    Message,
+    ModelError,
+    Usage,
+)
 from assembly.providers.wrappers import MissingAPIKeyError  # noqa: E402
 from tests.fakes import fake_server_fixture, load_fast, run_once as run  # noqa: E402
 
@@ -211,6 +217,59 @@ def test_from_spec_wraps_with_cost(fake, monkeypatch):
     server = fake((200, completion(prompt_tokens=1_000_000, completion_tokens=0)))
     model = model_for(server, prices={f"openai:fake-model@{server.base_url}": [2.0, 8.0]})
     assert run(model, req()).cost_usd == pytest.approx(2.0)
+
+
+def with_cached(body, cached_tokens, **details):
+    """`body` whose usage reports `cached_tokens` under prompt_tokens_details (as OpenAI and vLLM do)."""
+    body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached_tokens, **details}
+    return body
+
+
+def test_cached_prompt_tokens_are_read_priced_and_recorded(fake, tmp_path):
+    from assembly.providers.replay import ReplayModel
+    from assembly.recorder import RecordingModel
+    from transcripts import Store
+
+    server = fake((200, with_cached(completion(prompt_tokens=2000, completion_tokens=100), 1536)))
+    name = f"openai:fake-model@{server.base_url}"
+    model = model_for(server, prices={name: {"input": 2.0, "output": 8.0, "cached_input": 0.5}})
+    store = Store(tmp_path / "s.duckdb")
+    run_id = store.begin_run(question="Q?", spec={})
+    recording = RecordingModel(model, store, run_id)
+
+    async def once():
+        try:
+            return await recording.generate(req())
+        finally:
+            await model.aclose()  # the recorder leaves closing to the model's owner
+
+    response = asyncio.run(once())
+    # prompt_tokens already counts the cached ones: input_tokens stays every prompt token sent
+    assert response.usage == Usage(input_tokens=2000, output_tokens=100, cached_input_tokens=1536)
+    assert response.cost_usd == pytest.approx((464 * 2.0 + 1536 * 0.5 + 100 * 8.0) / 1e6)  # 0.002496
+    assert store.sql("SELECT input_tokens, cached_input_tokens, cache_write_tokens, cost_usd FROM llm_calls "
+                     "WHERE run_id = ?", [run_id]).rows() == [(2000, 1536, 0, pytest.approx(0.002496))]
+    replayed = asyncio.run(ReplayModel(store.recorded_calls(run_id), name=name).generate(req()))
+    assert replayed.usage == response.usage
+
+
+def test_cached_rate_defaults_to_half_the_input_price(fake):
+    server = fake((200, with_cached(completion(prompt_tokens=2000, completion_tokens=100), 1536,
+                                    cache_write_tokens=400)))
+    model = model_for(server, prices={f"openai:fake-model@{server.base_url}": [2.0, 8.0]})
+    response = run(model, req())
+    assert response.usage == Usage(input_tokens=2000, output_tokens=100, cached_input_tokens=1536,
+                                   cache_write_tokens=400)
+    # cached at 50% of input (no cached_input given); OpenAI's cache writes cost what input does
+    assert response.cost_usd == pytest.approx((64 * 2.0 + 1536 * 1.0 + 400 * 2.0 + 100 * 8.0) / 1e6)  # 0.003264
+
+
+@pytest.mark.parametrize("details", [None, {}, {"cached_tokens": None}, {"cached_tokens": 0, "audio_tokens": 0}])
+def test_servers_without_cached_token_counts_read_as_none_cached(fake, details):
+    body = completion(prompt_tokens=50, completion_tokens=5)
+    body["usage"]["prompt_tokens_details"] = details
+    server = fake((200, body))
+    assert run(model_for(server), req()).usage == Usage(input_tokens=50, output_tokens=5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

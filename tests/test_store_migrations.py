@@ -78,3 +78,27 @@ def test_read_only_store_needs_an_existing_file(tmp_path):
 def test_migration_files_are_numbered_without_gaps():
     numbers = [m.number for m in migrations.known()]
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_a_store_from_before_prompt_cache_counts_upgrades(tmp_path, monkeypatch):
+    path = tmp_path / "s.duckdb"
+    everything = migrations.known()
+    before = [m for m in everything if m.number < 5]
+    monkeypatch.setattr(migrations, "known", lambda: before)
+    old = Store(path)
+    run_id = old.begin_run(question="Q?", spec={})
+    con = duckdb.connect(str(path))  # a row as the old version wrote it: every column, by position
+    con.execute("insert into llm_calls values ('c1', ?, 1, 'm', 'juror', null, null, 'h', '[]', null, null, null, "
+                "'hi', null, null, 100, 5, 0.1, 1, null, null, 0.01, now()::timestamp)", [run_id])
+    con.close()
+    monkeypatch.setattr(migrations, "known", lambda: everything)
+    store = Store(path)
+    assert [n for n, _ in ledger(path)] == [m.number for m in everything]
+    store.add_llm_call(run_id, model="m", role="juror", request_hash="h2", messages=[], input_tokens=300,
+                       output_tokens=5, cached_input_tokens=200, cache_write_tokens=50, cost_usd=0.02)
+    rows = store.sql("select id, input_tokens, cached_input_tokens, cache_write_tokens from llm_calls order by seq")
+    assert rows.rows()[0] == ("c1", 100, 0, 0)  # old rows: nothing cached
+    assert rows.rows()[1][1:] == (300, 200, 50)
+    assert store.sql("select input_tokens, cached_input_tokens, cache_write_tokens, cost_usd from call_costs").rows() \
+        == [(400, 200, 50, pytest.approx(0.03))]
+    assert [c["cached_input_tokens"] for c in store.recorded_calls(run_id)] == [0, 200]

@@ -153,9 +153,52 @@ def test_price_lookup_rules():
     assert custom.lookup("openai:mine@http://127.0.0.1:8000/v1").output == 0.2
 
 
+class FixedUsage(Model):
+    """Answers "ok" with the given usage, under the given model name."""
+
+    def __init__(self, name: str, usage: Usage):
+        self.name = name
+        self.usage = usage
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        return GenerateResponse(text="ok", model=self.name, usage=self.usage)
+
+
+def test_cached_and_cache_write_tokens_are_priced_at_their_rates():
+    usage = Usage(input_tokens=1_000_000, cached_input_tokens=600_000, cache_write_tokens=300_000,
+                  output_tokens=100_000)
+
+    def cost(name, prices=None):
+        return asyncio.run(CostModel(FixedUsage(name, usage), prices=prices).generate(req())).cost_usd
+
+    # shipped: gpt-4.1-mini $0.40 in, $0.10 cached, $1.60 out; writes at the input price (OpenAI adds nothing)
+    assert cost("openai:gpt-4.1-mini") == pytest.approx(0.1 * 0.40 + 0.6 * 0.10 + 0.3 * 0.40 + 0.1 * 1.60)
+    assert cost("openai:gpt-4.1-mini-2025-04-14") == cost("openai:gpt-4.1-mini")
+    # shipped: claude-haiku-4-5 $1 in, $0.10 cache reads, $1.25 5-minute cache writes, $5 out
+    assert cost("anthropic:claude-haiku-4-5") == pytest.approx(0.1 * 1.0 + 0.6 * 0.10 + 0.3 * 1.25 + 0.1 * 5.0)
+    # a table without cache rates: the provider's shares of input (openai 0.5 / 1, anthropic 0.1 / 1.25, else 1 / 1)
+    plain = {"openai:new": [2.0, 10.0], "anthropic:new": [2.0, 10.0], "other:new": [2.0, 10.0]}
+    assert cost("openai:new", plain) == pytest.approx(0.1 * 2 + 0.6 * 1.0 + 0.3 * 2.0 + 0.1 * 10)
+    assert cost("anthropic:new", plain) == pytest.approx(0.1 * 2 + 0.6 * 0.2 + 0.3 * 2.5 + 0.1 * 10)
+    assert cost("other:new", plain) == pytest.approx(1.0 * 2 + 0.1 * 10)
+    # rates given by the user win, as a mapping or a list [input, output, cached_input, cache_write]
+    given = {"openai:new": {"input": 2.0, "output": 10.0, "cached_input": 0.2, "cache_write": 3.0},
+             "anthropic:new": [2.0, 10.0, 0.5]}
+    assert cost("openai:new", given) == pytest.approx(0.1 * 2 + 0.6 * 0.2 + 0.3 * 3.0 + 0.1 * 10)
+    assert cost("anthropic:new", given) == pytest.approx(0.1 * 2 + 0.6 * 0.5 + 0.3 * 2.5 + 0.1 * 10)
+    # with nothing cached, the cost is the plain input/output one
+    nothing = asyncio.run(CostModel(FixedUsage("openai:gpt-4.1-mini", Usage(input_tokens=1_000_000)))
+                          .generate(req())).cost_usd
+    assert nothing == pytest.approx(0.40)
+
+
 def test_bad_price_tables_are_spec_errors(tmp_path):
     with pytest.raises(SpecError, match="gpt-x"):
         PriceTable.load({"gpt-x": "cheap"})
+    with pytest.raises(SpecError, match="negative"):
+        PriceTable.load({"gpt-x": {"input": 1, "output": 2, "cached_input": -0.1}})
+    with pytest.raises(SpecError, match="gpt-x"):
+        PriceTable.load({"gpt-x": [1, 2, 3, 4, 5]})
     with pytest.raises(SpecError, match="does not exist"):
         PriceTable.load(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.json"

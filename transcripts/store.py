@@ -406,8 +406,12 @@ class Store:
         cost_usd: float | None = None,
         *,
         call_id: str | None = None,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> str:
-        """Record one model call (in call order) and return its id, for turns and ballots to point at."""
+        """Record one model call (in call order) and return its id, for turns and ballots to point at.
+        `input_tokens` counts every prompt token sent; `cached_input_tokens` (read from a prompt cache) and
+        `cache_write_tokens` (written to one) are among them."""
         messages = list(messages)
         system = next((_text(m) for m in messages if m.get("role") == "system"), None)
         prompt = next((_text(m) for m in reversed(messages) if m.get("role") == "user"), None)
@@ -419,12 +423,15 @@ class Store:
                 seq = con.execute(
                     "SELECT coalesce(max(seq), 0) + 1 FROM llm_calls WHERE run_id = ?", [run_id]
                 ).fetchall()[0][0]
-            con.execute(
-                "INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            con.execute(  # by name: columns added by later migrations come after created_at
+                "INSERT INTO llm_calls (id, run_id, seq, model, role, participant_id, phase, request_hash, messages, "
+                "system, prompt, params, response, choice, choice_logprobs, input_tokens, output_tokens, duration_s, "
+                "attempts, error, seed, cost_usd, created_at, cached_input_tokens, cache_write_tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [call_id, run_id, seq, model, role, participant_id, phase, request_hash,
                  to_json(messages, "messages"), system, prompt, to_json(params, "params"), response, choice,
                  to_json(choice_logprobs, "choice_logprobs"), input_tokens, output_tokens, float(duration_s),
-                 attempts, error, seed, cost_usd, utcnow()],
+                 attempts, error, seed, cost_usd, utcnow(), cached_input_tokens, cache_write_tokens],
             )
         self._next_call_seq[run_id] = seq + 1  # only after the commit, so a failed write reuses the number
         return call_id
@@ -486,8 +493,8 @@ class Store:
             self._require_run(con, run_id)
             rel = con.execute(
                 "SELECT id, seq, request_hash, model, role, participant_id, phase, response, choice, choice_logprobs, "
-                "input_tokens, output_tokens, duration_s, attempts, error, seed, cost_usd "
-                "FROM llm_calls WHERE run_id = ? ORDER BY seq, id",
+                "input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, duration_s, attempts, error, "
+                "seed, cost_usd FROM llm_calls WHERE run_id = ? ORDER BY seq, id",
                 [run_id],
             )
             names = [d[0] for d in rel.description]

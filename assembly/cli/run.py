@@ -109,7 +109,8 @@ def print_summary(result: AssemblyResult) -> None:
               f"{result.abstentions['pre']}, post {result.abstentions['post']}", highlight=False)
     out.print(f"representativeness: {rep} (overall {result.representativeness_overall:.3f})", highlight=False)
     u = result.usage
-    out.print(f"{u.calls} model calls · {u.output_tokens} tokens out · {u.wall_seconds:.1f}s · "
+    cached = f" · {u.cached_input_tokens} of {u.input_tokens} prompt tokens cached" if u.cached_input_tokens else ""
+    out.print(f"{u.calls} model calls · {u.output_tokens} tokens out{cached} · {u.wall_seconds:.1f}s · "
               f"{u.tokens_per_second:.1f} tok/s · run {result.run_id} in {result.store}", highlight=False)
 
 

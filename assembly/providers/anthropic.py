@@ -22,6 +22,17 @@ Behaviour:
     that rejects the format, after which the model stops sending it) puts the schema in the system prompt
     instead; the caller validates and re-asks either way.
   - `scores_options` is False: ballots use the engine's validate-and-re-ask fallback.
+  - Prompt caching (model option `prompt_cache`, default True): `system` is sent as one text block marked
+    `cache_control: {"type": "ephemeral"}` (5-minute TTL), so the system prompt, which holds what every juror of
+    a phase shares (preamble, question, background, options, testimony digest, moderator summary), is cached and
+    read back by the next juror's call; the user message holds what is the juror's own. A request without a system
+    message carries no marker. The API caches only prefixes of a minimum length (1,024 to 4,096 tokens depending
+    on the model); below it the marker is ignored and the call costs what it would without it.
+    `prompt_cache=False` sends `system` as a plain string. The reply's `usage.cache_read_input_tokens` becomes
+    `Usage.cached_input_tokens` and `cache_creation_input_tokens` becomes `cache_write_tokens`; the API's
+    `input_tokens` leaves both out, so `Usage.input_tokens` is input + cache reads + cache writes (every prompt
+    token sent). Costs: cache reads at 0.1 x and 5-minute cache writes at 1.25 x the input price
+    (assembly.providers.pricing).
 """
 
 from __future__ import annotations
@@ -32,12 +43,17 @@ from typing import Any, Literal
 
 import anthropic as _sdk
 
-from assembly.providers.sdk_errors import PLACEHOLDER_KEY  # noqa: F401  (re-exported)
-from assembly.providers.sdk_errors import SDKBackend, SDKProvider
+from assembly.providers.sdk_errors import (
+    PLACEHOLDER_KEY,  # noqa: F401  (re-exported)
+    SDKBackend,
+    SDKProvider,
+    token_count,
+)
 from assembly.providers.types import GenerateRequest, GenerateResponse, Usage
 
 OFFICIAL_BASE_URL = "https://api.anthropic.com"
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "refusal"}
+CACHE_CONTROL = {"type": "ephemeral"}  # the API's default TTL, 5 minutes (refreshed on every read)
 
 
 def _closed_schema(schema: Any) -> Any:
@@ -70,15 +86,20 @@ class AnthropicModel(SDKBackend):
         prefix="anthropic", sdk=_sdk, client_class=_sdk.AsyncAnthropic, client_name="Anthropic",
         official_base_url=OFFICIAL_BASE_URL, base_url_variable="ANTHROPIC_BASE_URL", key_variable="ANTHROPIC_API_KEY",
     )
-    own_options = ("api_key", "timeout", "structured")
+    own_options = ("api_key", "timeout", "structured", "prompt_cache")
     schema_param_words = ("output_config", "format", "schema")
 
-    def __init__(self, model: str, *, structured: Literal["native", "instruction"] = "native", **endpoint: Any):
-        """`endpoint`: base_url, api_key, name, timeout (see SDKBackend)."""
+    def __init__(self, model: str, *, structured: Literal["native", "instruction"] = "native",
+                 prompt_cache: bool = True, **endpoint: Any):
+        """`endpoint`: base_url, api_key, name, timeout (see SDKBackend). `prompt_cache`: mark the system prompt
+        for prompt caching (see the module docstring)."""
         super().__init__(model, **endpoint)
         if structured not in ("native", "instruction"):
             raise ValueError("structured must be 'native' or 'instruction'")
+        if not isinstance(prompt_cache, bool):
+            raise TypeError(f"prompt_cache must be true or false, not {prompt_cache!r}")
         self._native_schema = structured == "native"
+        self.prompt_cache = prompt_cache
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -103,7 +124,11 @@ class AnthropicModel(SDKBackend):
             else:
                 system.append(schema_instruction(request.json_schema))
         if system:
-            params["system"] = "\n\n".join(system)
+            text = "\n\n".join(system)
+            if self.prompt_cache:  # one block, marked: the whole system prompt is the cached prefix
+                params["system"] = [{"type": "text", "text": text, "cache_control": dict(CACHE_CONTROL)}]
+            else:
+                params["system"] = text
         stops = [s for s in (request.stop or []) if s.strip()]  # the API rejects whitespace-only stop sequences
         if stops:
             params["stop_sequences"] = stops
@@ -120,12 +145,17 @@ class AnthropicModel(SDKBackend):
             raise self._malformed(f"no text content in {str(message)[:200]}") from None
         usage = getattr(message, "usage", None)
         stop = getattr(message, "stop_reason", None)
+        # the API's input_tokens leaves out the tokens read from and written to the prompt cache: add them back
+        read = token_count(getattr(usage, "cache_read_input_tokens", None))
+        written = token_count(getattr(usage, "cache_creation_input_tokens", None))
         return GenerateResponse(
             text=text,
             model=self.name,
             usage=Usage(
-                input_tokens=getattr(usage, "input_tokens", 0) or 0,
-                output_tokens=getattr(usage, "output_tokens", 0) or 0,
+                input_tokens=token_count(getattr(usage, "input_tokens", None)) + read + written,
+                output_tokens=token_count(getattr(usage, "output_tokens", None)),
+                cached_input_tokens=read,
+                cache_write_tokens=written,
             ),
             finish_reason=_FINISH.get(stop, stop),
             duration_s=duration,

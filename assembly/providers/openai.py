@@ -35,6 +35,12 @@ Behaviour:
     later), which reject them; any other official model that answers 400 naming temperature/top_p is asked again
     without them. `max_tokens` counts reasoning tokens there: give reasoning models `reasoning_effort="low"` (a
     model option) or more tokens. Custom servers: `max_tokens`, temperature and top_p as given.
+  - Prompt caching: OpenAI and vLLM (automatic prefix caching) cache prompt prefixes by themselves when they are
+    byte-identical, so nothing is sent for it: prompts put what a phase's participants share first (system
+    message) and what is one participant's own last. OpenAI caches prompts of 1,024 tokens or more. The reply's
+    `usage.prompt_tokens_details.cached_tokens` (and `cache_write_tokens`, where given) becomes
+    `Usage.cached_input_tokens` (`cache_write_tokens`); `input_tokens` stays `prompt_tokens`, cached ones included.
+    Costs price cached tokens at the table's `cached_input` rate (assembly.providers.pricing).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import openai as _sdk
 
 from assembly.providers.letters import LETTERS, letter_logprobs, with_letter_listing
 from assembly.providers.sdk_errors import PLACEHOLDER_KEY  # noqa: F401  (re-exported)
-from assembly.providers.sdk_errors import SDKBackend, SDKProvider, rejected
+from assembly.providers.sdk_errors import SDKBackend, SDKProvider, rejected, token_count
 from assembly.providers.types import (
     ChoiceScoringUnavailable,
     GenerateRequest,
@@ -99,6 +105,19 @@ def strict_qualifies(schema: Any, root: bool = True) -> bool:
 def _field(obj: Any, name: str) -> Any:
     """`obj.name` or `obj[name]`: the SDK leaves parts of a non-standard reply as plain dicts."""
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _usage(usage: Any) -> Usage:
+    """Usage from a completion's `usage`: prompt_tokens (every prompt token, cached ones included) and
+    prompt_tokens_details.cached_tokens / cache_write_tokens where the server reports them (OpenAI; vLLM with
+    --enable-prompt-tokens-details); absent fields count 0."""
+    details = _field(usage, "prompt_tokens_details")
+    return Usage(
+        input_tokens=token_count(_field(usage, "prompt_tokens")),
+        output_tokens=token_count(_field(usage, "completion_tokens")),
+        cached_input_tokens=token_count(_field(details, "cached_tokens")),
+        cache_write_tokens=token_count(_field(details, "cache_write_tokens")),
+    )
 
 
 def _first_token_logprobs(choice: Any) -> dict[str, float]:
@@ -274,10 +293,7 @@ class OpenAIModel(SDKBackend):
             model=self.name,
             choice=chosen,
             choice_logprobs=logprobs,
-            usage=Usage(
-                input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                output_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            ),
+            usage=_usage(usage),
             finish_reason=getattr(choice, "finish_reason", None),
             duration_s=duration,
             raw=raw,

@@ -4,7 +4,7 @@ Records are the store's recorded calls (dicts, in call order), each with at leas
     request_hash   request.hash(<the recording model's name>) as computed by the recorder
     model          that model's name (the spec string, e.g. "openai:gpt-4.1-mini")
     response       the response text (or a GenerateResponse-shaped dict)
-    choice, choice_logprobs, input_tokens, output_tokens
+    choice, choice_logprobs, input_tokens, output_tokens (and, when recorded, cached_input_tokens, cache_write_tokens)
 and optionally `finish_reason`, `tags` (a dict, or the store's `role`/`participant_id`/`phase` columns), `error` (a call that
 failed is replayed as the same failure), `id`/`call_id`.
 
@@ -159,6 +159,8 @@ class ReplayModel(Model):
         usage = Usage(
             input_tokens=record.get("input_tokens") or base.usage.input_tokens,
             output_tokens=record.get("output_tokens") or base.usage.output_tokens,
+            cached_input_tokens=record.get("cached_input_tokens") or base.usage.cached_input_tokens,
+            cache_write_tokens=record.get("cache_write_tokens") or base.usage.cache_write_tokens,
         )
         raw = {"replayed": True}
         call_id = record.get("id") or record.get("call_id")

@@ -91,6 +91,11 @@ def model_error_from_sdk(
     return ModelError(f"{where}: unexpected {type(exc).__name__} from the {client} client: {redact(str(exc), key)}")
 
 
+def token_count(value: Any) -> int:
+    """A token count from a reply's usage: a positive number as an int, else 0 (absent, None or malformed)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
+
+
 def rejected(err: ModelError, *words: str) -> bool:
     """Whether `err` is a 400/422 naming any of `words` (the server rejected a parameter we sent)."""
     return err.status in (400, 422) and any(w in str(err) for w in words)
@@ -146,6 +151,10 @@ class SDKBackend(Model):
     provider: ClassVar[SDKProvider]
     own_options: ClassVar[tuple[str, ...]] = ("api_key", "timeout")  # what `from_spec` hands to the constructor
     schema_param_words: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def honours_json_schema(self) -> bool:  # type: ignore[override]
+        return self._native_schema  # the provider's structured output, until a server turns it down
 
     def __init__(
         self,

@@ -1,0 +1,73 @@
+"""How a juror's prompt is laid out: what every juror of a phase shares comes first, what is the juror's own last.
+
+The system message is a fixed preamble followed by the phase's shared block (question, background, options,
+testimony digest, the moderator's latest summary); the user message holds the juror's persona, what that juror
+heard, and the instruction. So the prompts of one phase share a long common prefix, which the local backend
+prefills once per batch and which vLLM's automatic prefix caching and OpenAI's and Anthropic's prompt caching
+reuse (the Anthropic backend marks the system block `cache_control`). Witness and moderator prompts were already
+laid out this way: their system message is the participant's own and shared by all their calls.
+
+`PROMPT_LAYOUT` is recorded with every run (`runs.versions.prompt_layout`) and in adapter cards; a local model
+loading an adapter tuned on another layout logs a warning. Layout 1 (runs recorded without the field): the persona
+first, in the system message, and everything else after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from assembly.prompts import render_prompt
+from assembly.providers.types import Message
+
+PROMPT_LAYOUT = 2
+
+log = logging.getLogger(__name__)
+
+
+def juror_messages(shared: str, own: str) -> list[Message]:
+    """The two messages of every juror call: the preamble and shared block, then the juror's own part."""
+    return [Message(role="system", content=render_prompt("juror_system", shared=shared)),
+            Message(role="user", content=own)]
+
+
+def shared_block(*, question: str, background: str = "", options: Sequence[str] = (), testimony: str = "",
+                 summary: str = "", context: str | None = None) -> str:
+    return render_prompt("juror_shared", question=question, background=background, options=list(options),
+                         testimony=testimony, summary=summary, context=context)
+
+
+def statement_messages(*, persona: str, question: str, options: Sequence[str], testimony: str, summary: str,
+                       heard: Sequence[dict], prompt: str, words: int) -> list[Message]:
+    """A juror's deliberation turn: `heard` is the window of turns this juror heard ({speaker, content})."""
+    shared = shared_block(question=question, options=options, testimony=testimony, summary=summary)
+    own = render_prompt("juror_statement", persona=persona, heard=list(heard), prompt=prompt, words=words)
+    return juror_messages(shared, own)
+
+
+def question_messages(*, persona: str, question: str, testimony: str, witness: str) -> list[Message]:
+    """A juror's question to a witness; jurors questioning the same witness share the testimony."""
+    return juror_messages(shared_block(question=question, testimony=testimony),
+                          render_prompt("juror_question", persona=persona, witness=witness))
+
+
+def adapter_layout(adapter: Path) -> int:
+    """The prompt layout an adapter was tuned on, from its card (1: a card from before layouts were numbered)."""
+    try:
+        card = json.loads((adapter / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 1
+    return int(card.get("prompt_layout", 1)) if isinstance(card, dict) else 1
+
+
+def warn_on_other_layout(model: str, adapter: Path) -> bool:
+    """Log a warning when `adapter` was tuned on prompts laid out differently from today's; True if it was."""
+    layout = adapter_layout(adapter)
+    if layout == PROMPT_LAYOUT:
+        return False
+    log.warning("model %s: adapter %s was tuned on prompt layout %d, but assembly now lays prompts out as layout %d "
+                "(shared block first, persona after it); expect it to follow personas less well until retuned",
+                model, adapter, layout, PROMPT_LAYOUT)
+    return True
