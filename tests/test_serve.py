@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
+import threading
+import time
 
 import httpx
 import pytest
@@ -16,7 +19,7 @@ pytest.importorskip("uvicorn")
 from assembly.providers.base import Model  # noqa: E402
 from assembly.providers.openai import OpenAIModel  # noqa: E402
 from assembly.providers.scripted import ScriptedModel  # noqa: E402
-from assembly.providers.types import GenerateRequest, Message, ModelError  # noqa: E402
+from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage  # noqa: E402
 from assembly.serve import ServerThread, create_app  # noqa: E402
 from tests.fakes import PeakConcurrencyModel, run_once  # noqa: E402
 
@@ -166,9 +169,14 @@ def test_choices_extension_and_json_schema(server, scripted):
     assert message.content == "yes" and message.model_extra["x_choice"] == "yes"
     assert message.model_extra["x_choice_logprobs"] == {"no": -5.0, "yes": 0.0}
     schema = {"type": "object", "properties": {"vote": {"type": "string"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "v", "schema": schema}}
+    with pytest.raises(openai.BadRequestError) as info:  # a model that cannot honour it: refused, not ignored
+        client(server).chat.completions.create(model="juror", messages=[{"role": "user", "content": "json"}],
+                                               response_format=fmt)
+    assert info.value.body["param"] == "response_format" and info.value.body["code"] == "unsupported_response_format"
+    scripted.honours_json_schema = True
     client(server).chat.completions.create(
-        model="juror", messages=[{"role": "user", "content": "json please"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "v", "schema": schema}})
+        model="juror", messages=[{"role": "user", "content": "json please"}], response_format=fmt)
     assert scripted.history[-1].json_schema == schema
 
 
@@ -222,6 +230,129 @@ def test_model_errors_become_http_errors(error, status):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Limits: caps on a request, the bounded queue, clients that hang up (fake models: fast and deterministic)
+
+BODY = {"messages": [{"role": "user", "content": "x"}]}
+
+
+def eventually(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+class Gate(Model):
+    """Holds every call until `opened` is set (a threading.Event: the server's loop runs on its own thread). Counts
+    calls in flight, calls cancelled (their client hung up) and streams closed before their end."""
+
+    name = "test:gate"
+
+    def __init__(self):
+        self.opened = threading.Event()
+        self.in_flight = self.cancelled = self.streams_abandoned = 0
+
+    async def _wait(self):
+        self.in_flight += 1
+        try:
+            while not self.opened.is_set():
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def generate(self, request):
+        await self._wait()
+        return GenerateResponse(text="done", model=self.name, usage=Usage(input_tokens=1, output_tokens=1))
+
+    async def stream(self, request):
+        finished = False
+        try:
+            yield "first "
+            await self._wait()
+            yield "second"
+            finished = True
+            yield GenerateResponse(text="first second", model=self.name, usage=Usage(input_tokens=1, output_tokens=2))
+        finally:
+            self.streams_abandoned += not finished
+
+
+class BreaksMidStream(Model):
+    name = "test:breaks"
+
+    async def generate(self, request):
+        raise AssertionError("streamed only")
+
+    async def stream(self, request):
+        yield "a first piece"
+        raise ModelError("the weights caught fire")
+
+
+def test_a_failure_after_the_first_byte_ends_the_stream_with_an_error_event():
+    with ServerThread(create_app(BreaksMidStream())) as srv:
+        reply = httpx.post(srv.base_url + "/chat/completions", json={**BODY, "stream": True})
+    events = [json.loads(e[6:]) for e in reply.text.split("\n\n") if e.startswith("data: {")]
+    assert reply.status_code == 200 and events[1]["choices"][0]["delta"]["content"] == "a first piece"
+    assert events[-1]["error"]["type"] == "server_error" and "caught fire" in events[-1]["error"]["message"]
+    assert "[DONE]" not in reply.text
+
+
+def test_choices_beyond_the_caps_are_400(scripted):
+    with ServerThread(create_app(scripted, max_choices=3, max_choice_chars=8)) as srv:
+        url = srv.base_url + "/chat/completions"
+        many = httpx.post(url, json={**BODY, "choices": ["a", "b", "c", "d"]})
+        long = httpx.post(url, json={**BODY, "choices": ["yes", "x" * 9]})
+        fine = httpx.post(url, json={**BODY, "choices": ["yes", "x" * 8]})
+    assert many.status_code == 400 and many.json()["error"]["code"] == "too_many_choices"
+    error = long.json()["error"]
+    assert long.status_code == 400 and error["code"] == "choice_too_long" and error["param"] == "choices[1]"
+    assert fine.status_code == 200 and len(scripted.history) == 1  # the refused ones never reached the model
+
+
+def test_a_full_queue_answers_429_at_once_and_a_closing_server_503():
+    gate = Gate()
+    app = create_app(gate, max_queue=2)
+    with ServerThread(app) as srv:
+        url = srv.base_url + "/chat/completions"
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(httpx.post, url, json=BODY, timeout=30) for _ in range(2)]
+            eventually(lambda: gate.in_flight == 2)
+            start = time.monotonic()
+            extra = httpx.post(url, json=BODY, timeout=5)
+            assert time.monotonic() - start < 1.0  # turned away at once, not queued
+            assert extra.status_code == 429 and extra.headers["retry-after"] == "1"
+            assert extra.json()["error"]["code"] == "rate_limit_exceeded"
+            assert httpx.get(srv.url + "/health").json()["in_flight"] == 2
+            gate.opened.set()
+            assert [f.result().status_code for f in held] == [200, 200]
+        assert httpx.post(url, json=BODY).status_code == 200  # their places came back
+        app.state.admission.close()  # what stop() and Ctrl-C do first
+        closing = httpx.post(url, json=BODY)
+        assert closing.status_code == 503 and closing.json()["error"]["code"] == "server_shutting_down"
+        assert httpx.get(srv.url + "/health").status_code == 503
+
+
+def test_a_client_that_hangs_up_is_cancelled_and_frees_its_place():
+    gate = Gate()
+    with ServerThread(create_app(gate, max_queue=1)) as srv:
+        url = srv.base_url + "/chat/completions"
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up while its request is queued/decoding
+            httpx.post(url, json=BODY, timeout=httpx.Timeout(5.0, read=0.3))
+        eventually(lambda: gate.cancelled == 1)  # starlette alone would have let it run
+        eventually(lambda: httpx.get(srv.url + "/health").json()["in_flight"] == 0)
+        with httpx.stream("POST", url, json={**BODY, "stream": True}, timeout=5) as reply:
+            for line in reply.iter_lines():  # read the first delta, then leave
+                if "first" in line:
+                    break
+        eventually(lambda: gate.streams_abandoned == 1)
+        eventually(lambda: httpx.get(srv.url + "/health").json()["in_flight"] == 0)
+        gate.opened.set()
+        assert httpx.post(url, json=BODY).status_code == 200  # max_queue=1: the place is free again
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # A real (tiny, random) transformers model behind the server
 
 
@@ -250,7 +381,7 @@ def tiny_model_dir(tmp_path_factory):
     )
     fast.save_pretrained(folder)
     config = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8192,
                                       eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
                                       bos_token_id=fast.bos_token_id)
     import torch
@@ -364,6 +495,251 @@ def test_openai_client_scores_ballots_from_top_logprobs_of_assembly_serve(tiny_m
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Streaming, JSON schemas, prompts that do not fit (tiny local models)
+
+WORDS = ["the jury heard the witness and voted yes", "i think the city should build the new park",
+         "no i do not support the new tax on cars", "we should listen to every juror before we vote"]
+
+
+@pytest.fixture(scope="module")
+def small_context_dir(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.fakes import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-64"), WORDS, max_positions=64, sharpen=8.0)
+
+
+def _local(folder):
+    from assembly.providers.local import LocalModel
+
+    return LocalModel(folder, dtype="float32", threads=1).load()
+
+
+def _never_ends(local):
+    """The random model never ends its answer by itself: every answer runs to max_tokens."""
+    import torch
+
+    hf, eos = local.hf_model, local.tokenizer.eos_token_id
+    head = torch.nn.Linear(hf.lm_head.in_features, hf.lm_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(hf.lm_head.weight)
+        head.bias.zero_()
+        head.bias[eos] = -1e4
+    hf.lm_head = head
+
+
+def _slow(local, seconds: float):
+    """Every forward pass takes at least `seconds` (so a test can act while the model decodes)."""
+    forward = local._forward
+
+    def slow(**kwargs):
+        time.sleep(seconds)
+        return forward(**kwargs)
+
+    local._forward = slow
+
+
+def test_a_prompt_that_does_not_fit_is_400_not_cut(small_context_dir):
+    local = _local(small_context_dir)
+    long = " ".join(["the jury heard the witness"] * 20)  # ~100 tokens; the model reads 64
+    with ServerThread(create_app(local, max_prompt_tokens=20)) as srv:
+        url = srv.base_url + "/chat/completions"
+
+        def ask(content, max_tokens=4):
+            return httpx.post(url, json={"messages": [{"role": "user", "content": content}],
+                                         "max_tokens": max_tokens}, timeout=30)
+
+        too_long, too_much, over_cap = ask(long), ask("the park", max_tokens=60), ask(" ".join(WORDS[:3]))
+        fits = ask("the park")
+    asyncio.run(local.aclose())
+    for reply in (too_long, too_much, over_cap):
+        error = reply.json()["error"]
+        assert reply.status_code == 400 and error["code"] == "context_length_exceeded", reply.text
+        assert error["param"] == "messages" and set(error) == {"message", "type", "param", "code"}
+    assert "context is 64 tokens" in too_long.json()["error"]["message"]
+    assert "60 for max_tokens" in too_much.json()["error"]["message"]
+    assert "at most 20" in over_cap.json()["error"]["message"]
+    assert fits.status_code == 200 and local.stats["requests"] == 1  # refused before the queue, not truncated
+
+
+def test_a_long_prompt_loses_its_middle_never_its_system_message_or_persona(small_context_dir):
+    from assembly.providers.chat import prompt_ids, render_chat
+    from assembly.providers.types import GenerateResponse
+
+    local = _local(small_context_dir)
+    tok = local.tokenizer
+    system = Message(role="system", content="we should listen to every juror before we vote")
+    persona = "i think the city should build the new park"  # a juror's persona opens the user message (layout 2)
+    heard = " ".join(["the witness said no"] * 25)
+    messages = [system, Message(role="user", content=f"{persona} {heard} do you support the tax")]
+    full = prompt_ids(tok, messages)
+    kept, dropped = local._prompt_ids(messages, 40)
+    head = tok(render_chat(tok, [system], add_generation_prompt=False)[0], add_special_tokens=False)["input_ids"]
+    assert len(kept) == 40 and dropped == len(full) - 40
+    assert kept[: len(head)] == head  # the whole system turn
+    assert persona in tok.decode(kept[len(head):])  # then the start of the user turn, persona first
+    assert kept[-12:] == full[-12:]  # and the end: the instruction and the generation prompt
+    answered = asyncio.run(local.generate(GenerateRequest(messages=messages, max_tokens=2)))
+    assert answered.raw["truncated_prompt_tokens"] > 0
+    # a system message that alone leaves no room is refused, and its batch-mate is not failed with it
+    huge = [Message(role="system", content=heard), Message(role="user", content="vote")]
+
+    async def both():
+        return await asyncio.gather(local.generate(GenerateRequest(messages=huge, max_tokens=2)),
+                                    local.generate(GenerateRequest(messages=messages[1:], max_tokens=2)),
+                                    return_exceptions=True)
+
+    refused, other = asyncio.run(both())
+    asyncio.run(local.aclose())
+    assert isinstance(refused, ModelError) and refused.status == 400 and "system message" in str(refused)
+    assert isinstance(other, GenerateResponse) and other.raw["truncated_prompt_tokens"] > 0
+
+
+def test_stable_text_holds_back_what_may_still_change():
+    from assembly.providers.streaming import stable_text
+
+    assert stable_text("  Hello wor") == "Hello wor"
+    assert stable_text("caf\ufffd") == "caf"  # half of "é"
+    assert stable_text("Hi there \n") == "Hi there"  # a finished answer is stripped
+    assert stable_text("yes EN", ["END"]) == "yes"  # "EN" may begin the stop string
+    assert stable_text("yes ENx", ["END"]) == "yes ENx"
+    assert stable_text("yes END and more", ["END", "more"]) == "yes"
+
+
+def test_stream_deltas_add_up_to_the_answer_and_respect_stop_strings(small_context_dir):
+    local = _local(small_context_dir)
+
+    async def run(**kw):
+        items = [item async for item in local.stream(GenerateRequest(
+            messages=[Message(role="user", content="what about the tax")], max_tokens=12, temperature=0, **kw))]
+        return items[:-1], items[-1]
+
+    deltas, whole = asyncio.run(run())
+    assert len(deltas) >= 3 and "".join(deltas) == whole.text and whole.finish_reason == "length"
+    words = whole.text.split()
+    stop = f"{words[3]} {words[4]}"  # two words: the first is held back until the second settles it
+    deltas, cut = asyncio.run(run(stop=[stop]))
+    asyncio.run(local.aclose())
+    assert "".join(deltas) == cut.text == whole.text[: whole.text.find(stop)].strip()
+    assert cut.finish_reason == "stop" and not any(words[3] in d for d in deltas[3:])
+
+
+def test_streaming_sends_text_while_the_model_decodes(tiny_model_dir):
+    local = _local(tiny_model_dir)
+    _never_ends(local)
+    _slow(local, 0.03)  # 40 passes of >= 30 ms: generation takes over a second
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 40, "temperature": 1.0, "seed": 3}
+    arrivals = []
+    with ServerThread(create_app(local)) as srv:
+        url = srv.base_url + "/chat/completions"
+        start = time.monotonic()
+        with httpx.stream("POST", url, json={**body, "stream": True, "stream_options": {"include_usage": True}},
+                          timeout=60) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append((time.monotonic() - start, json.loads(line[6:])))
+        whole = httpx.post(url, json=body, timeout=60).json()
+    asyncio.run(local.aclose())
+    content = [(t, c["choices"][0]["delta"]["content"]) for t, c in arrivals
+               if c["choices"] and c["choices"][0]["delta"].get("content")]
+    finished = next(t for t, c in arrivals if c["choices"] and c["choices"][0]["finish_reason"])
+    assert len(content) >= 5 and content[0][0] < finished - 0.5  # the first text long before the end
+    assert "".join(x for _, x in content) == whole["choices"][0]["message"]["content"]
+    assert arrivals[-1][1]["usage"]["completion_tokens"] == 40
+
+
+def test_a_cancelled_request_leaves_its_batch_and_the_queue(tiny_model_dir):
+    local = _local(tiny_model_dir)
+    _never_ends(local)
+    _slow(local, 0.01)
+
+    def ask(max_tokens, seed):
+        return GenerateRequest(messages=[Message(role="user", content="hello")], max_tokens=max_tokens,
+                               temperature=1.0, seed=seed)
+
+    async def run():
+        long = asyncio.ensure_future(local.generate(ask(300, 1)))
+        short = asyncio.ensure_future(local.generate(ask(30, 2)))
+        await asyncio.sleep(0.15)  # both are decoding, in one batch
+        queued = asyncio.ensure_future(local.generate(ask(5, 3)))  # waits for the next batch
+        await asyncio.sleep(0.05)
+        long.cancel()
+        queued.cancel()
+        start = time.monotonic()
+        answer = await short  # a batch delivers when its last row ends: the long row must be gone
+        return answer, time.monotonic() - start
+
+    answer, waited = asyncio.run(run())
+    time.sleep(0.2)  # the batcher takes the cancelled request from its inbox and skips it
+    asyncio.run(local.aclose())
+    assert answer.usage.output_tokens == 30 and waited < 2.0
+    assert local.stats["batches"] == 1 and local.stats["requests"] == 2
+    assert local.stats["generated_tokens"] < 30 + 60  # the long row was dropped long before its 300 tokens
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_its_row(tiny_model_dir):
+    local = _local(tiny_model_dir)
+    _never_ends(local)
+    _slow(local, 0.01)
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 400, "temperature": 1.0, "seed": 1,
+            "stream": True}
+    with ServerThread(create_app(local, max_queue=1)) as srv:
+        url = srv.base_url + "/chat/completions"
+        with httpx.stream("POST", url, json=body, timeout=30) as reply:
+            seen = 0
+            for line in reply.iter_lines():
+                seen += '"content"' in line
+                if seen >= 4:
+                    break
+        eventually(lambda: httpx.get(srv.url + "/health").json()["in_flight"] == 0)
+        time.sleep(0.1)
+        decoded = local.stats["generated_tokens"]
+        time.sleep(0.3)
+        assert local.stats["generated_tokens"] == decoded < 100  # the row left the decoding loop
+        after = httpx.post(url, json={**body, "stream": False, "max_tokens": 3}, timeout=30)
+    asyncio.run(local.aclose())
+    assert after.status_code == 200
+
+
+def test_response_format_constrains_a_local_model_to_the_schema(tiny_model_dir):
+    pytest.importorskip("lmformatenforcer")
+    local = _local(tiny_model_dir)
+    assert local.honours_json_schema
+    schema = {"type": "object", "properties": {"vote": {"type": "string", "enum": ["yes", "no"]},
+                                               "sure": {"type": "boolean"}}, "required": ["vote", "sure"]}
+    with ServerThread(create_app(local, model_id="tiny")) as srv:
+        c = openai.OpenAI(base_url=srv.base_url, api_key="none", max_retries=0, timeout=60)
+
+        def ask(fmt, **kw):
+            return c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "your ballot"}],
+                                             max_tokens=150, response_format=fmt, **kw).choices[0]
+
+        ballots = [ask({"type": "json_schema", "json_schema": {"name": "ballot", "schema": schema}}, **kw)
+                   for kw in ({"temperature": 0}, {"temperature": 1.0, "seed": 3})]
+        anything = ask({"type": "json_object"}, temperature=0)
+    asyncio.run(local.aclose())
+    for ballot in ballots:  # a random model, yet every answer is JSON that matches the schema
+        data = json.loads(ballot.message.content)
+        assert ballot.finish_reason == "stop" and set(data) == {"vote", "sure"}
+        assert data["vote"] in ("yes", "no") and isinstance(data["sure"], bool)
+    assert isinstance(json.loads(anything.message.content), dict)
+
+
+def test_response_format_is_refused_when_the_model_cannot_honour_it(tiny_model_dir, monkeypatch):
+    from assembly.providers import constrained
+    from assembly.providers.local import LocalModel
+
+    monkeypatch.setattr(constrained, "available", lambda: False)  # lm-format-enforcer not installed
+    local = LocalModel(tiny_model_dir, dtype="float32", threads=1)
+    with ServerThread(create_app(local)) as srv:
+        reply = httpx.post(srv.base_url + "/chat/completions",
+                           json={**BODY, "response_format": {"type": "json_object"}})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "response_format"
+    assert local.stats["requests"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The command
 
 
@@ -402,3 +778,15 @@ def test_serve_command_refuses_bad_combinations(serve_cli, monkeypatch):
     assert isinstance(result.exception, SpecError) and "--adapter" in str(result.exception) and not calls
     result, calls = serve_cli("--model", "scripted:x", "--host", "0.0.0.0")
     assert result.exit_code == 0 and "without --token" in result.output
+
+
+def test_serve_command_passes_its_limits(serve_cli):
+    from assembly.errors import SpecError
+
+    result, calls = serve_cli("--model", "scripted:x", "--max-queue", "5", "--max-prompt-tokens", "100",
+                              "--max-choices", "4", "--max-choice-chars", "50")
+    assert result.exit_code == 0, result.output
+    ((_, kw),) = calls
+    assert (kw["max_queue"], kw["max_prompt_tokens"], kw["max_choices"], kw["max_choice_chars"]) == (5, 100, 4, 50)
+    result, calls = serve_cli("--model", "scripted:x", "--max-queue", "0")
+    assert isinstance(result.exception, SpecError) and "--max-queue" in str(result.exception) and len(calls) == 1

@@ -35,6 +35,19 @@ def serve(
     ] = None,
     max_body_kb: Annotated[int, typer.Option(help="Refuse request bodies larger than this (HTTP 413).")] = 1024,
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 4096,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests inside the server at once, queued or running; more get HTTP 429.")
+    ] = 64,
+    max_prompt_tokens: Annotated[
+        Optional[int],
+        typer.Option(show_default=False,
+                     help="Refuse prompts longer than this (HTTP 400); the model's context minus max_tokens always "
+                          "applies."),
+    ] = None,
+    max_choices: Annotated[int, typer.Option(help="Most options a 'choices' request may list.")] = 32,
+    max_choice_chars: Annotated[
+        int, typer.Option(help="Longest option, in characters, a 'choices' request may list.")
+    ] = 500,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for a local model (default: torch's).")] = None,
     name: Annotated[
         Optional[str], typer.Option(help="Model id reported by /v1/models and in replies (default: the spec).")
@@ -43,8 +56,9 @@ def serve(
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions with streaming, /v1/models).
 
-    Concurrent requests share forward passes. Point other runs at it with
-    `--model openai:<name>@http://HOST:PORT/v1`.
+    Concurrent requests share forward passes; at most --max-queue are inside at once (more: 429), a client that
+    hangs up frees its place, and prompts that do not fit are refused (400), never cut. Point other runs at it
+    with `--model openai:<name>@http://HOST:PORT/v1`.
     """
     from assembly.cli.console import err
     from assembly.errors import MissingExtraError, SpecError
@@ -58,8 +72,12 @@ def serve(
         ) from None
 
     spec = parse_model_spec(model)
-    if max_body_kb < 1 or max_tokens < 1:
-        raise SpecError("--max-body-kb and --max-tokens must be positive")
+    limits = {"--max-body-kb": max_body_kb, "--max-tokens": max_tokens, "--max-queue": max_queue,
+              "--max-choices": max_choices, "--max-choice-chars": max_choice_chars,
+              "--max-prompt-tokens": 1 if max_prompt_tokens is None else max_prompt_tokens}
+    bad = [flag for flag, value in limits.items() if value < 1]
+    if bad:
+        raise SpecError(f"{', '.join(bad)} must be positive")
     options = {"threads": threads} if threads else {}
     if adapter and spec.provider == "embedded":
         from assembly.providers.local import EmbeddedModel
@@ -82,7 +100,8 @@ def serve(
     err.print(f"serving {served} at http://{host}:{port}/v1 (bearer token {'required' if token else 'not required'}); "
               f"clients: --model 'openai:{served}@http://{host}:{port}/v1'", highlight=False)
     run_server(loaded, host=host, port=port, token=token, max_body_bytes=max_body_kb * 1024, model_id=served,
-               max_tokens_limit=max_tokens, log_level=log_level)
+               max_tokens_limit=max_tokens, max_queue=max_queue, max_prompt_tokens=max_prompt_tokens,
+               max_choices=max_choices, max_choice_chars=max_choice_chars, log_level=log_level)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m assembly.cli.serve`

@@ -17,6 +17,14 @@ Design
   the KV cache, so short answers do not pay for long ones. A row with `request.top_logprobs` also gets each sampled
   token's log-probability and its top-n alternatives in `raw["logprobs"]` (what `assembly serve` returns as
   OpenAI logprobs).
+* **The loop serves its callers token by token.** `stream` gets each row's settled text as it is decoded (the
+  thread hands deltas to the caller's loop with `call_soon_threadsafe`; see assembly.providers.streaming); a caller
+  that gives up (its task cancelled: `assembly serve` does this when a client hangs up) is skipped if still queued
+  and dropped from the loop at the next token; a row with `json_schema` has its logits masked to what keeps the
+  answer valid JSON for the schema (assembly.providers.constrained, when lm-format-enforcer is installed).
+* **Prompts too long lose their middle** (`_prompt_ids`): the system message stays whole, then the start of what
+  follows (a juror's persona) and the end (the instruction); one whose system message alone does not fit is
+  refused (ModelError 400), and a request refused like that does not fail the rest of its batch.
 * **Constrained choice by log-likelihood** (`request.choices`): the prompt is run once per request (all requests
   of the batch together, left padded); then, for option k = 1..K, the k-th option of every request is scored in one
   small forward pass that reuses the cached prompt (the cache is cropped back after each pass). Cost: one prompt
@@ -40,24 +48,31 @@ Design
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from assembly.errors import MissingExtraError, SpecError
+from assembly.layout import warn_on_other_layout
+from assembly.providers import constrained
 from assembly.providers.base import Model
 from assembly.providers.chat import prompt_ids, render_chat, reply_ids
 from assembly.providers.embedded import embedded_model_path, find_gguf
 from assembly.providers.hardware import cpu_has_fast_bf16
 from assembly.providers.letters import LETTERS, with_letter_listing
+from assembly.providers.prefixes import PrefixStore, common_prefix_length
 from assembly.providers.sampling import logprob_entries, note_logprobs, sample_tokens
+from assembly.providers.streaming import stable_text
 from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage
 
 log = logging.getLogger(__name__)
@@ -74,7 +89,10 @@ CHOICE_METHOD_NOTE = (
 )
 
 # Options a LocalModel understands; others given to load_model/ModelPool (meant for other backends) are ignored.
-_OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter")
+_OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter",
+            "prefix_sharing", "prefix_cache_tokens")
+MIN_SHARED_TOKENS = 32  # shorter common prefixes are prefilled with the rest: a separate pass would not pay
+MIN_KEPT_TOKENS = 16  # a prompt cut from the middle keeps at least this much beside its system message
 
 
 @dataclass
@@ -83,7 +101,36 @@ class _Pending:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False
+    cancelled: bool = False  # set on the caller's loop when it gives up; the batcher skips it or drops its row
+    deltas: asyncio.Queue | None = None  # `stream`: the decoding loop puts each stable text delta here
+    sent: str = ""  # the text put on `deltas` so far (decoding thread only)
+
+
+@dataclass
+class _Row:
+    """One row of a decoding batch: its caller (None when `_generate_batch` is called directly) and its constraint."""
+
+    pending: _Pending | None
+    constraint: constrained.JsonConstraint | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.pending is not None and self.pending.cancelled
+
+    @property
+    def streams(self) -> bool:
+        return self.pending is not None and self.pending.deltas is not None
+
+    def emit(self, stable: str) -> None:
+        """Queue for the caller what `stable` (the settled beginning of the answer) adds to what it was sent."""
+        p = self.pending
+        if len(stable) <= len(p.sent) or not stable.startswith(p.sent):
+            return
+        delta, p.sent = stable[len(p.sent):], stable
+        try:
+            p.loop.call_soon_threadsafe(p.deltas.put_nowait, delta)
+        except RuntimeError:  # the caller's loop is closed
+            pass
 
 
 def _deliver(pending: _Pending, result: "_Result | None", error: BaseException | None) -> None:
@@ -104,6 +151,14 @@ def _deliver(pending: _Pending, result: "_Result | None", error: BaseException |
 
 
 @dataclass
+class _Pass:
+    """What a forward pass gives the decoding and scoring loops (whatever the transformers version calls the cache)."""
+
+    logits: torch.Tensor
+    past_key_values: Any
+
+
+@dataclass
 class _Result:
     text: str
     input_tokens: int
@@ -112,6 +167,7 @@ class _Result:
     choice: str | None = None
     choice_logprobs: dict[str, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    cached_input_tokens: int = 0  # prompt tokens this row did not compute (a shared or stored prefix)
 
 
 class LocalModel(Model):
@@ -132,6 +188,11 @@ class LocalModel(Model):
     """
 
     scores_options = True
+    _rows: list[_Pending] | None = None  # the batch being computed, in request order (streaming, cancellation)
+
+    @property
+    def honours_json_schema(self) -> bool:  # type: ignore[override]
+        return constrained.available()
 
     def __init__(
         self,
@@ -146,6 +207,8 @@ class LocalModel(Model):
         device: str = "auto",
         choice_method: str = "sum",
         merge_adapter: bool = True,
+        prefix_sharing: bool = True,
+        prefix_cache_tokens: int = 8192,
     ):
         if choice_method not in CHOICE_METHODS:
             raise SpecError(f"choice_method {choice_method!r} is not one of {', '.join(CHOICE_METHODS)}")
@@ -161,6 +224,8 @@ class LocalModel(Model):
         self.device_option = device
         self.choice_method = choice_method
         self.merge_adapter = merge_adapter
+        self.prefix_sharing = bool(prefix_sharing)
+        self.prefixes = PrefixStore(prefix_cache_tokens)
         self.stats: Counter[str] = Counter()
         self.load_seconds: float | None = None
         self._model = None
@@ -170,6 +235,7 @@ class LocalModel(Model):
         self._eos_ids: set[int] = set()
         self._pad_id = 0
         self._no_logits_to_keep = False
+        self._cache_kwarg = "past_key_values"
         self._compute_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -242,6 +308,7 @@ class LocalModel(Model):
                     f"model {self.name} names a LoRA adapter, which needs peft: pip install 'assembly-sim[finetune]'"
                 ) from exc
             model = PeftModel.from_pretrained(model, self.adapter)
+            warn_on_other_layout(self.name, Path(self.adapter))
             if self.merge_adapter:
                 model = model.merge_and_unload()
         model.to(device)
@@ -258,6 +325,7 @@ class LocalModel(Model):
         if pad is None:
             pad = next(iter(sorted(eos)), 0)
         self._model, self._tokenizer = model, tokenizer
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._device, self._dtype = device, dtype
         self._eos_ids, self._pad_id = eos, int(pad)
         self.load_seconds = time.perf_counter() - start
@@ -283,9 +351,38 @@ class LocalModel(Model):
         try:
             result: _Result = await pending.future
         except asyncio.CancelledError:
-            pending.cancelled = True  # the batcher skips it if it has not started yet
+            pending.cancelled = True  # the batcher skips it if it has not started yet, else drops its row
             raise
         return self._response(pending, result)
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str | GenerateResponse]:
+        """Text deltas as the batching thread decodes them, then the GenerateResponse. A delta is text no later token
+        can change (no half UTF-8 character, nothing that may begin a stop string, no trailing whitespace), so the
+        deltas add up to the response's text. Closing the iterator early drops the row from its batch."""
+        if request.choices or request.max_tokens <= 0:  # a scored choice is known all at once
+            async for item in super().stream(request):
+                yield item
+            return
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        pending = _Pending(request, loop.create_future(), loop, deltas=deltas)
+        # settled via call_soon_threadsafe after every delta was queued the same way, so None comes last
+        pending.future.add_done_callback(lambda _: deltas.put_nowait(None))
+        self._submit(pending)
+        sent = ""
+        try:
+            while (delta := await deltas.get()) is not None:
+                sent += delta
+                yield delta
+            response = self._response(pending, pending.future.result())  # the model's error, if any, raises here
+        finally:
+            if not pending.future.done():
+                pending.cancelled = True
+        if response.text.startswith(sent) and len(response.text) > len(sent):
+            yield response.text[len(sent):]
+        elif not response.text.startswith(sent):
+            log.debug("model %s: streamed text %r is not a prefix of the answer %r", self.name, sent, response.text)
+        yield response
 
     async def generate_many(self, requests: list[GenerateRequest]) -> list[GenerateResponse]:
         """Same path as concurrent `generate` calls: all queued at once, so they share batches."""
@@ -306,6 +403,8 @@ class LocalModel(Model):
             first = inbox.get()
             if first is None:
                 return
+            if first.cancelled:  # its caller gave up while it waited: it takes no place in a batch
+                continue
             batch = [first]
             stop = False
             while len(batch) < self.max_batch:
@@ -316,7 +415,8 @@ class LocalModel(Model):
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
+                if not item.cancelled:
+                    batch.append(item)
             batch = [p for p in batch if not p.cancelled]
             choices = [p for p in batch if p.request.choices]
             texts = [p for p in batch if not p.request.choices]
@@ -327,9 +427,16 @@ class LocalModel(Model):
                 return
 
     def _run_group(self, fn, group: list[_Pending]) -> None:
+        self._rows = group
         try:
             results = self._run_locked(fn, [p.request for p in group])
         except Exception as exc:  # noqa: BLE001 - every caller in the batch gets the error
+            if isinstance(exc, ModelError) and exc.status == 400 and len(group) > 1:
+                # one request is at fault (a prompt that cannot fit, a schema that cannot compile): run them one
+                # by one, so its batch-mates do not fail with it
+                for p in group:
+                    self._run_group(fn, [p])
+                return
             error = exc
             if not isinstance(exc, (ModelError, MissingExtraError)):
                 error = ModelError(f"model {self.name} failed on a batch of {len(group)}: {type(exc).__name__}: {exc}")
@@ -337,6 +444,8 @@ class LocalModel(Model):
             for p in group:
                 _deliver(p, None, error)
             return
+        finally:
+            self._rows = None
         for p, r in zip(group, results):
             _deliver(p, r, None)
 
@@ -359,7 +468,8 @@ class LocalModel(Model):
             model=self.name,
             choice=result.choice,
             choice_logprobs=result.choice_logprobs,
-            usage=Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens),
+            usage=Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+                        cached_input_tokens=result.cached_input_tokens),
             finish_reason=result.finish_reason,
             duration_s=time.perf_counter() - pending.enqueued,
             raw=result.raw,
@@ -386,14 +496,62 @@ class LocalModel(Model):
         return render_chat(self._tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
     def _prompt_ids(self, messages: list[Message], limit: int | None = None) -> tuple[list[int], int]:
-        ids = prompt_ids(self._tokenizer, messages)
-        dropped = 0
-        if limit is not None and len(ids) > limit:
-            dropped = len(ids) - limit
-            log.warning("model %s: prompt of %d tokens exceeds its context; keeping the last %d", self.name,
-                        len(ids), limit)
-            ids = ids[-limit:]
-        return list(ids), dropped
+        """The prompt's token ids and how many were dropped to fit `limit`. A prompt too long loses its middle, never
+        its start: the leading system message is kept whole and, of the budget left, the first half goes to what
+        follows it (a juror's persona opens the user message) and the second half to the end (the latest turns, the
+        instruction and the generation prompt). If the system message leaves less than MIN_KEPT_TOKENS, the prompt
+        is refused (ModelError 400) rather than answered without it."""
+        ids = list(prompt_ids(self._tokenizer, messages))
+        if limit is None or len(ids) <= limit:
+            return ids, 0
+        head = self._system_tokens(messages)
+        room = limit - head
+        if room < MIN_KEPT_TOKENS:
+            error = ModelError(f"model {self.name}: the prompt has {len(ids)} tokens and {limit} fit, but its "
+                               f"system message alone takes {head}: it cannot be shortened without dropping the "
+                               f"system message", status=400)
+            error.code = "context_length_exceeded"  # type: ignore[attr-defined]  (what assembly serve reports)
+            raise error
+        start = head + room // 2
+        kept = ids[:start] + ids[len(ids) - (limit - start):]
+        log.warning("model %s: prompt of %d tokens exceeds its context; dropping %d tokens after its first %d",
+                    self.name, len(ids), len(ids) - len(kept), start)
+        return kept, len(ids) - len(kept)
+
+    def _system_tokens(self, messages: list[Message]) -> int:
+        """How many leading prompt tokens carry the leading system message(s), end-of-turn marker included."""
+        lead = []
+        for m in messages:
+            if m.role != "system":
+                break
+            lead.append(m)
+        if not lead:
+            return 0
+        tok = self._tokenizer
+        full, templated = render_chat(tok, messages)
+        head, _ = render_chat(tok, lead, add_generation_prompt=False)
+        if not full.startswith(head):  # a template that folds the system message into the user turn
+            end = full.find(lead[-1].content)
+            head = full[: end + len(lead[-1].content)] if end >= 0 else full
+        try:  # every token that begins inside the head (exact where the tokenizer reports offsets)
+            offsets = tok(full, add_special_tokens=not templated, return_offsets_mapping=True)["offset_mapping"]
+            return sum(1 for start, _ in offsets if start < len(head))
+        except (NotImplementedError, KeyError, TypeError):
+            return len(tok(head, add_special_tokens=not templated)["input_ids"])
+
+    def count_prompt_tokens(self, request: GenerateRequest) -> int:
+        """Tokens before the answer: the prompt, and for `choices` the longest option's reply (what the context must
+        hold for each to be scored). Any thread; once loaded it does not wait for a batch (encoding only reads)."""
+        tok = self._tokenizer if self._tokenizer is not None else self.tokenizer
+        if request.choices:
+            messages, texts = self._choice_messages(request)
+            return len(prompt_ids(tok, messages)) + max(len(reply_ids(tok, messages, t)) for t in texts)
+        return len(prompt_ids(tok, request.messages))
+
+    def context_window(self) -> int | None:
+        model = self._model if self._model is not None else self.hf_model
+        n = getattr(model.config, "max_position_embeddings", None)
+        return int(n) if n else None
 
     def _reply_ids(self, messages: list[Message], reply: str) -> list[int]:
         """Token ids of `reply` as the assistant's complete turn, end-of-turn marker included."""
@@ -416,25 +574,80 @@ class LocalModel(Model):
         return ids.to(self._device), mask.to(self._device)
 
     def _forward(self, **kwargs):
+        """One forward pass. Callers pass the cache as `past_key_values`; transformers 5.x names it `cache` (the
+        old name is deprecated), so it is renamed for models whose forward takes `cache`."""
         self.stats["forward_passes"] += 1
         if self._no_logits_to_keep:
             kwargs.pop("logits_to_keep", None)
+        if "past_key_values" in kwargs and self._cache_kwarg == "cache":
+            kwargs["cache"] = kwargs.pop("past_key_values")
         try:
-            return self._model(**kwargs, use_cache=True)
+            out = self._model(**kwargs, use_cache=True)
         except TypeError:
             if "logits_to_keep" not in kwargs:
                 raise
             self._no_logits_to_keep = True  # an older/custom model class: compute all logits instead
             kwargs.pop("logits_to_keep")
-            return self._model(**kwargs, use_cache=True)
+            out = self._model(**kwargs, use_cache=True)
+        cache = out.get("cache")
+        return _Pass(out.logits, cache if cache is not None else out.get("past_key_values"))
 
     def _prefill(self, prompts: list[list[int]]):
-        """Run the prompts (left padded) through the model: (cache, attention mask, next positions [B, 1], the last
-        position's logits [B, V]). Only the last position's logits are computed."""
-        ids, mask = self._left_pad(prompts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-        return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :]
+        """Run the prompts through the model: (cache, attention mask, next positions [B, 1], the last position's
+        logits [B, V], per row the prompt tokens it did not compute). Only the last position's logits are computed.
+
+        With prefix sharing (assembly.providers.prefixes), the rows' common prefix is computed once — or taken from
+        the prefixes of earlier batches — and forked to every row; then the suffixes run together, left padded
+        behind the prefix: [prefix | pads | suffix], the pads masked and positions counted from the prefix.
+        """
+        self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
+        shared = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)  # every row keeps a token
+        if not self.prefix_sharing or shared < MIN_SHARED_TOKENS:
+            ids, mask = self._left_pad(prompts)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+            self.stats["prefilled_tokens"] += sum(len(p) for p in prompts)
+            return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :], [0] * len(prompts)
+        layers, stored = self._prefix_states(prompts[0][:shared])
+        if layers is None:  # this model's cache cannot be forked: plain prefill from now on
+            return self._prefill(prompts)
+        cache = DynamicCache(ddp_cache_data=layers)
+        cache.batch_repeat_interleave(len(prompts))
+        tails, tail_mask = self._left_pad([p[shared:] for p in prompts])
+        mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long, device=self._device), tail_mask], 1)
+        positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(input_ids=tails, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            logits_to_keep=1)
+        self.stats["prefilled_tokens"] += sum(len(p) - shared for p in prompts)
+        cached = [stored] + [shared] * (len(prompts) - 1)  # the first row paid for the part of the prefix not stored
+        return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :], cached
+
+    def _prefix_states(self, prefix: list[int]) -> tuple[list | None, int]:
+        """Key/value states of `prefix` at batch size 1 (None if this model's cache cannot be reused), and how many
+        of its tokens came from the store. Whatever is computed here is stored for later batches."""
+        stored, layers = self.prefixes.longest(prefix)
+        if stored == len(prefix):
+            self.stats["prefix_tokens_reused"] += stored
+            return layers, stored
+        if stored < MIN_SHARED_TOKENS:
+            stored, layers = 0, None
+        rest = torch.tensor([prefix[stored:]], dtype=torch.long, device=self._device)
+        cache = DynamicCache(ddp_cache_data=layers) if layers else None
+        out = self._forward(input_ids=rest, attention_mask=torch.ones((1, len(prefix)), dtype=torch.long,
+                                                                      device=self._device),
+                            position_ids=torch.arange(stored, len(prefix), device=self._device)[None, :],
+                            past_key_values=cache, logits_to_keep=1)
+        cache = out.past_key_values
+        if not all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in getattr(cache, "layers", [])) \
+                or not getattr(cache, "layers", None):
+            self.prefix_sharing = False
+            log.info("model %s: its cache (%s) cannot be forked; prefix sharing is off", self.name, type(cache).__name__)
+            return None, 0
+        self.stats["prefilled_tokens"] += len(prefix) - stored
+        self.stats["prefix_tokens_reused"] += stored
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self.prefixes.put(prefix, layers)
+        return layers, stored
 
     @torch.inference_mode()
     def _generate_batch(self, requests: list[GenerateRequest]) -> list[_Result]:
@@ -458,27 +671,42 @@ class LocalModel(Model):
             generators.append(g)
         # per row that asked for top_logprobs: (token, logprob, top ids, top logprobs) for every sampled token
         steps: list[list[tuple[int, float, list[int], list[float]]]] = [[] for _ in range(n)]
+        reused = [0] * n  # prompt tokens each row took from a shared or stored prefix
         active = [i for i, r in enumerate(requests) if r.max_tokens > 0]
         if active:
-            cache, mask, next_pos, logits = self._prefill([prompts[i] for i in active])
+            cache, mask, next_pos, logits, cached = self._prefill([prompts[i] for i in active])
+            for j, i in enumerate(active):
+                reused[i] = cached[j]
+        rows = self._decode_rows(requests)
         while active:
             if self._closing.is_set():
                 raise ModelError(f"model {self.name} was closed while generating")
-            tokens = sample_tokens(logits, [requests[i] for i in active], [generators[i] for i in active])
+            sampled = logits
+            if any(rows[i].constraint is not None for i in active):
+                sampled = logits.clone()  # logprobs stay the model's own; only the draw is constrained
+                for j, i in enumerate(active):
+                    if rows[i].constraint is not None:
+                        rows[i].constraint.mask(sampled[j], out_tokens[i])
+            tokens = sample_tokens(sampled, [requests[i] for i in active], [generators[i] for i in active])
             note_logprobs(logits, tokens, active, requests, steps)
             keep = []
             for j, i in enumerate(active):
                 t = tokens[j]
                 r = requests[i]
+                if rows[i].cancelled:  # its caller is gone: free its place in the batch now
+                    finish[i] = "cancelled"
+                    continue
                 if t in self._eos_ids:
                     finish[i] = "stop"
                     continue
                 out_tokens[i].append(t)
-                if r.stop:
+                if r.stop or rows[i].streams:
                     so_far = tok.decode(out_tokens[i], skip_special_tokens=True)
-                    if any(s and s in so_far for s in r.stop):
+                    if r.stop and any(s and s in so_far for s in r.stop):
                         finish[i] = "stop"
                         continue
+                    if rows[i].streams:
+                        rows[i].emit(stable_text(so_far, r.stop))
                 if len(out_tokens[i]) >= r.max_tokens:
                     continue
                 keep.append(j)
@@ -509,8 +737,23 @@ class LocalModel(Model):
                 raw["logprobs"] = logprob_entries(self._tokenizer, steps[i])
             results.append(_Result(text=text.strip(), input_tokens=len(prompts[i]),
                                    output_tokens=len(out_tokens[i]) + (finish[i] == "stop"),
-                                   finish_reason=finish[i], raw=raw))
+                                   finish_reason=finish[i], raw=raw, cached_input_tokens=reused[i]))
         return results
+
+    def _decode_rows(self, requests: list[GenerateRequest]) -> list[_Row]:
+        """Per request of the batch about to be decoded: its caller (when it came through the inbox: streaming and
+        cancellation) and, for `json_schema`, its constraint (when lm-format-enforcer is installed)."""
+        callers: dict[int, list[_Pending]] = {}
+        for p in self._rows or ():
+            callers.setdefault(id(p.request), []).append(p)
+        rows = []
+        for r in requests:
+            waiting = callers.get(id(r))
+            constraint = None
+            if r.json_schema is not None and constrained.available():
+                constraint = constrained.JsonConstraint(self._tokenizer, r.json_schema, self._eos_ids)
+            rows.append(_Row(waiting.pop(0) if waiting else None, constraint))
+        return rows
 
     def _choice_messages(self, request: GenerateRequest) -> tuple[list[Message], list[str]]:
         """Messages to score against, and the reply text that stands for each option."""
@@ -531,7 +774,7 @@ class LocalModel(Model):
             prompts.append(ids)
             replies.append(reps)
             dropped.append(d)
-        cache, mask, next_pos, last = self._prefill(prompts)
+        cache, mask, next_pos, last, reused = self._prefill(prompts)
         first = torch.log_softmax(last.float(), dim=-1)  # [B, V]: the reply's first token
         token_lp: list[list[list[float]]] = [[[] for _ in reps] for reps in replies]
         for b, reps in enumerate(replies):
@@ -584,7 +827,7 @@ class LocalModel(Model):
             results.append(_Result(
                 text=options[best], choice=options[best], choice_logprobs=logprobs, finish_reason="stop",
                 input_tokens=len(prompts[b]) + sum(len(x) for x in replies[b]),
-                output_tokens=len(replies[b][best]), raw=raw))
+                output_tokens=len(replies[b][best]), raw=raw, cached_input_tokens=reused[b]))
         return results
 
     def __repr__(self) -> str:

@@ -8,9 +8,10 @@ Backends stay plain (one HTTP call per `generate`, SDK retries off); these add b
 so a cache hit costs nothing and touches no limit, cost is counted once per successful call, and a request waiting
 out a backoff does not hold a concurrency slot.
 
-Every wrapper reports the inner model's `name` and `scores_options` (read live: a backend that finds it cannot
-score options after all turns it off mid-run), forwards `aclose`, and forwards unknown attributes (e.g. a
-ScriptedModel's `history`) to the model it wraps.
+Every wrapper reports the inner model's `name`, `scores_options` and `honours_json_schema` (read live: a backend
+that finds it cannot score options after all turns it off mid-run) and its token counts, forwards `aclose`, and
+forwards unknown attributes (e.g. a ScriptedModel's `history`) to the model it wraps. `stream` is not forwarded:
+the base class's answers through `generate`, so retries, limits and costs still apply.
 
 This module also holds the few helpers the HTTP backends (openai, anthropic) share: `MissingAPIKeyError`,
 `redact` and `status_is_retryable`.
@@ -94,6 +95,16 @@ class ModelWrapper(Model):
     @property
     def scores_options(self) -> bool:  # type: ignore[override]
         return self.inner.scores_options
+
+    @property
+    def honours_json_schema(self) -> bool:  # type: ignore[override]
+        return self.inner.honours_json_schema
+
+    def count_prompt_tokens(self, request: GenerateRequest) -> int | None:
+        return self.inner.count_prompt_tokens(request)
+
+    def context_window(self) -> int | None:
+        return self.inner.context_window()
 
     @property
     def innermost(self) -> Model:
