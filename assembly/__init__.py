@@ -18,9 +18,12 @@ _EXPORTS = {
     "deliberate": "assembly.deliberation",
     "adeliberate": "assembly.deliberation",
     "resolve_spec": "assembly.deliberation",
+    "resume": "assembly.resuming",
+    "aresume": "assembly.resuming",
     "build_graph": "assembly.graph",
     "AssemblyContext": "assembly.graph",
     "as_subgraph": "assembly.subgraph",
+    "as_tool": "assembly.langchain_tool",
     "AssemblyResult": "assembly.result",
     "AssemblySpec": "assembly.config",
     "load_spec": "assembly.config",
@@ -35,7 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from assembly.deliberation import adeliberate, deliberate, resolve_spec
     from assembly.errors import AssemblyError, SpecError
     from assembly.graph import AssemblyContext, build_graph
+    from assembly.langchain_tool import as_tool
     from assembly.result import AssemblyResult
+    from assembly.resuming import aresume, resume
     from assembly.subgraph import as_subgraph
 
 

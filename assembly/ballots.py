@@ -77,13 +77,13 @@ def ballot_messages(
     background: str = "", structured: bool, item: str | None = None
 ) -> list[Message]:
     """The private ballot prompt (assembly.layout): the question, background and — after deliberation only —
-    `context` are shared by the jury; the persona comes right before the ballot instruction and the options (whose
+    `context` are shared by the jury; the persona follows them, then the ballot instruction and the options (whose
     order differs between the option orders of one ballot).
 
     `item`: one option of an approval ballot asked as its own yes/no question (`options` then lists the answers)."""
-    own = render_prompt("ballot", persona=persona, phase=phase, ballot_type=ballot_type, options=options,
-                        structured=structured, item=item)
-    return juror_messages(shared_block(question=question, background=background, context=context), own)
+    own = render_prompt("ballot", phase=phase, ballot_type=ballot_type, options=options, structured=structured,
+                        item=item)
+    return juror_messages(shared_block(question=question, background=background, context=context), persona, own)
 
 
 def parse_ballot_reply(text: str, ballot_type: str, options: list[str]) -> tuple[dict, str | None]:

@@ -9,13 +9,15 @@ import asyncio
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
 from assembly.ballots import position_bias
+from assembly.checkpoints import DURABILITY, checkpointer, has_checkpoint, thread
 from assembly.config import AssemblySpec, apply_overrides, load_spec, parse_spec
 from assembly.errors import AssemblyError, SpecError
 from assembly.graph import MODERATOR_ID, AssemblyContext, Participant, build_graph
@@ -23,9 +25,14 @@ from assembly.layout import PROMPT_LAYOUT
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.registry import ModelPool
+from assembly.providers.replay import ReplayBook
 from assembly.providers.types import ModelError
 from assembly.recorder import RecordingModel
 from assembly.result import AssemblyResult, JurorSummary, Usage, Verdict
+from assembly.seat import HUMAN, HumanSeat, Terminal, check_seat
+
+if TYPE_CHECKING:  # pragma: no cover
+    from assembly.study.plan import StudyRun
 
 ROLES = ("juror", "witness", "moderator")
 DOCUMENT_WORDS = 1500  # a witness's documents are cut here so testimony prompts stay bounded
@@ -170,50 +177,112 @@ async def adeliberate(
     on_event: Callable[[dict], None] | None = None,
     provenance: str = "simulated",
     model_options: dict[str, Any] | None = None,
+    study: StudyRun | None = None,
+    seat: str | None = None,
+    seat_terminal: Terminal | None = None,
 ) -> AssemblyResult:
     """Run one assembly and record it. Raises AssemblyError (one-line message) on bad input or a failed run;
-    the run is then in the store with status 'failed' (or 'interrupted') and its reason."""
+    the run is then in the store with status 'failed' (or 'interrupted') and its reason. `study`: the study draw
+    this run is (assembly.study), recorded on the run with the id it chose. `seat`: a juror id of the drawn jury whose
+    seat a person takes at `seat_terminal` (default: stdin, and stderr to read from; assembly.seat)."""
     from transcripts import Store, default_store_path
 
     config_path = str(Path(spec).resolve()) if isinstance(spec, (str, Path)) else None
     spec = resolve_spec(spec, model=model, seed=seed, jurors=jurors, rounds=rounds)
     population, jury = draw(spec)
+    if seat is not None:
+        check_seat(seat, [j.id for j in jury.jurors])
     witnesses, documents = _witnesses(spec)
     pool = ModelPool(**(model_options or {}))
     store_path = str(db or spec.store or default_store_path())
     try:
         inner = _models_by_role(spec, pool, models)  # load before the run starts: a bad model is not a failed run
+        if seat is not None:
+            inner["juror"] = HumanSeat(inner["juror"], seat, ballot_type=spec.ballot.type, options=spec.ballot.options,
+                                       terminal=seat_terminal)
         store = Store(store_path)
     except BaseException:
         await pool.aclose()
         raise
-    run_seed = spec.jury.seed
-    run_id = store.begin_run(question=spec.question, spec=spec.model_dump(mode="json"), seed=run_seed,
+    run_id = store.begin_run(question=spec.question, spec=spec.model_dump(mode="json"), seed=spec.jury.seed,
                              provenance=provenance, versions=versions(), options=spec.ballot.options,
-                             source="assembly-sim", config_path=config_path)
+                             source="assembly-sim", config_path=config_path,
+                             **(study.store_fields() if study is not None else {}))
+    sitting = Sitting(spec, population, jury, witnesses, documents, pool, inner, store, store_path, run_id)
+    return await conduct(sitting, on_event)
+
+
+@dataclass
+class Sitting:
+    """One attempt at a run, set up: the same for a new run and for a resumed one (assembly.resuming)."""
+
+    spec: AssemblySpec
+    population: Any
+    jury: Any  # juries.Draw
+    witnesses: list[Participant]
+    documents: dict[str, str]
+    pool: ModelPool
+    models: dict[str, Model]  # role -> model, before recording
+    store: Any
+    store_path: str
+    run_id: str
+
+    def jurors(self) -> list[Participant]:
+        return [Participant(j.id, "juror", j.persona.name, j.persona.text, dict(j.attributes))
+                for j in self.jury.jurors]
+
+    def participants(self) -> list[dict[str, Any]]:
+        """The people of the run as the store records them."""
+        name = {role: m.name for role, m in self.models.items()}
+        return [
+            {"id": MODERATOR_ID, "role": "moderator", "name": "Moderator", "persona": None, "attributes": {},
+             "extra": {"model": name["moderator"]}},
+            *({"id": w.id, "role": "witness", "name": w.name, "persona": w.persona, "attributes": {},
+               "extra": {**w.extra, "model": name["witness"]}} for w in self.witnesses),
+            *({"id": j.id, "role": "juror", "name": j.name, "persona": j.persona, "attributes": j.attributes,
+               "extra": self._juror_extra(j.id, name["juror"])} for j in self.jurors()),
+        ]
+
+    def _juror_extra(self, juror_id: str, model: str) -> dict[str, Any]:
+        """A seat a person took (assembly.seat) is recorded as theirs, not the model's."""
+        juror_model = self.models["juror"]
+        if isinstance(juror_model, HumanSeat) and juror_model.seat == juror_id:
+            return {"model": HUMAN, "provenance": HUMAN}
+        return {"model": model}
+
+
+async def conduct(sitting: Sitting, on_event: Callable[[dict], None] | None = None, *,
+                  resumed: bool = False) -> AssemblyResult:
+    """Run the graph for a begun (or reopened) run, checkpointing every super-step, and finish the run.
+
+    `resumed`: continue from the run's last checkpoint (from the start when it has none), answering requests the
+    run already recorded from the record (assembly.recorder) and recording the people only if they are missing.
+    Closes the store and the model pool."""
+    spec, store, run_id = sitting.spec, sitting.store, sitting.run_id
     started = time.perf_counter()
     status, reason = "failed", "unknown error"
     try:
-        wrapped = {id(m): RecordingModel(m, store, run_id) for m in inner.values()}
-        recorders = {role: wrapped[id(m)] for role, m in inner.items()}
-        jurors_ = [Participant(j.id, "juror", j.persona.name, j.persona.text, dict(j.attributes)) for j in jury.jurors]
-        participants = [
-            {"id": MODERATOR_ID, "role": "moderator", "name": "Moderator", "persona": None, "attributes": {},
-             "extra": {"model": recorders["moderator"].name}},
-            *({"id": w.id, "role": "witness", "name": w.name, "persona": w.persona, "attributes": {},
-               "extra": {**w.extra, "model": recorders["witness"].name}} for w in witnesses),
-            *({"id": j.id, "role": "juror", "name": j.name, "persona": j.persona, "attributes": j.attributes,
-               "extra": {"model": recorders["juror"].name}} for j in jurors_),
-        ]
-        store.add_participants(run_id, participants)
-        ctx = AssemblyContext(spec=spec, jurors=jurors_, witnesses=witnesses, models=dict(recorders), store=store,
-                              run_id=run_id, seed=run_seed, documents=documents, on_event=on_event)
-        state = await build_graph().ainvoke({"round": 0}, context=ctx)
-        result = _result(spec, ctx, state, jury, recorders, time.perf_counter() - started, store_path)
-        population_marginals = {a: population.marginal(a) for a in spec.jury.stratify}
-        summary = {**result.model_dump(mode="json", exclude={"jurors"}), "population": population_marginals}
-        store.finish_run(run_id, status="completed", summary=summary)
-        status = "completed"
+        # Failed calls are not reused: a resume is the chance to make them again.
+        reuse = ReplayBook([r for r in store.recorded_calls(run_id) if r["error"] is None]) if resumed else None
+        wrapped = {id(m): RecordingModel(m, store, run_id, reuse) for m in sitting.models.values()}
+        recorders = {role: wrapped[id(m)] for role, m in sitting.models.items()}
+        if not resumed or store.sql("SELECT count(*) FROM participants WHERE run_id = ?", [run_id]).item() == 0:
+            store.add_participants(run_id, sitting.participants())
+        ctx = AssemblyContext(spec=spec, jurors=sitting.jurors(), witnesses=sitting.witnesses, models=dict(recorders),
+                              store=store, run_id=run_id, seed=spec.jury.seed, documents=sitting.documents,
+                              on_event=on_event)
+        async with checkpointer(sitting.store_path) as saver:
+            start = None if resumed and await has_checkpoint(saver, run_id) else {"round": 0}
+            state = await build_graph(saver).ainvoke(start, thread(run_id), context=ctx, durability=DURABILITY)
+            result = _result(spec, ctx, state, sitting.jury, recorders, time.perf_counter() - started,
+                             sitting.store_path)
+            if resumed:  # this attempt's recorders saw only the calls made since the resume
+                result.usage = recorded_usage(store, run_id, result.usage.wall_seconds)
+            population_marginals = {a: sitting.population.marginal(a) for a in spec.jury.stratify}
+            summary = {**result.model_dump(mode="json", exclude={"jurors"}), "population": population_marginals}
+            store.finish_run(run_id, status="completed", summary=summary)
+            status = "completed"
+            await saver.adelete_thread(run_id)  # nothing left to resume
         return result
     except (KeyboardInterrupt, asyncio.CancelledError):
         status, reason = "interrupted", "interrupted by the user"
@@ -231,7 +300,20 @@ async def adeliberate(
         if status != "completed":
             store.finish_run(run_id, status=status, reason=reason)
         store.close()
-        await pool.aclose()
+        await sitting.pool.aclose()
+
+
+def recorded_usage(store, run_id: str, wall_seconds: float) -> Usage:
+    """A run's usage summed over its recorded calls (failed ones excluded, as the recorders count them)."""
+    calls, inp, cached, written, out, seconds, cost = store.sql(
+        "SELECT count(*), coalesce(sum(input_tokens), 0)::BIGINT, coalesce(sum(cached_input_tokens), 0)::BIGINT, "
+        "coalesce(sum(cache_write_tokens), 0)::BIGINT, coalesce(sum(output_tokens), 0)::BIGINT, "
+        "coalesce(sum(duration_s), 0)::DOUBLE, sum(cost_usd)::DOUBLE FROM llm_calls WHERE run_id = ? AND error IS NULL",
+        [run_id]).rows()[0]
+    return Usage(calls=calls, input_tokens=inp, cached_input_tokens=cached, cache_write_tokens=written,
+                 output_tokens=out, model_seconds=round(seconds, 3), wall_seconds=wall_seconds,
+                 tokens_per_second=round(out / wall_seconds, 2) if wall_seconds > 0 else 0.0, cost_usd=cost)
+
 
 
 def deliberate(spec: str | Path | dict | AssemblySpec, **kwargs) -> AssemblyResult:

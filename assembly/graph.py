@@ -7,7 +7,9 @@ post-ballot (fanned out) -> aggregation -> verdict and minority report.
 
 Models, the store and the jury live in the runtime context (not in checkpointed state). Fanned-out results merge
 into dicts keyed by juror id, so completion order never matters; transcript order is fixed up front by reserving
-sequence numbers in speaking order.
+sequence numbers in speaking order. The next free number is state (`next_seq`), not a counter in the context: a
+node re-run after a resume (assembly.resuming) reads the checkpointed value and reserves the numbers it reserved the
+first time, so its writes land on the same (run, seq) keys and the store ignores them as already written.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import operator
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import count
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -44,6 +45,10 @@ def merge(left: dict | None, right: dict | None) -> dict:
     return {**(left or {}), **(right or {})}
 
 
+def furthest(left: int | None, right: int | None) -> int:
+    return max(left or 0, right or 0)
+
+
 class AssemblyState(TypedDict, total=False):
     round: int
     ballots: Annotated[dict[str, dict], merge]  # "pre:juror-01" -> Ballot dump
@@ -55,6 +60,9 @@ class AssemblyState(TypedDict, total=False):
     prompts: Annotated[dict[str, str], merge]  # round -> the moderator's invitation
     tallies: dict[str, list[dict]]  # phase -> tallies
     verdict: dict
+    # The first transcript position not yet reserved. A reserving node returns its end; each fanned-out worker
+    # returns the end of its own positions, and the furthest of them is the end of the whole reservation.
+    next_seq: Annotated[int, furthest]
 
 
 @dataclass
@@ -80,7 +88,6 @@ class AssemblyContext:
     seed: int
     documents: dict[str, str] = field(default_factory=dict)  # witness id -> document text
     on_event: Callable[[dict], None] | None = None
-    seq: Any = field(default_factory=lambda: count(0))
     priors: NeutralPriors = field(default_factory=NeutralPriors)  # calibration priors, once per run
 
     def name_of(self, participant_id: str) -> str:
@@ -95,16 +102,14 @@ class AssemblyContext:
         """Who may label a turn "<name>:" (a label `clean_turn` strips): every participant and "Moderator"."""
         return ["Moderator", *(p.name for p in (*self.jurors, *self.witnesses))]
 
-    def reserve(self, n: int = 1) -> int:
-        """Reserve n consecutive transcript positions; returns the first."""
-        first = next(self.seq)
-        for _ in range(n - 1):
-            next(self.seq)
-        return first
-
     def emit(self, **event) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+
+def free_seq(state: AssemblyState) -> int:
+    """The first unreserved transcript position, as of the state this node or route was given."""
+    return state.get("next_seq") or 0
 
 
 def words_to_tokens(words: int) -> int:
@@ -232,9 +237,10 @@ async def opening(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> di
     user = render_prompt("moderator_opening", question=spec.question, background=spec.background,
                          witnesses=spec.witnesses, rounds=spec.procedure.rounds, options=spec.ballot.options,
                          words=spec.procedure.words_per_turn)
+    seq = free_seq(state)
     await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="opening", round_=None,
-                seq=ctx.reserve(), words=spec.procedure.words_per_turn)
-    return {}
+                seq=seq, words=spec.procedure.words_per_turn)
+    return {"next_seq": seq + 1}
 
 
 def route_testimony(state: AssemblyState, runtime: Runtime[AssemblyContext]):
@@ -242,7 +248,7 @@ def route_testimony(state: AssemblyState, runtime: Runtime[AssemblyContext]):
     if not ctx.witnesses:
         return route_questions(state, runtime)
     ctx.emit(kind="phase", phase="testimony")
-    first = ctx.reserve(len(ctx.witnesses))
+    first = free_seq(state)
     return [Send("testify", {"witness_id": w.id, "seq": first + i}) for i, w in enumerate(ctx.witnesses)]
 
 
@@ -254,7 +260,7 @@ async def testify(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
                          words=spec.procedure.testimony_words)
     content, _ = await speak(ctx, "witness", witness.id, witness.persona, user, phase="testimony", round_=None,
                              seq=payload["seq"], words=spec.procedure.testimony_words)
-    return {"testimony": {witness.id: content}}
+    return {"testimony": {witness.id: content}, "next_seq": payload["seq"] + 1}
 
 
 def route_questions(state: AssemblyState, runtime: Runtime[AssemblyContext]):
@@ -265,7 +271,7 @@ def route_questions(state: AssemblyState, runtime: Runtime[AssemblyContext]):
     ctx.emit(kind="phase", phase="questions")
     rng = random.Random(seed_for(ctx.seed, "questioners"))
     askers = rng.sample(ctx.jurors, min(proc.questioners, len(ctx.jurors)))
-    first = ctx.reserve(2 * len(askers))
+    first = free_seq(state)  # two positions per asker: the question and its answer
     sends = []
     for i, member in enumerate(askers):
         witness = ctx.witnesses[i % len(ctx.witnesses)]
@@ -290,7 +296,7 @@ async def question(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
     answer, _ = await speak(ctx, "witness", witness.id, witness.persona, user, phase="answer", round_=None,
                             seq=payload["seq"] + 1, words=spec.procedure.words_per_turn)
     return {"questions": {member.id: {"witness": witness.id, "question": asked, "answer": answer,
-                                       "seq": payload["seq"]}}}
+                                       "seq": payload["seq"]}}, "next_seq": payload["seq"] + 2}
 
 
 # --- deliberation rounds -----------------------------------------------------------------------------------------
@@ -310,18 +316,18 @@ async def round_open(state: AssemblyState, runtime: Runtime[AssemblyContext]) ->
     random.Random(floor_seed).shuffle(order)  # speaking order shuffled per round against order bias; seed logged
     invitation = render_prompt("moderator_round", round=round_, rounds=spec.procedure.rounds,
                                speakers=[ctx.name_of(j) for j in order])
-    ctx.store.add_turn(ctx.run_id, seq=ctx.reserve(), phase="floor", round=round_, speaker_id=MODERATOR_ID,
+    seq = free_seq(state)
+    ctx.store.add_turn(ctx.run_id, seq=seq, phase="floor", round=round_, speaker_id=MODERATOR_ID,
                        content=invitation)
     ctx.emit(kind="turn", phase="floor", round=round_, speaker="Moderator", content=invitation, tokens=0)
     return {"round": round_, "floor": {str(round_): {"seed": floor_seed, "order": order}},
-            "prompts": {str(round_): invitation}}
+            "prompts": {str(round_): invitation}, "next_seq": seq + 1}
 
 
 def route_speakers(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> list[Send]:
-    ctx = runtime.context
     round_ = state["round"]
     order = state["floor"][str(round_)]["order"]
-    first = ctx.reserve(len(order))
+    first = free_seq(state)
     return [Send("statement", {"juror_id": j, "round": round_, "seq": first + i}) for i, j in enumerate(order)]
 
 
@@ -372,7 +378,8 @@ async def statement(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
                                   prompt=state["prompts"][str(round_)], words=spec.procedure.words_per_turn)
     content, _ = await speak(ctx, "juror", member.id, None, messages, phase="deliberation", round_=round_,
                              seq=payload["seq"], words=spec.procedure.words_per_turn)
-    return {"statements": {f"{round_}:{member.id}": {"speaker": member.id, "content": content, "seq": payload["seq"]}}}
+    return {"statements": {f"{round_}:{member.id}": {"speaker": member.id, "content": content, "seq": payload["seq"]}},
+            "next_seq": payload["seq"] + 1}
 
 
 async def round_summary(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
@@ -381,9 +388,10 @@ async def round_summary(state: AssemblyState, runtime: Runtime[AssemblyContext])
     round_ = state["round"]
     user = render_prompt("moderator_summary", question=spec.question, summary=latest_summary(state), round=round_,
                          turns=round_turns(ctx, state, round_), words=int(spec.procedure.words_per_turn * 1.5))
+    seq = free_seq(state)
     summary, _ = await speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="summary",
-                             round_=round_, seq=ctx.reserve(), words=int(spec.procedure.words_per_turn * 1.5))
-    return {"summaries": [summary]}
+                             round_=round_, seq=seq, words=int(spec.procedure.words_per_turn * 1.5))
+    return {"summaries": [summary], "next_seq": seq + 1}
 
 
 def after_summary(state: AssemblyState, runtime: Runtime[AssemblyContext]):
@@ -431,7 +439,7 @@ async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> di
     user = render_prompt("verdict", question=spec.question, ballot_type=spec.ballot.type, valid=main["valid"],
                          abstained=main["abstained"], tallies=post, pre_winner=pre[0]["winner"], winner=main["winner"],
                          rule=main["rule"], summary=latest_summary(state) or "(no deliberation rounds)", words=words)
-    verdict_seq = ctx.reserve()
+    verdict_seq = free_seq(state)
     kind = kind_of(spec.ballot.type)
     minority = [b for b in ballots_of(state, "post") if b.status == "valid" and not kind.backs(b, main["winner"])]
     jobs = [speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), user, phase="verdict", round_=None,
@@ -448,12 +456,13 @@ async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> di
                                       turns=said, words=words)
         # The report answers the ballots, not the verdict's wording: both are written at once (one batch).
         jobs.append(speak(ctx, "moderator", MODERATOR_ID, moderator_system(ctx), report_prompt, phase="minority",
-                          round_=None, seq=ctx.reserve(), words=words))
+                          round_=None, seq=verdict_seq + 1, words=words))
     written = await asyncio.gather(*jobs)
     text = written[0][0]
     report = written[1][0] if len(written) > 1 else None
     ctx.store.add_verdict(ctx.run_id, text=text, minority_report=report, winner=main["winner"], rule=main["rule"])
-    return {"verdict": {"text": text, "minority_report": report, "winner": main["winner"], "rule": main["rule"]}}
+    return {"verdict": {"text": text, "minority_report": report, "winner": main["winner"], "rule": main["rule"]},
+            "next_seq": verdict_seq + len(jobs)}
 
 
 # --- the graph ---------------------------------------------------------------------------------------------------

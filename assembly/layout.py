@@ -1,15 +1,19 @@
 """How a juror's prompt is laid out: what every juror of a phase shares comes first, what is the juror's own last.
 
-The system message is a fixed preamble followed by the phase's shared block (question, background, options,
-testimony digest, the moderator's latest summary); the user message holds the juror's persona, what that juror
-heard, and the instruction. So the prompts of one phase share a long common prefix, which the local backend
+The first system message is a fixed preamble followed by the phase's shared block (question, background, options,
+testimony digest, the moderator's latest summary); a second system message says who the juror is (their persona);
+the user message holds what that juror heard and the instruction. Local chat templates and OpenAI-compatible
+servers see the two system messages joined (assembly.providers.chat.joined_system); the Anthropic backend sends
+them as two blocks and marks the first for caching. So the prompts of one phase share a long common prefix, which the local backend
 prefills once per batch and which vLLM's automatic prefix caching and OpenAI's and Anthropic's prompt caching
 reuse (the Anthropic backend marks the system block `cache_control`). Witness and moderator prompts were already
 laid out this way: their system message is the participant's own and shared by all their calls.
 
 `PROMPT_LAYOUT` is recorded with every run (`runs.versions.prompt_layout`) and in adapter cards; a local model
 loading an adapter tuned on another layout logs a warning. Layout 1 (runs recorded without the field): the persona
-first, in the system message, and everything else after it.
+first, in the system message, and everything else after it. Why the persona sits in the system message, after the
+shared block, and not in the user message: on the embedded model that placement measured R 0.769 against 0.801
+here (docs/fidelity.md, "Prompt layout").
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ PROMPT_LAYOUT = 2
 log = logging.getLogger(__name__)
 
 
-def juror_messages(shared: str, own: str) -> list[Message]:
-    """The two messages of every juror call: the preamble and shared block, then the juror's own part."""
-    return [Message(role="system", content=render_prompt("juror_system", shared=shared)),
-            Message(role="user", content=own)]
+def juror_messages(shared: str, persona: str, own: str) -> list[Message]:
+    """Every juror call: the preamble and shared block, the persona (none for the calibration prior), then what is
+    the juror's own in this call."""
+    messages = [Message(role="system", content=render_prompt("juror_system", shared=shared))]
+    if persona:
+        messages.append(Message(role="system", content=render_prompt("juror_persona", persona=persona)))
+    return [*messages, Message(role="user", content=own)]
 
 
 def shared_block(*, question: str, background: str = "", options: Sequence[str] = (), testimony: str = "",
@@ -43,14 +50,14 @@ def statement_messages(*, persona: str, question: str, options: Sequence[str], t
                        heard: Sequence[dict], prompt: str, words: int) -> list[Message]:
     """A juror's deliberation turn: `heard` is the window of turns this juror heard ({speaker, content})."""
     shared = shared_block(question=question, options=options, testimony=testimony, summary=summary)
-    own = render_prompt("juror_statement", persona=persona, heard=list(heard), prompt=prompt, words=words)
-    return juror_messages(shared, own)
+    own = render_prompt("juror_statement", heard=list(heard), prompt=prompt, words=words)
+    return juror_messages(shared, persona, own)
 
 
 def question_messages(*, persona: str, question: str, testimony: str, witness: str) -> list[Message]:
     """A juror's question to a witness; jurors questioning the same witness share the testimony."""
-    return juror_messages(shared_block(question=question, testimony=testimony),
-                          render_prompt("juror_question", persona=persona, witness=witness))
+    return juror_messages(shared_block(question=question, testimony=testimony), persona,
+                          render_prompt("juror_question", witness=witness))
 
 
 def adapter_layout(adapter: Path) -> int:

@@ -1,10 +1,16 @@
-"""Every model call goes to the store: a wrapper around any Model, bound to one run."""
+"""Every model call goes to the store: a wrapper around any Model, bound to one run.
+
+A resumed run (assembly.resuming) passes the run's recorded calls as `reuse`: a request that was already answered
+before the interruption gets its recorded answer back (matched like a replay: request hash plus occurrence, see
+assembly.providers.replay) and is not recorded twice; only requests the recording never answered reach the model.
+"""
 
 from __future__ import annotations
 
 import time
 
 from assembly.providers.base import Model
+from assembly.providers.replay import ReplayBook, ReplayMissError, ReplayModel
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
 
 
@@ -12,11 +18,13 @@ class RecordingModel(Model):
     """Records each call (messages, parameters, response, tokens, duration, error) and returns the call id in
     `response.raw["call_id"]` so turns and ballots can point at the call that produced them."""
 
-    def __init__(self, inner: Model, store, run_id: str):
+    def __init__(self, inner: Model, store, run_id: str, reuse: ReplayBook | None = None):
         self.inner = inner
         self.store = store
         self.run_id = run_id
         self.name = inner.name
+        # Named like the inner model, so its request hashes are the recorder's own (see _record).
+        self.recorded = ReplayModel(reuse, name=inner.name) if reuse is not None else None
         self.calls = 0
         self.input_tokens = 0  # every prompt token sent, cached ones included
         self.cached_input_tokens = 0
@@ -59,13 +67,17 @@ class RecordingModel(Model):
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         started = time.perf_counter()
-        try:
-            response = await self.inner.generate(request)
-        except ModelError as exc:
-            self._record(request, None, str(exc), time.perf_counter() - started)
-            raise
+        response = await self._recorded_answer(request)
+        if response is not None:
+            call_id = response.raw.get("recorded_call_id")
+        else:
+            try:
+                response = await self.inner.generate(request)
+            except ModelError as exc:
+                self._record(request, None, str(exc), time.perf_counter() - started)
+                raise
+            call_id = self._record(request, response, None, time.perf_counter() - started)
         elapsed = time.perf_counter() - started
-        call_id = self._record(request, response, None, elapsed)
         self.calls += 1
         self.input_tokens += response.usage.input_tokens
         self.cached_input_tokens += response.usage.cached_input_tokens
@@ -76,6 +88,15 @@ class RecordingModel(Model):
             self.cost_usd = (self.cost_usd or 0.0) + response.cost_usd
         response.raw = {**response.raw, "call_id": call_id}
         return response
+
+    async def _recorded_answer(self, request: GenerateRequest) -> GenerateResponse | None:
+        """The answer recorded for this request before a resume, or None when there is none to reuse."""
+        if self.recorded is None:
+            return None
+        try:
+            return await self.recorded.generate(request)
+        except ReplayMissError:
+            return None
 
     async def aclose(self) -> None:
         """The inner model belongs to the pool that loaded it; nothing to release here."""

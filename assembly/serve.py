@@ -214,9 +214,12 @@ def _finish(reason: str | None) -> str:
     return reason if reason in ("stop", "length", "content_filter") else "stop"
 
 
-def _usage(response: GenerateResponse) -> dict[str, int]:
+def _usage(response: GenerateResponse) -> dict[str, Any]:
+    """OpenAI's usage object; `prompt_tokens_details.cached_tokens` counts the prompt tokens a local model took
+    from a shared or stored prefix (what OpenAI and vLLM report for their prompt caches)."""
     i, o = response.usage.input_tokens, response.usage.output_tokens
-    return {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}
+    return {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o,
+            "prompt_tokens_details": {"cached_tokens": response.usage.cached_input_tokens}}
 
 
 def _message_extras(request: GenerateRequest, response: GenerateResponse) -> dict[str, Any]:

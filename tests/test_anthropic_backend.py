@@ -78,9 +78,9 @@ def test_success_maps_system_messages_and_usage(fake):
     assert sent_key(sent) == KEY
     body = sent["json"]
     assert body["model"] == "claude-fake" and body["max_tokens"] == 256
-    # one system block, marked for prompt caching (the prompt_cache option's default)
-    assert body["system"] == [{"type": "text", "text": "Be brief.\n\nYou are a juror.",
-                               "cache_control": {"type": "ephemeral"}}]
+    # one block per system message, the first (what a phase shares) marked for prompt caching (the default)
+    assert body["system"] == [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+                              {"type": "text", "text": "You are a juror."}]
     assert body["messages"] == [{"role": "user", "content": "Hi\n\nSay hello"}]
     assert body["stop_sequences"] == ["\n\nJuror"]  # whitespace-only stops are dropped
     assert "temperature" not in body and "output_config" not in body
@@ -109,7 +109,7 @@ def test_rejected_format_falls_back_to_an_instruction(fake):
     model = AnthropicModel("claude-fake", base_url=server.base_url)
     assert run(model, req(json_schema={"type": "object"})).text == "{}"
     second = server.requests[1]["json"]
-    assert "output_config" not in second and "JSON schema" in second["system"][0]["text"]
+    assert "output_config" not in second and "JSON schema" in second["system"][-1]["text"]  # after the cached block
 
 
 def test_429_then_success_is_retried(fake):

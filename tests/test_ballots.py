@@ -127,7 +127,7 @@ def test_averaging_over_orders_removes_position_bias_and_the_diagnostic_shows_it
 
 def test_neutral_calibration_divides_out_the_prior_computed_once_per_question():
     def scores(request):
-        persona = request.messages[-1].content
+        persona = "\n".join(m.content for m in request.messages)
         prior = {"Ban cars": 0.6, "Keep access": 0.2, "Ban only in summer": 0.2}  # the model's surface preference
         if "cyclist" in persona:  # the persona doubles the odds of Keep access
             tilted = {**prior, "Keep access": 0.4}
@@ -149,7 +149,7 @@ def test_neutral_calibration_divides_out_the_prior_computed_once_per_question():
     assert shop.probabilities == pytest.approx(dict.fromkeys(OPTIONS, 1 / 3))
     priors_asked = [r for r in model.history if r.tags.get("phase") == "ballot-prior"]
     assert len(priors_asked) == 3  # one per order, shared by both jurors
-    assert all("I am" not in r.messages[-1].content for r in priors_asked)  # no persona in the prior
+    assert all("I am" not in m.content for r in priors_asked for m in r.messages)  # no persona in the prior
     assert cyclist.detail["calibration"] == "neutral" and len(cyclist.detail["prior"]) == 3
 
 

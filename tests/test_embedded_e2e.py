@@ -159,3 +159,27 @@ def test_openai_client_scores_ballots_from_top_logprobs_of_the_served_embedded_m
     assert ballot.status == "valid" and ballot.method == "scored:top_logprobs" and ballot.choice in options
     assert set(ballot.probabilities) == set(options) and abs(sum(ballot.probabilities.values()) - 1) < 1e-6
     assert len(ballot.detail["per_order"]) == 3 and len(ballot.detail["prior"]) == 3
+
+
+def test_study_of_two_draws_on_embedded_model(tmp_path):
+    """`assembly study`: two juries of the question above, run side by side through one loaded embedded model."""
+    question = tmp_path / "question.yaml"
+    question.write_text(QUESTION)
+    db = tmp_path / "study.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "assembly", "study", str(question), "--draws", "2", "--db", str(db),
+                           "--json"], capture_output=True, text=True, timeout=2400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["status"] == "completed" and result["ran"] == 2
+    q = result["summary"]["questions"][0]
+    assert q["completed"] == 2 and q["modal_winner"] in ("Yes", "No", "Only in exam season")
+    plurality = [w for w in q["win_rates"] if w["rule"] == "plurality"]
+    assert sum(w["k"] for w in plurality) == 2 and all(w["low"] <= w["share"] <= w["high"] for w in plurality)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        runs = con.execute("select status, seed, started_at, finished_at from runs order by study_draw").fetchall()
+        assert [r[0] for r in runs] == ["completed"] * 2 and runs[0][1] != runs[1][1]
+        assert runs[0][2] < runs[1][3] and runs[1][2] < runs[0][3]  # side by side, not one after the other
+        assert con.execute("select count(*) from studies where status = 'completed'").fetchall() == [(1,)]
+    finally:
+        con.close()

@@ -74,7 +74,7 @@ class PersonaModel(Model):
         await asyncio.sleep(0)  # let every concurrent call start: the runner must fire a question's calls at once
         self.batches.append(self.in_flight)
         self.in_flight -= 1
-        persona = request.messages[-1].content
+        persona = "\n".join(m.content for m in request.messages)
         k = len(request.choices)
         probs = next((p for party, p in SIM.items() if party in persona), None)
         if probs is None or k != 2:
@@ -147,7 +147,7 @@ def test_group_attribute_always_holds_and_panels_are_reused(tmp_path, population
             assert len({j.seed for j in jurors}) == len(jurors)  # a persona seed per juror
     # the same jurors sat for both questions: each juror's system prompt appears once per question and option order
     # it was asked in (the default 3 orders: 2 exist for Q1's two options, 3 for Q2's three)
-    prompts = [r.messages[-1].content for r in model.history]
+    prompts = ["\n".join(m.content for m in r.messages) for r in model.history]
     dem = [j.persona for j in result.panels["party=Democrat"]]
     assert all(sum(p in prompt for prompt in prompts) == 2 + 3 for p in dem)
 
@@ -156,7 +156,7 @@ def test_scripted_model_by_persona(tmp_path, population):
     """ScriptedModel choosing 'Yes' for Democrats, 'No' otherwise: p(choice) = 1 / (1 + e^-5)."""
     human = {"Q1": HUMAN["Q1"]}
     survey = read_survey(write_fixture(tmp_path / "s.csv", human))
-    model = ScriptedModel(choose=lambda r: "Yes" if "Democrat" in r.messages[-1].content else "No")
+    model = ScriptedModel(choose=lambda r: "Yes" if "Democrat" in r.messages[1].content else "No")
     summary = summarise(run(survey, model, population, attributes=["party"]))
     p = 1 / (1 + math.exp(-5))
     groups = {g["group"]: g for g in summary["groups"]}
@@ -170,7 +170,7 @@ def test_sampled_ballots_and_invalid_rate(tmp_path, population):
     """A backend without scoring: JSON ballots count one vote each; unparseable replies become invalid."""
 
     def reply(request):
-        persona = request.messages[-1].content
+        persona = "\n".join(m.content for m in request.messages)
         if "Democrat" in persona:
             return '{"choice": "Yes", "reason": "r"}'
         if "Republican" in persona:

@@ -51,7 +51,7 @@ def test_assembly_mode_runs_mini_assemblies(tmp_path):
     survey = read_survey(write_fixture(tmp_path / "s.csv", {"Q1": HUMAN["Q1"]}))
     seen_specs = []
 
-    model = ScriptedModel(choose=lambda r: "Yes" if "Democrat" in r.messages[-1].content else "No")
+    model = ScriptedModel(choose=lambda r: "Yes" if "Democrat" in r.messages[1].content else "No")
 
     from assembly.deliberation import adeliberate
 

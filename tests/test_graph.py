@@ -216,11 +216,11 @@ def test_juror_prompts_put_the_shared_block_first_and_each_juror_hears_a_window_
             assert len({r.messages[0].content for r in calls}) == 1  # one shared system message for the phase
             for r in calls:
                 assert personas[r.tags["participant"]] not in r.messages[0].content
-                assert r.messages[1].content.startswith(personas[r.tags["participant"]])
+                assert r.messages[1].content == f"Who you are:\n{personas[r.tags['participant']]}"
     heard = {}
     for r in (r for r in model.history if r.tags.get("phase") == "deliberation"):
-        said = [j for j in order_1 if f"[deliberation r1 {j}]" in r.messages[1].content]
-        asked = {j for j in personas if f"[question rNone {j}]" in r.messages[1].content}
+        said = [j for j in order_1 if f"[deliberation r1 {j}]" in r.messages[2].content]
+        asked = {j for j in personas if f"[question rNone {j}]" in r.messages[2].content}
         me = r.tags["participant"]
         if r.tags["round"] == 1:
             assert not said and len(asked) == 1  # two turns: one whole question-and-answer exchange

@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-from assembly.layout import (
-    PROMPT_LAYOUT,
-    adapter_layout,
-    statement_messages,
-    warn_on_other_layout,
-)
+from assembly.layout import PROMPT_LAYOUT, adapter_layout, statement_messages, warn_on_other_layout
+from assembly.providers.chat import joined_system
 
 
 def test_an_adapter_tuned_on_another_layout_gives_a_warning(tmp_path, caplog):
@@ -34,5 +30,7 @@ def test_the_persona_and_what_a_juror_heard_come_after_the_shared_block():
     a = messages("You are Ann.", [{"speaker": "Bo", "content": "No cars."}])
     b = messages("You are Cy.", [])
     assert a[0] == b[0] and "Ban cars?" in a[0].content and "S." in a[0].content  # identical shared block
-    assert a[1].content.startswith("You are Ann.") and "Bo: No cars." in a[1].content
-    assert "Bo:" not in b[1].content
+    assert [m.role for m in a] == ["system", "system", "user"] and a[1].content == "Who you are:\nYou are Ann."
+    assert "Bo: No cars." in a[2].content and "Bo:" not in b[2].content and "Ann" not in a[2].content
+    joined = joined_system([m.model_dump() for m in a])  # what a chat template or an OpenAI server is sent
+    assert len(joined) == 2 and joined[0]["content"] == f"{a[0].content}\n\n{a[1].content}"

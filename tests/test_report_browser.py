@@ -60,3 +60,31 @@ def test_report_renders_in_chromium(chromium, question_file, tmp_path):
     assert png.returncode == 0, png.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a real page, not a blank frame
+
+
+def test_study_report_renders_in_chromium(chromium, question_file, tmp_path):
+    from assembly.study.runner import run_study
+
+    db = tmp_path / "store.duckdb"
+    result = run_study([question_file], db=db, settings={"draws": 3, "rounds": 1},
+                       models=ScriptedModel(choose=lambda r: "Keep access"))
+    page = tmp_path / "study.html"
+    proc = subprocess.run([sys.executable, "-m", "assembly", "report", "--study", result.study_id, "-o", str(page),
+                           "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+    dom = render(chromium, page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert "Should the town council ban cars from the market square" in html
+    assert html.count("<svg") >= 3  # win probabilities, shift per option, shift per group
+    assert "Probability of winning" in html and "Shift by group" in html and "95% interval" in html
+    assert result.study_id in html and html.count("completed") >= 3  # every draw listed with its run
+    assert "http://" not in html.replace("http://www.w3.org", "")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "study_report.png"
+    png = render(chromium, page, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400")
+    assert png.returncode == 0, png.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

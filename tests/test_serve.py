@@ -425,6 +425,20 @@ def test_tiny_local_model_behind_the_server(tiny_model_dir, monkeypatch):
         response = run_once(remote, ballot)
         assert response.choice in ("yes", "no")
         assert sum(2.718281828 ** v for v in response.choice_logprobs.values()) == pytest.approx(1.0, abs=1e-3)
+
+        # a prompt starting like an earlier one reuses its stored prefix, and says so as OpenAI does
+        shared = Message(role="system", content="the jury heard the witness and voted " * 12)
+        again = OpenAIModel("tiny", base_url=srv.base_url)
+
+        async def twice():
+            try:
+                return [await again.generate(GenerateRequest(messages=[shared, Message(role="user", content=own)],
+                                                             max_tokens=2, seed=1)) for own in ("yes", "no no")]
+            finally:
+                await again.aclose()
+
+        first, second = asyncio.run(twice())
+        assert first.usage.cached_input_tokens == 0 < second.usage.cached_input_tokens < second.usage.input_tokens
     asyncio.run(local.aclose())
     json.dumps(reply.model_dump())  # the reply is plain JSON all the way down
 

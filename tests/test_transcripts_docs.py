@@ -28,7 +28,8 @@ def test_generated_schema_lists_every_table_view_and_column():
     text = fresh_schema_markdown()
     for name in ["runs", "participants", "participant_attributes", "turns", "ballots", "tallies", "verdicts",
                  "llm_calls", "schema_migrations", "transcript", "ballot_changes", "opinion_shift",
-                 "opinion_shift_by_group", "call_costs", "speaking_share", "run_overview"]:
+                 "opinion_shift_by_group", "call_costs", "speaking_share", "run_overview", "studies", "study_draws",
+                 "study_win_rates", "study_shifts", "study_group_shifts"]:
         assert f"#### `{name}`" in text
     assert "| request_hash | VARCHAR | not null |" in text
     assert "`(status IN ('running', 'completed', 'failed', 'interrupted'))`" in text

@@ -58,6 +58,57 @@ def grouped_bars(categories: list[str], series: dict[str, list[float | None]], *
     return "".join(out)
 
 
+def interval_bars(labels: list[str], values: list[float | None], lows: list[float | None],
+                  highs: list[float | None], *, title: str, signed: bool = False, label_width: int = 220,
+                  bar_width: int = 360) -> str:
+    """Horizontal bars with error bars (a 95% interval as a whisker): probabilities or shares in [0, 1], or, when
+    `signed`, changes drawn left (negative) and right (positive) of a zero line, scaled to the largest bound."""
+    bar_h, gap, top = 14, 8, 30
+    height = top + (bar_h + gap) * len(labels) + 20
+    width = label_width + bar_width + 70
+    if signed:
+        reach = max([abs(v) for v in (*values, *lows, *highs) if v is not None] or [0.0])
+        reach = max(0.05, reach)
+        lo_end, hi_end = -reach, reach
+    else:
+        lo_end, hi_end = 0.0, 1.0
+
+    def x(v: float) -> float:
+        return label_width + bar_width * (min(max(v, lo_end), hi_end) - lo_end) / (hi_end - lo_end)
+
+    zero = x(0.0)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+           f'width="{width}" height="{height}" {FONT}>',
+           f"<title>{escape(title)}</title>",
+           f'<text x="0" y="16" font-weight="bold" font-size="13">{escape(title)}</text>',
+           f'<line x1="{zero:.1f}" y1="{top - 4}" x2="{zero:.1f}" y2="{height - 16}" stroke="#999"/>']
+    for end in (lo_end, hi_end):
+        shown = f"{end:+.2f}" if signed else _pct(end)
+        out.append(f'<text x="{x(end):.1f}" y="{height - 4}" text-anchor="middle" fill="#777">{shown}</text>')
+    for i, label in enumerate(labels):
+        y = top + i * (bar_h + gap)
+        out.append(f'<text x="{label_width - 8}" y="{y + 11}" text-anchor="end">{escape(label)}</text>')
+        value, low, high = values[i], lows[i], highs[i]
+        if value is None:
+            out.append(f'<text x="{label_width + 4}" y="{y + 11}" fill="#888">n/a</text>')
+            continue
+        left, right = sorted((zero, x(value)))
+        colour = PALETTE[3] if signed and value < 0 else PALETTE[0]
+        shown = f"{value:+.2f}" if signed else _pct(value)
+        span = "" if low is None or high is None else (
+            f" [{low:+.2f}, {high:+.2f}]" if signed else f" [{_pct(low)}, {_pct(high)}]")
+        out.append(f'<rect x="{left:.1f}" y="{y + 1}" width="{max(right - left, 1):.1f}" height="{bar_h - 2}" '
+                   f'fill="{colour}" fill-opacity="0.8"><title>{escape(label)}: {shown}{span}</title></rect>')
+        if low is not None and high is not None:
+            mid = y + bar_h / 2
+            out.append(f'<path d="M{x(low):.1f} {mid:.1f}H{x(high):.1f}M{x(low):.1f} {mid - 4:.1f}V{mid + 4:.1f}'
+                       f'M{x(high):.1f} {mid - 4:.1f}V{mid + 4:.1f}" stroke="#222" stroke-width="1.5" fill="none"/>')
+        out.append(f'<text x="{max(x(value), x(high) if high is not None else 0) + 6:.1f}" y="{y + 11}">'
+                   f"{shown}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
 def transition_matrix(options: list[str], counts: dict[tuple[str, str], int], *, title: str) -> str:
     """Pre (rows) to post (columns) ballot counts as a shaded grid; the diagonal is 'kept their choice'."""
     cell, label = 46, 110

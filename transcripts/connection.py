@@ -6,7 +6,8 @@ at all, not even read-only. An `assembly run` that kept its connection open for 
 
 * Every write (one `add_turn`, one `add_ballot`, ...) attaches the file, runs one transaction, commits and detaches.
   A commit is in DuckDB's write-ahead log before the call returns, so a kill -9 right after it loses nothing;
-  the log is folded into the file (CHECKPOINT) once it passes CHECKPOINT_WAL_BYTES.
+  the log is folded into the file (CHECKPOINT) once it passes CHECKPOINT_WAL_BYTES, and at the end of every run
+  (`attached(..., checkpoint=True)`), so that the .duckdb file alone is a whole store once a run is over.
 * Reads attach the file READ_ONLY (a shared lock: many readers at once), fetch their result, detach.
 * A lock conflict (someone else is inside their few milliseconds) is retried with jittered exponential backoff
   (tenacity) until `lock_timeout` seconds; only then does the caller see a StoreError. A side file
@@ -53,6 +54,7 @@ _aliases = itertools.count(1)
 CHECKPOINT_WAL_BYTES = 8 * 1024
 # Attachments currently open in this process, by resolved path: (alias, writable).
 _open: dict[str, tuple[str, bool]] = {}
+_checkpoint_on_exit: set[str] = set()  # open attachments asked, from inside, to checkpoint when they end
 _current = "memory"  # the catalog selected with USE on the engine
 
 
@@ -68,6 +70,7 @@ def _reset_after_fork() -> None:
     _engine = None
     _lock = threading.RLock()
     _open.clear()
+    _checkpoint_on_exit.clear()
     _current = "memory"
 
 
@@ -90,17 +93,21 @@ def _wal_size(path: Path) -> int:
         return 0
 
 
-def _detach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, wrote: bool) -> None:
-    """Detach, first folding the write-ahead log into the file once it passes CHECKPOINT_WAL_BYTES.
+def _detach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, wrote: bool, force: bool = False) -> None:
+    """Detach, first folding the write-ahead log into the file once it passes CHECKPOINT_WAL_BYTES (or always,
+    with `force`: then a failed checkpoint is an error, where otherwise the next writer would retry it).
 
     Every attach replays the log, so a long log taxes every later call; a checkpoint per write costs ~2x a
     write. Folding it in every ~8 KiB measured cheapest (about half the cost of checkpointing each write)."""
-    if wrote and _wal_size(path) > CHECKPOINT_WAL_BYTES:
+    failed = None
+    if force or (wrote and _wal_size(path) > CHECKPOINT_WAL_BYTES):
         try:
             con.execute(f"CHECKPOINT {alias}")
-        except duckdb.Error:
-            pass  # committed data is safe in the log; the next writer checkpoints
+        except duckdb.Error as exc:
+            failed = exc  # committed data is safe in the log
     con.execute(f"DETACH {alias}")
+    if failed is not None and force:
+        raise StoreError(f"checkpoint of {path} failed: {one_line(failed)}") from failed
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
@@ -172,11 +179,14 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: b
 
 
 @contextmanager
-def attached(path: Path, *, write: bool, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
+def attached(path: Path, *, write: bool, timeout: float, checkpoint: bool = False
+             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """The process-wide connection with `path` attached and selected (USE), inside one transaction when `write`.
 
     Re-entrant: a nested call for the same path reuses the open attachment (and its transaction), so
-    `Store.transaction()` can wrap many writes. Commits on clean exit, rolls back on error."""
+    `Store.transaction()` can wrap many writes. Commits on clean exit, rolls back on error. `checkpoint` (with
+    `write`): fold the whole write-ahead log into the file before detaching, even when nothing was written; inside
+    an outer attachment of the same path, the outer one checkpoints when it ends."""
     global _current
     key = str(path.resolve())
     with _lock:
@@ -187,6 +197,8 @@ def attached(path: Path, *, write: bool, timeout: float) -> Iterator[duckdb.Duck
             alias, writable = entry
             if write and not writable:
                 raise StoreError("cannot write inside a read-only store session")
+            if checkpoint:
+                _checkpoint_on_exit.add(key)
             _use(con, alias)
             try:
                 yield con
@@ -216,8 +228,33 @@ def attached(path: Path, *, write: bool, timeout: float) -> Iterator[duckdb.Duck
                     raise StoreError(f"commit to {path} failed: {one_line(exc)}") from exc
         finally:
             del _open[key]
+            forced = checkpoint or key in _checkpoint_on_exit
+            _checkpoint_on_exit.discard(key)
             _use(con, previous)
-            _detach(con, path, alias, committed)
+            _detach(con, path, alias, committed, force=committed and forced)  # never over a rollback
+
+
+@contextmanager
+def checkpointed(path: Path, *, timeout: float) -> Iterator[None]:
+    """Hold `path` attached read-write, its write-ahead log folded into the file, for the duration of the block.
+
+    No other process can write (or read) the file meanwhile, and this process's store calls wait on the lock: the
+    .duckdb file alone holds every committed write until the block ends, so it can be copied as is."""
+    key = str(path.resolve())
+    with _lock:
+        if key in _open:
+            raise StoreError(f"store {path} is already open in this process (a transaction or a reading block)")
+        con = engine()
+        alias = f"store{next(_aliases)}"
+        _attach(con, path, alias, read_only=False, timeout=timeout)
+        try:
+            try:
+                con.execute(f"CHECKPOINT {alias}")
+            except duckdb.Error as exc:
+                raise StoreError(f"checkpoint of {path} failed: {one_line(exc)}") from exc
+            yield
+        finally:
+            con.execute(f"DETACH {alias}")
 
 
 def _use(con: duckdb.DuckDBPyConnection, catalog: str) -> None:

@@ -32,6 +32,10 @@ def schema_markdown(store: Store) -> str:
         checks = store.sql(
             "SELECT table_name, expression FROM duckdb_constraints() WHERE database_name = current_database() "
             "AND constraint_type = 'CHECK' ORDER BY table_name, constraint_index").rows()
+        keys = store.sql(
+            "SELECT table_name, constraint_type, constraint_column_names FROM duckdb_constraints() "
+            "WHERE database_name = current_database() AND constraint_type IN ('PRIMARY KEY', 'UNIQUE') "
+            "ORDER BY table_name, constraint_index").rows()
         ledger = store.sql("SELECT number, name FROM schema_migrations ORDER BY number").rows()
     order = {name: i for i, name in enumerate(TABLES)}  # the reading order of the write API, ledger last
     tables.sort(key=lambda row: (order.get(row[0], len(order)), row[0]))
@@ -45,6 +49,9 @@ def schema_markdown(store: Store) -> str:
         if comment:
             out += [comment, ""]
         out += [table(["column", "type", "null", "default", "description"], by_table.get(name, [])), ""]
+        table_keys = [f"{kind.lower()} ({', '.join(cols)})" for t, kind, cols in keys if t == name]
+        if table_keys:
+            out += ["Keys: " + "; ".join(table_keys), ""]
         table_checks = [expr for t, expr in checks if t == name]
         if table_checks:
             out += ["Checks: " + "; ".join(f"`{c}`" for c in table_checks), ""]

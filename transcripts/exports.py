@@ -16,7 +16,8 @@ import polars as pl
 from transcripts.errors import StoreError
 from transcripts.interchange import run_record, run_records
 from transcripts.markdown import render_show
-from transcripts.store import TABLES, Store
+from transcripts.store import Store
+from transcripts.transfer import run_tables
 
 FORMATS = ("jsonl", "parquet", "markdown")
 _ALIASES = {"md": "markdown", "json": "jsonl", "format2": "jsonl"}
@@ -65,10 +66,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _export_parquet(store: Store, run_id: str, folder: Path) -> Path:
-    frames = {}
-    for table in TABLES:
-        column = "id" if table == "runs" else "run_id"
-        frames[table] = store.sql(f"SELECT * FROM {table} WHERE {column} = ?", [run_id])
+    frames = {table: pl.from_arrow(rows) for table, rows in run_tables(store, run_id).items()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -22,7 +22,7 @@ from ulid import ULID
 
 from transcripts import migrations
 from transcripts.clock import utcnow
-from transcripts.connection import attached, one_line
+from transcripts.connection import attached, checkpointed, one_line
 from transcripts.errors import StoreError
 from transcripts.paths import default_store_path
 from transcripts.processes import host_name, is_alive, process_start_ticks
@@ -93,6 +93,23 @@ def attribute_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _insert_once(con: duckdb.DuckDBPyConnection, table: str, key: Mapping[str, Any], insert: str,
+                 values: list[Any]) -> str:
+    """Run `insert` (whose first value is the new row's id) unless a row with this natural key is already there;
+    return the id of the row that holds the key.
+
+    A resumed run re-runs the nodes its interruption cut short, and they write again what they wrote before: the
+    first write of a key wins. A lookup in the write transaction rather than INSERT OR IGNORE, so a key with a NULL
+    part (a ballot's target) matches too; the UNIQUE constraints of migration 0006 hold the keys for other writers."""
+    where = " AND ".join(f"{column} IS NULL" if value is None else f"{column} = ?" for column, value in key.items())
+    found = con.execute(f"SELECT id FROM {table} WHERE {where} LIMIT 1",
+                        [v for v in key.values() if v is not None]).fetchall()
+    if found:
+        return found[0][0]
+    con.execute(insert, values)
+    return values[0]
+
+
 class Store:
     """A DuckDB store of assemblies. `Store(path)` creates or opens it (default: `default_store_path()`)."""
 
@@ -102,7 +119,6 @@ class Store:
         self.lock_timeout = lock_timeout
         self.interrupted_on_open: list[str] = []  # runs this open found orphaned and marked
         self._known_runs: set[str] = set()
-        self._next_call_seq: dict[str, int] = {}
         self._closed = False
         if read_only:
             if not self.path.exists():
@@ -119,13 +135,13 @@ class Store:
     # -- sessions -----------------------------------------------------------------------------------------------
 
     @contextmanager
-    def _session(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _session(self, write: bool = False, checkpoint: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
         if write and self.read_only:
             raise StoreError(f"store {self.path} was opened read-only")
         try:
-            with attached(self.path, write=write, timeout=self.lock_timeout) as con:
+            with attached(self.path, write=write, timeout=self.lock_timeout, checkpoint=checkpoint) as con:
                 yield con
         except StoreError:
             raise
@@ -156,6 +172,7 @@ class Store:
         with self._session(write=True) as con:
             migrations.migrate(con, self.path)
             self.interrupted_on_open = self._mark_orphans(con)
+            self._mark_orphan_studies(con)
 
     def _mark_orphans(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """Runs still 'running' whose writer process on this host is gone: mark them interrupted.
@@ -181,6 +198,18 @@ class Store:
             )
             marked.append(run_id)
         return marked
+
+    def _mark_orphan_studies(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Studies still 'running' whose process on this host is gone: interrupted, for `--resume` to pick up."""
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                           "AND table_name = 'studies'").fetchall()[0][0]:
+            return  # a store opened with fewer migrations (tests of old versions)
+        here = host_name()
+        for study_id, pid, started in con.execute(
+                "SELECT id, pid, pid_started FROM studies WHERE status = 'running' AND host = ?", [here]).fetchall():
+            if not is_alive(pid, started):
+                con.execute("UPDATE studies SET status = 'interrupted', reason = ? WHERE id = ?",
+                            [f"writer process {pid} on {here} ended without finishing the study", study_id])
 
     def close(self) -> None:
         """Nothing stays open between calls; this only makes later use of this object an error."""
@@ -212,10 +241,14 @@ class Store:
         options: Sequence[str] | None = None,
         external_id: str | None = None,
         started_at: datetime | None = None,
+        study_id: str | None = None,
+        study_question: str | None = None,
+        study_draw: int | None = None,
     ) -> str:
         """Record a new run as 'running' and return its id (a ULID unless given).
 
-        `options` defaults to `spec["options"]` when that is a list."""
+        `options` defaults to `spec["options"]` when that is a list. `study_id`, `study_question`, `study_draw`: the
+        study, question and draw this run is one of (see `begin_study`)."""
         _one_of(provenance, PROVENANCES, "provenance")
         if not isinstance(question, str) or not question.strip():
             raise StoreError("question must be a non-empty string")
@@ -223,21 +256,23 @@ class Store:
             options = spec["options"]
         run_id = run_id or new_id()
         pid = os.getpid()
+        # the study columns only when given, so runs outside studies still write to stores of older schemas
+        study = {"study_id": study_id, "study_question": study_question, "study_draw": study_draw} if study_id else {}
+        extra_columns, extra_marks = "".join(f", {k}" for k in study), ", ?" * len(study)
         with self._session(write=True) as con:
             try:
                 con.execute(
                     "INSERT INTO runs (id, question, options, spec, seed, versions, config_path, status, provenance, "
-                    "source, license, external_id, started_at, pid, host, pid_started) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"source, license, external_id, started_at, pid, host, pid_started{extra_columns}) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?{extra_marks})",
                     [run_id, question, _str_list(options, "options"), to_json(spec, "spec"), seed,
                      to_json(versions, "versions"), None if config_path is None else str(config_path), provenance,
                      source, license, external_id, started_at or utcnow(), pid, host_name(),
-                     process_start_ticks(pid)],
+                     process_start_ticks(pid), *study.values()],
                 )
             except duckdb.ConstraintException as exc:
                 raise StoreError(f"run {run_id} already exists in {self.path}") from exc
         self._known_runs.add(run_id)
-        self._next_call_seq[run_id] = 1
         return run_id
 
     def _require_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
@@ -283,17 +318,19 @@ class Store:
         *,
         turn_id: str | None = None,
     ) -> str:
-        """Record one utterance; `seq` orders the transcript. Returns the turn id."""
+        """Record one utterance; `seq` orders the transcript. Returns the turn id.
+
+        Once per (run, seq): writing a recorded position again writes nothing and returns the recorded turn's id."""
         if not isinstance(content, str):
             raise StoreError(f"turn {seq} content must be a string")
-        turn_id = turn_id or new_id()
         with self._session(write=True) as con:
             self._require_run(con, run_id)
-            con.execute(
+            return _insert_once(
+                con, "turns", {"run_id": run_id, "seq": seq},
                 "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [turn_id, run_id, seq, phase, round, speaker_id, content, call_id, _target(target), utcnow()],
+                [turn_id or new_id(), run_id, seq, phase, round, speaker_id, content, call_id, _target(target),
+                 utcnow()],
             )
-        return turn_id
 
     def add_ballot(
         self,
@@ -315,25 +352,28 @@ class Store:
     ) -> str:
         """Record one private ballot; an abstention must say why (`reason`). Returns the ballot id.
 
+        Once per (run, participant, phase, ballot type, target): a second one writes nothing and returns the first's
+        id. (Imports may hold re-votes, which question_ballots resolves to the latest, so this is no constraint.)
+
         `method`: what produced it ("scored:sum", "structured", ...); `detail`: how (orders, per-order distributions,
         calibration prior, vote draws), as JSON."""
         _one_of(phase, BALLOT_PHASES, "ballot phase")
         _one_of(status, BALLOT_STATUSES, "ballot status")
         if status == "abstain" and not reason:
             raise StoreError(f"abstention by {participant_id} ({phase}) needs a reason")
-        ballot_id = new_id()
         with self._session(write=True) as con:
             self._require_run(con, run_id)
-            con.execute(
+            return _insert_once(
+                con, "ballots", {"run_id": run_id, "participant_id": participant_id, "phase": phase,
+                                 "ballot_type": ballot_type, "target": _target(target)},
                 "INSERT INTO ballots (id, run_id, participant_id, phase, ballot_type, status, choice, ranking, approvals, "
                 "probabilities, rationale, reason, attempts, target, created_at, method, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [ballot_id, run_id, participant_id, phase, ballot_type, status, choice,
+                [new_id(), run_id, participant_id, phase, ballot_type, status, choice,
                  _str_list(ranking, "ranking"), _str_list(approvals, "approvals"),
                  to_json(probabilities, "probabilities"), rationale, reason, attempts, _target(target), utcnow(),
                  method, to_json(detail, "detail")],
             )
-        return ballot_id
 
     def add_tally(
         self,
@@ -353,36 +393,36 @@ class Store:
         stability: float | None = None,
         redraws: int | None = None,
     ) -> str:
-        """Record the result of one voting rule over one phase's ballots. Returns the tally id.
+        """Record the result of one voting rule over one phase's ballots (once per run, phase and rule). Returns the
+        tally id.
 
         `expected`, `win_probability`, `stability`: what the jurors' recorded distributions imply over `redraws`
         redraws of their votes (assembly.stability)."""
-        tally_id = new_id()
         with self._session(write=True) as con:
             self._require_run(con, run_id)
-            con.execute(
+            return _insert_once(
+                con, "tallies", {"run_id": run_id, "phase": phase, "rule": rule},
                 "INSERT INTO tallies (id, run_id, phase, rule, winner, winners, scores, rounds, tie_break, valid, "
                 "abstained, explain, created_at, expected, win_probability, stability, redraws) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [tally_id, run_id, phase, rule, winner, _str_list(winners, "winners") or [],
+                [new_id(), run_id, phase, rule, winner, _str_list(winners, "winners") or [],
                  to_json(scores, "scores"), to_json(rounds, "rounds"), tie_break, valid, abstained, explain,
                  utcnow(), to_json(expected, "expected"), to_json(win_probability, "win_probability"), stability,
                  redraws],
             )
-        return tally_id
 
     def add_verdict(
         self, run_id: str, text: str, minority_report: str | None = None, winner: str | None = None,
         rule: str | None = None,
     ) -> str:
-        verdict_id = new_id()
+        """Record the run's verdict (once per run: a second one writes nothing). Returns the verdict id."""
         with self._session(write=True) as con:
             self._require_run(con, run_id)
-            con.execute(
+            return _insert_once(
+                con, "verdicts", {"run_id": run_id},
                 "INSERT INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [verdict_id, run_id, text, minority_report, winner, rule, utcnow()],
+                [new_id(), run_id, text, minority_report, winner, rule, utcnow()],
             )
-        return verdict_id
 
     def add_llm_call(
         self,
@@ -418,11 +458,11 @@ class Store:
         call_id = call_id or new_id()
         with self._session(write=True) as con:
             self._require_run(con, run_id)
-            seq = self._next_call_seq.get(run_id)
-            if seq is None:  # first call of a run begun elsewhere (another Store object or process)
-                seq = con.execute(
-                    "SELECT coalesce(max(seq), 0) + 1 FROM llm_calls WHERE run_id = ?", [run_id]
-                ).fetchall()[0][0]
+            # In the write transaction, which holds the file (other processes) and this process's store lock
+            # (other threads) until it commits: no two calls of a run get one number, whoever else writes to it.
+            seq = con.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM llm_calls WHERE run_id = ?", [run_id]
+            ).fetchall()[0][0]
             con.execute(  # by name: columns added by later migrations come after created_at
                 "INSERT INTO llm_calls (id, run_id, seq, model, role, participant_id, phase, request_hash, messages, "
                 "system, prompt, params, response, choice, choice_logprobs, input_tokens, output_tokens, duration_s, "
@@ -433,21 +473,85 @@ class Store:
                  to_json(choice_logprobs, "choice_logprobs"), input_tokens, output_tokens, float(duration_s),
                  attempts, error, seed, cost_usd, utcnow(), cached_input_tokens, cache_write_tokens],
             )
-        self._next_call_seq[run_id] = seq + 1  # only after the commit, so a failed write reuses the number
         return call_id
 
     def finish_run(
         self, run_id: str, status: str = "completed", reason: str | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> None:
-        """Close a run: completed, failed or interrupted, with why and an optional summary (e.g. population marginals)."""
+        """Close a run: completed, failed or interrupted, with why and an optional summary (e.g. population marginals).
+
+        Checkpoints the store (see `checkpoint`), so a copy of the .duckdb file alone holds the finished run."""
         _one_of(status, FINISH_STATUSES, "finish status")
-        with self._session(write=True) as con:
+        with self._session(write=True, checkpoint=True) as con:
             self._require_run(con, run_id)
             con.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished_at = ?, summary = coalesce(?, summary) WHERE id = ?",
                 [status, reason, utcnow(), to_json(summary, "summary"), run_id],
             )
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark an unfinished run 'running' again, written by this process (a resume); `finish_run` closes it.
+
+        Refused for a completed run and for one whose writer is still alive; a run left 'running' by a writer on
+        another host cannot be checked from here, so it is refused too."""
+        with self._session(write=True) as con:
+            rows = con.execute("SELECT status, pid, host, pid_started FROM runs WHERE id = ?", [run_id]).fetchall()
+            if not rows:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+            status, pid, host, started = rows[0]
+            if status == "completed":
+                raise StoreError(f"run {run_id} is already completed; there is nothing to resume")
+            if status == "running" and host != host_name():
+                raise StoreError(f"run {run_id} is 'running' in process {pid} on {host}; resume it there")
+            if status == "running" and is_alive(pid, started):
+                raise StoreError(f"run {run_id} is still running (process {pid})")
+            pid = os.getpid()
+            con.execute(
+                "UPDATE runs SET status = 'running', reason = NULL, finished_at = NULL, pid = ?, host = ?, "
+                "pid_started = ? WHERE id = ?",
+                [pid, host_name(), process_start_ticks(pid), run_id],
+            )
+        self._known_runs.add(run_id)
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the .duckdb file, so that the file alone is the whole store (a copy of it
+        misses nothing). `finish_run` does it at the end of every run; call it after other batches of writes."""
+        with self._session(write=True, checkpoint=True):
+            pass
+
+    def backup(self, target: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, int]:
+        """Copy the store to `target`, consistently: checkpoint, then copy the file while holding the write lock (no
+        writer can change it meanwhile), to a side file renamed into place. Refuses an existing `target` unless
+        `overwrite`. Returns the copy's row count per table, read back from the copy."""
+        import shutil
+
+        target = Path(target).expanduser()
+        if target.resolve() == self.path.resolve():
+            raise StoreError(f"backup target {target} is the store itself")
+        if target.is_dir():
+            raise StoreError(f"backup target {target} is a folder; give a file name")
+        wal = Path(f"{target}.wal")  # a stale log beside the copy would be replayed into it
+        existing = next((p for p in (target, wal) if p.exists()), None)
+        if existing is not None and not overwrite:
+            raise StoreError(f"{existing} exists; pass overwrite=True (assembly transcripts backup --force) to "
+                             "replace it")
+        if not target.parent.is_dir():
+            raise StoreError(f"no folder {target.parent} for the backup")
+        partial = target.with_name(f".{target.name}.partial")
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        with checkpointed(self.path, timeout=self.lock_timeout):
+            try:
+                shutil.copyfile(self.path, partial)
+                wal.unlink(missing_ok=True)
+                os.replace(partial, target)
+            except OSError as exc:
+                partial.unlink(missing_ok=True)
+                raise StoreError(f"cannot write backup {target}: {exc.strerror or exc}") from exc
+        copy = Store(target, read_only=True, lock_timeout=self.lock_timeout)
+        with copy.reading():
+            return {table: copy.sql(f"SELECT count(*) n FROM {table}").item() for table in TABLES}
 
     def update_summary(self, run_id: str, summary: Mapping[str, Any]) -> None:
         """Merge keys into a run's summary (e.g. population marginals for the report) without finishing it."""
@@ -456,6 +560,76 @@ class Store:
             current = from_json(con.execute("SELECT summary FROM runs WHERE id = ?", [run_id]).fetchall()[0][0]) or {}
             current.update(summary)
             con.execute("UPDATE runs SET summary = ? WHERE id = ?", [to_json(current, "summary"), run_id])
+
+    # -- studies: many runs of one or more questions (migration 0007) -----------------------------------------------
+
+    def begin_study(
+        self, *, question: str | None, questions: int, config_paths: Sequence[str], digest: str, draws: int,
+        spec: Mapping[str, Any] | None = None, study_id: str | None = None,
+    ) -> str:
+        """Record a new study as 'running' and return its id. Its runs point at it (`begin_run(study_id=...)`).
+
+        `question`: the question of a one-question study (None for a bank); `digest`: what a resume must match."""
+        study_id = study_id or new_id()
+        pid = os.getpid()
+        with self._session(write=True) as con:
+            try:
+                con.execute(
+                    "INSERT INTO studies (id, question, questions, config_paths, digest, spec, draws, status, "
+                    "created_at, pid, host, pid_started) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                    [study_id, question, questions, _str_list(config_paths, "config_paths"), digest,
+                     to_json(spec, "study spec"), draws, utcnow(), pid, host_name(), process_start_ticks(pid)],
+                )
+            except duckdb.ConstraintException as exc:
+                raise StoreError(f"study {study_id} already exists in {self.path}") from exc
+        return study_id
+
+    def restart_study(self, study_id: str) -> None:
+        """A resumed study: 'running' again, written by this process."""
+        pid = os.getpid()
+        with self._session(write=True) as con:
+            con.execute("UPDATE studies SET status = 'running', reason = NULL, finished_at = NULL, pid = ?, host = ?, "
+                        "pid_started = ? WHERE id = ?", [pid, host_name(), process_start_ticks(pid), study_id])
+
+    def finish_study(self, study_id: str, status: str = "completed", reason: str | None = None,
+                     summary: Mapping[str, Any] | None = None) -> None:
+        _one_of(status, FINISH_STATUSES, "finish status")
+        with self._session(write=True) as con:
+            con.execute("UPDATE studies SET status = ?, reason = ?, finished_at = ?, summary = coalesce(?, summary) "
+                        "WHERE id = ?", [status, reason, utcnow(), to_json(summary, "study summary"), study_id])
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        """One study's row, JSON columns parsed."""
+        with self._session() as con:
+            rel = con.execute("SELECT * FROM studies WHERE id = ?", [study_id])
+            names = [d[0] for d in rel.description]
+            rows = rel.fetchall()
+        if not rows:
+            raise StoreError(f"no study {study_id!r} in {self.path}")
+        row = dict(zip(names, rows[0]))
+        for key in ("spec", "summary"):
+            row[key] = from_json(row[key])
+        return row
+
+    def resolve_study(self, prefix: str) -> str:
+        """A full study id from a unique prefix or 'latest'."""
+        with self._session() as con:
+            if prefix == "latest":
+                rows = con.execute("SELECT id FROM studies ORDER BY created_at DESC, id DESC LIMIT 1").fetchall()
+            else:
+                rows = con.execute("SELECT id FROM studies WHERE id = $1 OR starts_with(id, upper($1)) LIMIT 2",
+                                   [prefix]).fetchall()
+        if not rows:
+            raise StoreError(f"no study matches {prefix!r} in {self.path}")
+        if len(rows) > 1:
+            raise StoreError(f"study id prefix {prefix!r} is ambiguous in {self.path}")
+        return rows[0][0]
+
+    def supersede_run(self, run_id: str, by: str) -> None:
+        """Mark `run_id` as replaced by the re-run `by` (when `by` was recorded at all)."""
+        with self._session(write=True) as con:
+            con.execute("UPDATE runs SET superseded_by = $2 WHERE id = $1 "
+                        "AND EXISTS (SELECT 1 FROM runs WHERE id = $2)", [run_id, by])
 
     # -- bulk writes (imports, benchmarks) --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
 from assembly.cli import eval as eval_cli
-from assembly.cli import jury, run, serve, validate
+from assembly.cli import jury, mcp, run, serve, spec, study, validate
 from assembly.cli import store as store_cli
 from assembly.cli.console import err
 from assembly.errors import AssemblyError
@@ -29,10 +29,13 @@ app = typer.Typer(
 )
 app.command("run")(run.run)
 app.command("validate")(validate.validate)
+app.command("study")(study.study)
+app.command("spec")(spec.spec)
 jury_app = typer.Typer(help="Preview jury draws.", no_args_is_help=True)
 jury_app.command("sample")(jury.sample)
 app.add_typer(jury_app, name="jury")
 app.command("serve")(serve.serve)  # fastapi and uvicorn load when the command runs, not here
+app.command("mcp")(mcp.mcp)  # the mcp SDK loads when the command runs
 eval_app = typer.Typer(help="Measure fidelity against real survey answers.", no_args_is_help=True)
 eval_app.command("survey")(eval_cli.survey)
 app.add_typer(eval_app, name="eval")

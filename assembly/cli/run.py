@@ -115,7 +115,8 @@ def print_summary(result: AssemblyResult) -> None:
 
 
 def run(
-    question: Annotated[Path, typer.Argument(help="The question file (YAML).")],
+    question: Annotated[Path | None, typer.Argument(help="The question file (YAML); with --resume, optional (checked "
+                                                          "against the run's recorded spec).")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec replacing the file's models.default, e.g. embedded, "
                                                      "openai:gpt-4.1-mini, local:<folder>[+<adapter>]; roles the file "
                                                      "gives their own model (models.juror, ...) keep it.")] = None,
@@ -125,8 +126,12 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Override procedure.rounds.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads for local models.")] = None,
     replay: Annotated[str | None, typer.Option(help="Re-run a recorded run from its recorded model calls (no model).")] = None,
+    resume: Annotated[str | None, typer.Option(help="Finish an interrupted run (id, unique prefix or 'latest') from its "
+                                                    "last checkpoint, with its recorded spec and seed.")] = None,
     mode: Annotated[str, typer.Option(help="full: the multi-agent graph; distilled: the whole mini-public in one "
                                            "generation on a model fine-tuned for it (see docs/finetune.md).")] = "full",
+    seat: Annotated[str | None, typer.Option(help="Take this juror's seat yourself (e.g. juror-03): read what the "
+                                                  "juror hears, type their statements, cast their ballots.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Run an assembly: draw the jury, hear witnesses, deliberate, vote, write the verdict; record everything."""
@@ -135,6 +140,23 @@ def run(
 
     if mode not in ("full", "distilled"):
         raise SpecError(f"--mode {mode!r}: expected 'full' or 'distilled'")
+    if resume is not None:
+        given = {"--model": model, "--seed": seed, "--jurors": jurors, "--rounds": rounds, "--replay": replay,
+                 "--mode": None if mode == "full" else mode, "--seat": seat}
+        clash = next((flag for flag, value in given.items() if value is not None), None)
+        if clash:
+            raise SpecError(f"--resume continues a run with its recorded spec; drop {clash}")
+        from assembly.resuming import resume as resume_run
+
+        with LiveView(enabled=err.is_terminal) as view:
+            result = resume_run(resume, db=db, question=question, on_event=view,
+                                model_options={"threads": threads} if threads is not None else None)
+        show(result, as_json)
+        return
+    if question is None:
+        raise SpecError("give a question file (or --resume RUN to finish an interrupted run)")
+    if seat is not None and (replay is not None or mode != "full"):
+        raise SpecError(f"--seat puts a person in a live deliberation; drop {'--replay' if replay else '--mode'}")
     if mode == "distilled":
         import asyncio
 
@@ -152,9 +174,16 @@ def run(
         from assembly.replaying import replay_arguments
 
         kwargs.update(replay_arguments(replay, db))
-    with LiveView(enabled=err.is_terminal) as view:
+    if seat is not None:
+        kwargs["seat"] = seat
+    # A person in a seat types on this terminal: phases as plain lines, not a live panel redrawn over their prompt.
+    with LiveView(enabled=err.is_terminal and seat is None) as view:
         result = deliberate(question, model=model, seed=seed, db=db, jurors=jurors, rounds=rounds, on_event=view,
                             **kwargs)
+    show(result, as_json)
+
+
+def show(result: AssemblyResult, as_json: bool) -> None:
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:

@@ -1,5 +1,5 @@
-"""Store commands: `assembly sql`, `assembly transcripts list|show|export|import|import-polis|import-survey|path`,
-`assembly report`."""
+"""Store commands: `assembly sql`, `assembly report`, and
+`assembly transcripts list|show|export|import|import-polis|import-survey|backup|path`."""
 
 from __future__ import annotations
 
@@ -192,6 +192,20 @@ def import_survey(
     out.print(f"{file}: {len(ids)} questions imported as runs (source {source})", highlight=False)
 
 
+def backup(
+    target: Annotated[Path, typer.Argument(help="The file to write: a copy of the store that opens on its own.")],
+    db: DbOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace TARGET when it exists.")] = False,
+) -> None:
+    """Copy the store, consistently (checkpointed, then copied while no one can write); prints the copy's rows."""
+    store = _store(db)
+    try:
+        counts = store.backup(target, overwrite=force)
+    finally:
+        store.close()
+    out.print(f"{target}: " + ", ".join(f"{n} {table}" for table, n in counts.items()), highlight=False)
+
+
 def path(db: DbOption = None) -> None:
     """Print where the store is (set ASSEMBLY_STORE or pass --db to use another)."""
     from transcripts import default_store_path
@@ -200,16 +214,25 @@ def path(db: DbOption = None) -> None:
 
 
 def report(
-    run_id: Annotated[str, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")],
+    run_id: Annotated[str | None, typer.Argument(help="A run id, a unique prefix of one, or 'latest'.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path("report.html"),
+    study: Annotated[str | None, typer.Option(help="Report on study STUDY (an id, a prefix or 'latest') "
+                                                   "instead of a run.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Write one self-contained HTML page about a run: jury, ballots, tallies, verdict, transcript."""
+    """Write one self-contained HTML page about a run (jury, ballots, tallies, verdict, transcript) or, with
+    --study, about a study (win probabilities with intervals, shares and shifts over its draws)."""
     from transcripts.report import write_report
+    from transcripts.study_report import write_study_report
 
+    if (run_id is None) == (study is None):
+        raise AssemblyError("assembly report: name a run (RUN) or a study (--study STUDY), not both or neither")
     store = _store(db)
     try:
-        written = write_report(store, store.resolve_run(run_id), output)
+        if study is not None:
+            written = write_study_report(store, store.resolve_study(study), output)
+        else:
+            written = write_report(store, store.resolve_run(run_id), output)
     finally:
         store.close()
     out.print(str(written), highlight=False)
@@ -227,5 +250,6 @@ def register(app: typer.Typer) -> None:
     transcripts.command("import")(import_)
     transcripts.command("import-polis")(import_polis)
     transcripts.command("import-survey")(import_survey)
+    transcripts.command("backup")(backup)
     transcripts.command("path")(path)
     app.add_typer(transcripts, name="transcripts")

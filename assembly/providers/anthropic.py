@@ -22,11 +22,11 @@ Behaviour:
     that rejects the format, after which the model stops sending it) puts the schema in the system prompt
     instead; the caller validates and re-asks either way.
   - `scores_options` is False: ballots use the engine's validate-and-re-ask fallback.
-  - Prompt caching (model option `prompt_cache`, default True): `system` is sent as one text block marked
-    `cache_control: {"type": "ephemeral"}` (5-minute TTL), so the system prompt, which holds what every juror of
-    a phase shares (preamble, question, background, options, testimony digest, moderator summary), is cached and
-    read back by the next juror's call; the user message holds what is the juror's own. A request without a system
-    message carries no marker. The API caches only prefixes of a minimum length (1,024 to 4,096 tokens depending
+  - Prompt caching (model option `prompt_cache`, default True): `system` is sent as one text block per system
+    message, the first marked `cache_control: {"type": "ephemeral"}` (5-minute TTL). In assembly.layout the first
+    system message holds what every juror of a phase shares (preamble, question, background, options, testimony
+    digest, moderator summary) and the second the juror's persona, so the shared block is cached and read back by
+    the next juror's call. A request without a system message carries no marker. The API caches only prefixes of a minimum length (1,024 to 4,096 tokens depending
     on the model); below it the marker is ignored and the call costs what it would without it.
     `prompt_cache=False` sends `system` as a plain string. The reply's `usage.cache_read_input_tokens` becomes
     `Usage.cached_input_tokens` and `cache_creation_input_tokens` becomes `cache_write_tokens`; the API's
@@ -124,11 +124,11 @@ class AnthropicModel(SDKBackend):
             else:
                 system.append(schema_instruction(request.json_schema))
         if system:
-            text = "\n\n".join(system)
-            if self.prompt_cache:  # one block, marked: the whole system prompt is the cached prefix
-                params["system"] = [{"type": "text", "text": text, "cache_control": dict(CACHE_CONTROL)}]
+            if self.prompt_cache:  # one block per system message; the first, what a phase shares, is the cached prefix
+                params["system"] = [{"type": "text", "text": text} for text in system]
+                params["system"][0]["cache_control"] = dict(CACHE_CONTROL)
             else:
-                params["system"] = text
+                params["system"] = "\n\n".join(system)
         stops = [s for s in (request.stop or []) if s.strip()]  # the API rejects whitespace-only stop sequences
         if stops:
             params["stop_sequences"] = stops

@@ -16,8 +16,21 @@ Messages = Sequence[Any]  # Message objects or {"role", "content"} mappings
 
 
 def _dicts(messages: Messages) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": m["content"]} if isinstance(m, Mapping) else
-            {"role": m.role, "content": m.content} for m in messages]
+    return joined_system([{"role": m["role"], "content": m["content"]} if isinstance(m, Mapping) else
+                          {"role": m.role, "content": m.content} for m in messages])
+
+
+def joined_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Consecutive system messages as one (joined by a blank line). assembly.layout sends a juror's shared block and
+    persona as two system messages, so a provider's prompt cache can mark the first; chat templates and
+    OpenAI-compatible servers mostly expect a single system turn, and the joined text keeps the shared prefix."""
+    out: list[dict[str, str]] = []
+    for m in messages:
+        if out and m["role"] == "system" and out[-1]["role"] == "system":
+            out[-1] = {"role": "system", "content": f"{out[-1]['content']}\n\n{m['content']}"}
+        else:
+            out.append(dict(m))
+    return out
 
 
 def render_chat(tokenizer, messages, *, add_generation_prompt: bool = True) -> tuple[str, bool]:

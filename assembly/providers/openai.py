@@ -53,6 +53,7 @@ from typing import Any
 
 import openai as _sdk
 
+from assembly.providers.chat import joined_system
 from assembly.providers.letters import LETTERS, letter_logprobs, with_letter_listing
 from assembly.providers.sdk_errors import PLACEHOLDER_KEY  # noqa: F401  (re-exported)
 from assembly.providers.sdk_errors import SDKBackend, SDKProvider, rejected, token_count
@@ -222,7 +223,7 @@ class OpenAIModel(SDKBackend):
         messages = with_letter_listing(request.messages, request.choices)[0] if by_letter else request.messages
         params: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": joined_system([{"role": m.role, "content": m.content} for m in messages]),
         }
         params["max_completion_tokens" if self.official else "max_tokens"] = 1 if by_letter else request.max_tokens
         if self._send_sampling:
