@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -32,13 +31,7 @@ from assembly.providers.prefixes import common_prefix_length
 from assembly.providers.registry import load_model
 from assembly.providers.types import GenerateRequest, Message
 from transcripts import Store
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(),
-            "load_average_1m": os.getloadavg()[0], "python": platform.python_version()}
+from host import machine
 
 
 def recorded_requests(store: Store, run_id: str) -> list[GenerateRequest]:

@@ -17,29 +17,20 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from assembly.providers.local import EmbeddedModel
 from assembly.providers.prefixes import common_prefix_length
 from assembly.providers.types import GenerateRequest, Message
+from host import machine
 
 SHARED = ("The question before the jury: should an AI assistant voice concerns about a risky decision before "
           "helping a user who has made up their mind? Testimony you heard: adults deserve respect for their own "
           "decisions, unsolicited warnings can be condescending, most new businesses struggle, and a short honest "
           "word about risk can be part of being helpful. ")
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = Path("/proc/cpuinfo").read_text()
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
-            "load_average_1m": os.getloadavg()[0], "python": platform.python_version(), "torch": torch.__version__}
 
 
 def requests_for(model: EmbeddedModel, rows: int, prompt_tokens: int, max_tokens: int) -> list[GenerateRequest]:

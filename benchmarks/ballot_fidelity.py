@@ -15,20 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+from host import machine
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "opinionqa"
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
-            "python": platform.python_version()}
 
 
 def row(name: str, summary: dict, wall: float) -> dict:

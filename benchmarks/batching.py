@@ -17,17 +17,16 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assembly.providers import GenerateRequest, Message  # noqa: E402
 from assembly.providers.local import EmbeddedModel  # noqa: E402
+from host import machine  # noqa: E402
 
 PERSONAS = [
     "Maria, 45, a nurse in Columbus, Ohio; Democrat; worries about hospital staffing.",
@@ -87,27 +86,6 @@ async def one_at_a_time(model, requests):
 
 async def concurrently(model, requests):
     return await asyncio.gather(*(model.generate(r) for r in requests))
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def main(argv=None) -> int:

@@ -19,11 +19,11 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from host import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,24 +33,6 @@ def shared_data(arg: str | None) -> Path:
     if not (path / "opinionqa" / "survey_dev.csv.gz").is_file():
         raise SystemExit(f"no opinionqa/survey_dev.csv.gz under {path}: pass --data or set ASSEMBLY_SHARED_DATA")
     return path
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
-    try:
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
-        info["load_avg_at_start"] = os.getloadavg()
-    except (OSError, StopIteration):
-        pass
-    return info
 
 
 async def jurors_per_second(model, survey, n: int, seed: int) -> dict:

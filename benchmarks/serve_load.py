@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -41,22 +40,10 @@ import time
 from pathlib import Path
 
 import httpx
+from host import machine
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Should the city replace one lane of downtown traffic on Main Street with a protected bike lane?"
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
 def free_port() -> int:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,19 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from assembly.providers import GenerateRequest, Message  # noqa: E402
 from assembly.providers.local import EmbeddedModel  # noqa: E402
 from assembly.study.runner import arun_study  # noqa: E402
+from host import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def machine() -> dict:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-               platform.processor())
-    import torch
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in info,
-            "load_average_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 async def one_mode(args, concurrency: int, folder: Path) -> dict:
