@@ -41,7 +41,7 @@ def as_tool(
     db: str | Path | None = None,
     models: Model | dict[str, Model] | None = None,
     model_options: dict[str, Any] | None = None,
-) -> "StructuredTool":
+) -> StructuredTool:
     """A StructuredTool that runs and records one assembly per call. `base`: a question file (or dict/spec) whose
     witnesses, jury and procedure every call keeps, replacing its question and options; `model`: the model for calls
     that name none; `db`, `models`, `model_options`: as for `assembly.deliberate`."""

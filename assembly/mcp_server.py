@@ -68,12 +68,11 @@ def build_server(*, model: str | None = None, db: str | None = None, model_optio
 
     @server.tool(description="Read a recorded assembly run: its status and, once completed, its result.")
     async def get_run(run_id: Annotated[str, Field(description=HELP["run_id"])]) -> CallToolResult:
+        from assembly.recorded import run_record
         from transcripts import Store, default_store_path
 
-        from assembly.recorded import run_record
-
         try:
-            record = run_record(Store(db or default_store_path()), run_id)
+            record = run_record(Store(db or default_store_path(), read_only=True), run_id)
         except (AssemblyError, StoreError) as exc:
             raise ToolError(str(exc)) from None
         return answer(describe_run(record), record.model_dump(mode="json"))

@@ -148,7 +148,7 @@ class HumanSeat(Model):
         preamble = render_prompt("juror_system", shared="").strip()
         systems = [m.content for m in request.messages if m.role == "system"]
         if systems:
-            shared = systems[0][len(preamble):] if systems[0].startswith(preamble) else systems[0]
+            shared = systems[0].removeprefix(preamble)
             self.terminal.show("What the whole jury shares", shared)
         for persona in systems[1:]:
             self.terminal.show(f"Whose seat you are in ({self.seat})", persona)

@@ -27,20 +27,17 @@ def spec(
     db: DbOption = None,
 ) -> None:
     """Write a specification clause: the question, the decision, its support, the minority view and its provenance."""
-    from assembly.clauses import diff_clauses, format_of, render
+    from assembly.clauses import clause_for, diff_clauses, format_of, render
 
     fmt = format_of(output) if output is not None else "md"
     if len(targets) == 1 and targets[0] != "diff":
         store = _store(db)
         try:
-            from assembly.clauses import clause_for
-
             item = clause_for(store, targets[0], question=question)
         finally:
             store.close()
     elif len(targets) == 3 and targets[0] == "diff":
-        clauses = _clauses(targets[1:], db, question)
-        item = diff_clauses(*clauses)
+        item = diff_clauses(*_clauses(targets[1:], db, question))
     else:
         raise AssemblyError(f"assembly spec: expected RUN or diff A B, got {' '.join(targets)!r} (usage: {USAGE})")
     text = render(item, fmt)
