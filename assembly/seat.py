@@ -31,6 +31,7 @@ from rich.text import Text
 from assembly.errors import AssemblyError, SpecError
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
+from assembly.providers.wrappers import ModelWrapper
 from assembly.providers.types import GenerateRequest, GenerateResponse, Usage
 
 HUMAN = "human"  # llm_calls.model of the person's answers; participants.extra.provenance of their seat
@@ -98,27 +99,18 @@ class Terminal:
         return line.rstrip("\r\n")
 
 
-class HumanSeat(Model):
+class HumanSeat(ModelWrapper):
     """The juror model, except for the seat of `juror_id`, which a person takes (see the module docstring)."""
 
     def __init__(self, inner: Model, juror_id: str, *, ballot_type: str, options: Sequence[str],
                  terminal: Terminal | None = None):
-        self.inner = inner
+        super().__init__(inner)  # name, capabilities and token counts stay the juror model's (and its hashes)
         self.seat = juror_id
-        self.name = inner.name  # request hashes stay the juror model's; the answers record model "human"
         self.ballot_type = ballot_type
         self.options = list(options)
         self.terminal = terminal or Terminal()
         self._turn = asyncio.Lock()  # one question to the person at a time
         self._ballots: dict[str, object] = {}  # ballot phase -> the person's answer, for each order and item
-
-    @property
-    def scores_options(self) -> bool:  # type: ignore[override]
-        return self.inner.scores_options
-
-    @property
-    def honours_json_schema(self) -> bool:  # type: ignore[override]
-        return self.inner.honours_json_schema
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         if request.tags.get("participant") != self.seat:

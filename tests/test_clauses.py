@@ -10,20 +10,10 @@ import yaml
 
 import assembly
 from assembly.clauses import CLAUSE_SCHEMA, Clause, clause_for
-from assembly.cli.app import main
 from assembly.providers.scripted import ScriptedModel
 from tests.conftest import MINIMAL
+from tests.test_cli import call
 from transcripts import Store
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_line_error(code: int, err: str, *needles: str) -> None:
