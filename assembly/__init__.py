@@ -18,6 +18,8 @@ _EXPORTS = {
     "deliberate": "assembly.deliberation",
     "adeliberate": "assembly.deliberation",
     "resolve_spec": "assembly.deliberation",
+    "distill": "assembly.distilled",
+    "adistill": "assembly.distilled",
     "resume": "assembly.resuming",
     "aresume": "assembly.resuming",
     "build_graph": "assembly.graph",
@@ -36,6 +38,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from assembly.config import AssemblySpec, load_spec
     from assembly.deliberation import adeliberate, deliberate, resolve_spec
+    from assembly.distilled import adistill, distill
     from assembly.errors import AssemblyError, SpecError
     from assembly.graph import AssemblyContext, build_graph
     from assembly.langchain_tool import as_tool

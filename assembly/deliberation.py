@@ -25,10 +25,10 @@ from assembly.layout import PROMPT_LAYOUT
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.registry import ModelPool
-from assembly.providers.replay import ReplayBook
-from assembly.providers.types import ModelError
+from assembly.providers.replay_backend import ReplayBook
 from assembly.recorder import RecordingModel
 from assembly.result import AssemblyResult, JurorSummary, Usage, Verdict
+from assembly.run_lifecycle import run_lifecycle
 from assembly.seat import HUMAN, HumanSeat, Terminal, check_seat
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -260,8 +260,7 @@ async def conduct(sitting: Sitting, on_event: Callable[[dict], None] | None = No
     Closes the store and the model pool."""
     spec, store, run_id = sitting.spec, sitting.store, sitting.run_id
     started = time.perf_counter()
-    status, reason = "failed", "unknown error"
-    try:
+    async with run_lifecycle(store, run_id, pool=sitting.pool) as lifecycle:
         # Failed calls are not reused: a resume is the chance to make them again.
         reuse = ReplayBook([r for r in store.recorded_calls(run_id) if r["error"] is None]) if resumed else None
         wrapped = {id(m): RecordingModel(m, store, run_id, reuse) for m in sitting.models.values()}
@@ -279,28 +278,9 @@ async def conduct(sitting: Sitting, on_event: Callable[[dict], None] | None = No
             if resumed:  # this attempt's recorders saw only the calls made since the resume
                 result.usage = recorded_usage(store, run_id, result.usage.wall_seconds)
             population_marginals = {a: sitting.population.marginal(a) for a in spec.jury.stratify}
-            summary = {**result.model_dump(mode="json", exclude={"jurors"}), "population": population_marginals}
-            store.finish_run(run_id, status="completed", summary=summary)
-            status = "completed"
+            lifecycle.complete({**result.model_dump(mode="json", exclude={"jurors"}), "population": population_marginals})
             await saver.adelete_thread(run_id)  # nothing left to resume
-        return result
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        status, reason = "interrupted", "interrupted by the user"
-        raise
-    except ModelError as exc:
-        reason = f"model error: {exc}"
-        raise AssemblyError(f"run {run_id} failed: {reason}") from None
-    except AssemblyError as exc:
-        reason = str(exc)
-        raise
-    except Exception as exc:  # recorded with its reason, then surfaced; nothing is lost
-        reason = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        if status != "completed":
-            store.finish_run(run_id, status=status, reason=reason)
-        store.close()
-        await sitting.pool.aclose()
+    return result
 
 
 def recorded_usage(store, run_id: str, wall_seconds: float) -> Usage:

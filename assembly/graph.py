@@ -29,14 +29,13 @@ from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
 from assembly.ballots import NeutralPriors, cast_ballot
 from assembly.config import AssemblySpec
+from assembly.counting import record_ballot, record_tallies
 from assembly.layout import question_messages, statement_messages
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.types import GenerateRequest, Message
 from assembly.seeds import seed_for
-from assembly.stability import expected_results
 from assembly.text import clean_turn
-from assembly.voting import tally_all
 
 MODERATOR_ID = "moderator"
 
@@ -193,10 +192,7 @@ async def _ballot(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
         procedure=spec.procedure.ballot_procedure(),
         priors=ctx.priors,
     )
-    ctx.store.add_ballot(ctx.run_id, participant_id=member.id, phase=phase, ballot_type=ballot.type,
-                         status=ballot.status, choice=ballot.choice, ranking=ballot.ranking, approvals=ballot.approvals,
-                         probabilities=ballot.probabilities, rationale=ballot.rationale, reason=ballot.reason,
-                         attempts=ballot.attempts, method=ballot.method, detail=ballot.detail)
+    record_ballot(ctx.store, ctx.run_id, ballot)
     ctx.emit(kind="ballot", phase=f"ballot-{phase}", speaker=member.name,
              choice=kind_of(ballot.type).label(ballot), status=ballot.status)
     return {"ballots": {f"{phase}:{member.id}": ballot.model_dump(mode="json")}}
@@ -411,20 +407,9 @@ async def aggregate(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> 
     ctx = runtime.context
     spec = ctx.spec
     ctx.emit(kind="phase", phase="aggregation")
-    tallies: dict[str, list[dict]] = {}
-    for phase in ("pre", "post"):
-        ballots = ballots_of(state, phase)
-        results = tally_all(spec.ballot.rules, ballots, spec.ballot.options)
-        expected = expected_results(ballots, spec.ballot.options, spec.ballot.rules,
-                                    seed=seed_for(ctx.seed, "redraws", phase))
-        tallies[phase] = [{**t.model_dump(mode="json"), **expected.get(t.rule, {})} for t in results]
-        for t in results:
-            e = expected.get(t.rule, {})
-            ctx.store.add_tally(ctx.run_id, phase=phase, rule=t.rule, winner=t.winner, winners=t.winners,
-                                scores=t.scores, rounds=t.rounds, tie_break=t.tie_break, valid=t.valid,
-                                abstained=t.abstained, explain=t.explain, expected=e.get("expected"),
-                                win_probability=e.get("win_probability"), stability=e.get("stability"),
-                                redraws=e.get("redraws"))
+    tallies = {phase: record_tallies(ctx.store, ctx.run_id, phase, ballots_of(state, phase), spec.ballot.options,
+                                     spec.ballot.rules, seed=seed_for(ctx.seed, "redraws", phase))
+               for phase in ("pre", "post")}
     return {"tallies": tallies}
 
 

@@ -78,3 +78,11 @@ def warn_on_other_layout(model: str, adapter: Path) -> bool:
                 "(shared block first, persona after it); expect it to follow personas less well until retuned",
                 model, adapter, layout, PROMPT_LAYOUT)
     return True
+
+
+def without_persona(messages: Sequence[dict]) -> list[dict]:
+    """The same juror call with no persona (the layout's second system message): the no-persona baseline that
+    fine-tuning measures the persona effect against."""
+    if len(messages) >= 3 and messages[0]["role"] == messages[1]["role"] == "system":
+        return [messages[0], *messages[2:]]
+    return list(messages)

@@ -2,7 +2,8 @@
 
 A resumed run (assembly.resuming) passes the run's recorded calls as `reuse`: a request that was already answered
 before the interruption gets its recorded answer back (matched like a replay: request hash plus occurrence, see
-assembly.providers.replay) and is not recorded twice; only requests the recording never answered reach the model.
+assembly.providers.replay_backend) and is not recorded twice; only requests the recording never answered reach the
+model.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 
 from assembly.providers.base import Model
-from assembly.providers.replay import ReplayBook, ReplayMissError, ReplayModel
+from assembly.providers.replay_backend import ReplayBook, ReplayMissError, ReplayModel
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
 
 

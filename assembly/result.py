@@ -37,6 +37,7 @@ class AssemblyResult(BaseModel):
     run_id: str
     store: str
     status: str
+    mode: str = "full"  # full: the multi-agent graph; distilled: one scoring pass (assembly.distilled)
     question: str
     options: list[str]
     ballot_type: str

@@ -63,7 +63,10 @@ async def jurors_per_second(model, survey, n: int, seed: int) -> dict:
 
 
 async def evaluation(model, survey, args) -> dict:
-    from assembly.evaluation.fidelity import EvalConfig, evaluate_survey, select_questions, summarise
+    from assembly.evaluation.config import EvalConfig
+    from assembly.evaluation.fidelity import evaluate_survey
+    from assembly.evaluation.selection import select_questions
+    from assembly.evaluation.summary import summarise
     from assembly.evaluation.survey import load_split
 
     split = load_split(args.data / "opinionqa" / args.split, "validation")

@@ -14,14 +14,11 @@ Stages:
                unseen topics), party and ideology, embedded base model: R, ignore-persona R, no-persona R,
                steerability.
   prepare      `finetune prepare`: survey ballots for every party and ideology group as soft targets with the
-               persona-contrast key, whole-assembly records, real statements and statement votes, simulated turns.
+               persona-contrast key (options in a seeded order per example unless --keep-option-order), real
+               statements and statement votes, simulated turns.
   train        `finetune train`: LoRA on the embedded model, time-boxed (--train-minutes). Uses the GPU when there
                is one; the survey objective is far too slow for a 2-core CPU (see docs/finetune.md).
   eval_after   the same evaluation with --model local:<base>+<adapter>.
-  format       continue the tuned adapter on the whole-assembly records alone (the distilled mode's format).
-  compare      the distilled one-pass mode vs full multi-agent runs of the same questions on the tuned model:
-               tokens per assembly, and total-variation distance between their post-ballot vote shares over
-               repeated jury draws.
   report       report.md + report.json (the before/after table; --variants adds one row per extra training run).
 
 The defaults are the recipe of the reported tuned model (variant C in docs/finetune.md, section 5: 18 simulated
@@ -33,7 +30,6 @@ where the store lives.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -46,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("store", "eval_before", "prepare", "train", "eval_after", "format", "compare", "report")
+STAGES = ("store", "eval_before", "prepare", "train", "eval_after", "report")
 OPINIONQA_LICENSE = ("none (Pew Research Center terms of use): internal evaluation and internal fine-tuning "
                      "experiments only")
 PAIR_GROUPS = ("party=Democrat", "party=Republican", "ideology=Very liberal", "ideology=Very conservative")
@@ -69,7 +65,7 @@ def save(path: Path, data) -> None:
 
 def habermas_train_questions(data: Path, seed: int) -> list[str]:
     """The Habermas bank's *train* questions in a seeded order: simulated training runs take them from the front,
-    the distilled-vs-full comparison from the back, so the two never share a question."""
+    and benchmarks/distilled_vs_full.py compares the modes on ood_test questions."""
     rows = [json.loads(line) for line in (data / "questions" / "habermas_questions.jsonl").read_text().splitlines()]
     train = [r["question"] for r in rows if r["split"] == "train"]  # iid_test / ood_test never used here
     random.Random(seed).shuffle(train)
@@ -111,7 +107,7 @@ def stage_store(args, data: Path, out: Path) -> dict:
     done = set(store.sql("select question from runs where source = 'assembly-sim' and status = 'completed'")
                ["question"].to_list())
     questions = habermas_train_questions(data, args.seed)
-    assert args.sim_runs + args.compare_questions <= len(questions)
+    assert args.sim_runs <= len(questions)
     sims = []
     for i, question in enumerate(questions[: args.sim_runs]):
         if question in done:  # reruns add only the missing assemblies
@@ -153,13 +149,13 @@ def stage_prepare(args, out: Path) -> dict:
     from transcripts import Store
 
     options = PrepareOptions(
-        types=("ballot", "whole_assembly", "juror_turn"),
+        types=("ballot", "juror_turn"), shuffle_options=not args.keep_option_order,
         validation=0.1, seed=args.seed,
         survey_attributes=("party", "ideology"), survey_groups=PAIR_GROUPS if args.survey_groups == "pairs" else None,
         survey_overall=False, personas_per_group=args.personas_per_group,
         weights={
-            # DeliData is a logic puzzle: only its whole-assembly records (format practice for the distilled mode)
-            "delidata:ballot": 0.0, "delidata:juror_turn": 0.0, "delidata:whole_assembly": args.delidata_weight,
+            # DeliData is a logic puzzle, not a value question: none of it
+            "delidata:ballot": 0.0, "delidata:juror_turn": 0.0,
             # Remesh: real persona -> vote on statements, and a few real statements
             "remesh_polarized_issues:ballot": 0.1, "remesh_polarized_issues:juror_turn": 0.05,
             # simulated ballots would only teach the base model its own answers back
@@ -177,32 +173,12 @@ def stage_train(args, out: Path) -> dict:
         base_model="embedded", dataset=str(out / "sft"), output_dir=str(out / "train"),
         lora={"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": args.lora_dropout, "top_layers": args.top_layers or None},
         learning_rate=args.lr, epochs=args.epochs, max_steps=-1, gradient_accumulation=args.grad_accum,
+        batch_size=args.batch_size,
         warmup_steps=args.warmup_steps, contrast_weight=args.contrast_weight, max_length=1536, max_group=args.max_group,
         save_steps=args.save_steps, eval_max_items=args.eval_items, max_minutes=args.train_minutes,
         threads=args.threads, seed=args.seed, gradient_checkpointing=False,
     )
     return train(config, progress=sys.stderr.isatty())
-
-
-def stage_format(args, out: Path) -> dict:
-    """Continue the tuned adapter on whole-assembly records alone, so the distilled mode learns the record format
-    (a few dozen long sequences: affordable on a CPU, unlike the survey objective). By default only the simulated
-    assemblies' records: DeliData's chats fill ballot lines with conversation instead of options."""
-    from finetune.config import TrainConfig
-    from finetune.dataset import PrepareOptions, prepare_dataset
-    from finetune.trainer import train
-    from transcripts import Store
-
-    sources = tuple(s.strip() for s in args.format_sources.split(",") if s.strip())
-    prepared = prepare_dataset(Store(out / "store.duckdb"), out / "sft_format", PrepareOptions(
-        types=("whole_assembly",), sources=sources, validation=0.1, seed=args.seed))
-    config = TrainConfig(
-        base_model=tuned_spec(out), dataset=str(out / "sft_format"),
-        output_dir=str(out / "format"), learning_rate=args.format_lr, epochs=args.format_epochs,
-        gradient_accumulation=args.grad_accum, max_length=1536, save_steps=10, eval_max_items=8,
-        max_minutes=args.format_minutes, threads=args.threads, seed=args.seed,
-    )
-    return {"prepared": prepared, **train(config, progress=sys.stderr.isatty())}
 
 
 def tuned_spec(out: Path, *folders: str) -> str:
@@ -214,94 +190,7 @@ def tuned_spec(out: Path, *folders: str) -> str:
     return f"local:{embedded_model_path()}+{adapter}"
 
 
-def stage_compare(args, data: Path, out: Path) -> dict:
-    import assembly
-    from assembly.distilled import run_distilled
-    from assembly.providers import load_model
-    from transcripts import Store
-
-    spec_text = tuned_spec(out, "format")  # the format-trained continuation, when that stage ran
-    model = load_model(spec_text, threads=args.threads)
-    store = Store(out / "compare.duckdb")
-    questions = habermas_train_questions(data, args.seed)[-args.compare_questions:]
-    runs = []
-
-    async def both(question: str, draw: int) -> None:
-        spec = small_spec(question, model=spec_text, jurors=args.compare_jurors, seed=1000 + draw)
-        started = time.perf_counter()
-        full = await assembly.adeliberate(spec, models=model, db=str(store.path))
-        full_wall = time.perf_counter() - started
-        started = time.perf_counter()
-        distilled = await run_distilled(spec, model, store)
-        distilled_wall = time.perf_counter() - started
-        for mode, result, wall in (("full", full.model_dump(mode="json"), full_wall),
-                                   ("distilled", distilled, distilled_wall)):
-            usage = result["usage"]
-            runs.append({"question": question, "draw": draw, "mode": mode, "run_id": result["run_id"],
-                         "post_counts": result["post_counts"], "abstentions": result["abstentions"],
-                         "tokens": usage["input_tokens"] + usage["output_tokens"],
-                         "input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"],
-                         "calls": usage["calls"], "wall_s": round(wall, 1),
-                         "parse": result.get("parse")})
-        log(f"compare: {question[:50]!r} draw {draw}: full {full.post_counts} ({full_wall:.0f} s), distilled "
-            f"{distilled['post_counts']} ({distilled_wall:.0f} s, {distilled['abstentions']['post']} abstained)")
-
-    async def main():
-        try:
-            for question in questions:
-                for draw in range(args.compare_draws):
-                    await both(question, draw)
-        finally:
-            await model.aclose()
-
-    asyncio.run(main())
-    return {"model": spec_text, "questions": questions, "draws": args.compare_draws, "runs": runs}
-
-
 # --- the report -------------------------------------------------------------------------------------------------
-
-
-def shares(counts: dict[str, int]) -> dict[str, float] | None:
-    total = sum(counts.values())
-    return {k: v / total for k, v in counts.items()} if total else None
-
-
-def tv(p: dict[str, float], q: dict[str, float]) -> float:
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
-
-
-def compare_table(compare: dict) -> dict:
-    out = {"questions": []}
-    by_mode = {"full": [], "distilled": []}
-    for question in compare["questions"]:
-        entry = {"question": question}
-        for mode in ("full", "distilled"):
-            rows = [r for r in compare["runs"] if r["question"] == question and r["mode"] == mode]
-            by_mode[mode] += rows
-            pooled: dict[str, int] = {}
-            for r in rows:
-                for k, v in r["post_counts"].items():
-                    pooled[k] = pooled.get(k, 0) + v
-            entry[mode] = {"pooled_counts": pooled, "shares": shares(pooled)}
-        if entry["full"]["shares"] and entry["distilled"]["shares"]:
-            entry["tv_pooled"] = tv(entry["full"]["shares"], entry["distilled"]["shares"])
-        draws = []
-        for d in range(compare["draws"]):
-            f = next((r for r in compare["runs"] if r["question"] == question and r["mode"] == "full" and r["draw"] == d), None)
-            g = next((r for r in compare["runs"] if r["question"] == question and r["mode"] == "distilled"
-                      and r["draw"] == d), None)
-            if f and g and shares(f["post_counts"]) and shares(g["post_counts"]):
-                draws.append(tv(shares(f["post_counts"]), shares(g["post_counts"])))
-        entry["tv_same_draw_mean"] = sum(draws) / len(draws) if draws else None
-        out["questions"].append(entry)
-    for mode, rows in by_mode.items():
-        n = len(rows) or 1
-        out[mode] = {"runs": len(rows), "tokens_mean": sum(r["tokens"] for r in rows) / n,
-                     "output_tokens_mean": sum(r["output_tokens"] for r in rows) / n,
-                     "calls_mean": sum(r["calls"] for r in rows) / n, "wall_s_mean": sum(r["wall_s"] for r in rows) / n,
-                     "post_abstention_rate": sum(r["abstentions"]["post"] for r in rows) /
-                     max(1, sum(sum(r["post_counts"].values()) + r["abstentions"]["post"] for r in rows))}
-    return out
 
 
 def eval_row(summary: dict) -> dict:
@@ -401,25 +290,6 @@ def stage_report(args, out: Path) -> dict:
             for key in sorted(set(card["eval"]["base"]) - {"items"}):
                 lines.append(f"| {key} | {f(card['eval']['base'].get(key))} | {f(card['eval']['tuned'].get(key))} |")
             lines.append("")
-    if "compare" in results:
-        table = compare_table(results["compare"])
-        report["compare"] = table
-        lines += ["Distilled one-pass mode vs full multi-agent runs (tuned model, same questions and jury draws, "
-                  f"{args.compare_jurors} jurors, 1 round, {results['compare']['draws']} draws per question):", "",
-                  "| | full | distilled |", "|---|---|---|"]
-        for key, label in (("tokens_mean", "tokens per assembly (in + out)"), ("output_tokens_mean", "output tokens"),
-                           ("calls_mean", "model calls"), ("wall_s_mean", "wall seconds"),
-                           ("post_abstention_rate", "post-ballot abstentions")):
-            lines.append(f"| {label} | {f(table['full'][key], 1)} | {f(table['distilled'][key], 1)} |")
-        lines += ["", "| question | full post shares (pooled) | distilled post shares (pooled) | TV pooled | "
-                  "TV same draw (mean) |", "|---|---|---|---|---|"]
-        for q in table["questions"]:
-            fs = q["full"]["shares"] or {}
-            ds = q["distilled"]["shares"] or {}
-            lines.append(f"| {q['question'][:60]} | {json.dumps({k: round(v, 2) for k, v in fs.items()})} | "
-                         f"{json.dumps({k: round(v, 2) for k, v in ds.items()})} | {f(q.get('tv_pooled'))} | "
-                         f"{f(q.get('tv_same_draw_mean'))} |")
-        lines.append("")
     if args.variants:
         lines += variant_lines(args, report)
     lines.append(f"Report written on {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs.")
@@ -446,7 +316,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jurors-per-group", type=int, default=3)
     parser.add_argument("--eval-dtype", default="float32", help="weights dtype for the evaluations")
     parser.add_argument("--eval-batch", type=int, default=16, help="prompts per forward pass in the evaluations")
-    parser.add_argument("--delidata-weight", type=float, default=0.3)
     parser.add_argument("--train-minutes", type=float, default=6.5)
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -459,15 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contrast-weight", type=float, default=10.0)
     parser.add_argument("--save-steps", type=int, default=200)
     parser.add_argument("--eval-items", type=int, default=64)
-    parser.add_argument("--format-sources", default="assembly-sim", help="sources of the whole-assembly records")
-    parser.add_argument("--format-epochs", type=float, default=4.0)
-    parser.add_argument("--format-lr", type=float, default=5e-4)
-    parser.add_argument("--format-minutes", type=float, default=25.0)
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--keep-option-order", action="store_true",
+                        help="ablation: ballot examples list the options in the survey's order (no shuffling)")
     parser.add_argument("--variants", nargs="*", default=[],
                         help="report: folders of further training variants (a *train.json card and *eval_after.json)")
-    parser.add_argument("--compare-questions", type=int, default=2)
-    parser.add_argument("--compare-draws", type=int, default=3)
-    parser.add_argument("--compare-jurors", type=int, default=6)
     args = parser.parse_args(argv)
     data = data_root(args.data)
     if not (data / "opinionqa" / "survey_dev.csv.gz").is_file():
@@ -497,10 +362,6 @@ def main(argv: list[str] | None = None) -> None:
             result = stage_train(args, out)
         elif stage == "eval_after":
             result = run_eval(args, data, out, tuned_spec(out), "eval_after")
-        elif stage == "format":
-            result = stage_format(args, out)
-        elif stage == "compare":
-            result = stage_compare(args, data, out)
         else:
             result = stage_report(args, out)
         result = {**result, "stage_wall_s": round(time.perf_counter() - started, 1)} if isinstance(result, dict) else result

@@ -29,7 +29,8 @@ def _sha_file(path: Path) -> str | None:
 def write_card(*, output: Path, adapter_dir: Path, config: TrainConfig, manifest: dict[str, Any], dataset_dir: Path,
                base_path: str, base_adapter: str | None, device: str, bf16: bool, items: int, valid_items: int,
                steps: int, resumed_from: str | None, wall_s: float, train_loss: float | None, history: list[dict],
-               before: dict | None, after: dict | None, trainable: dict[str, int], shared_prompt: bool) -> dict[str, Any]:
+               before: dict | None, after: dict | None, trainable: dict[str, int], shared_prompt: bool,
+               curves: list[dict] | None = None, throughput: dict | None = None) -> dict[str, Any]:
     from finetune.trainer import finite, machine, now
 
     restricted = manifest.get("restricted_sources") or []
@@ -54,8 +55,9 @@ def write_card(*, output: Path, adapter_dir: Path, config: TrainConfig, manifest
         "hyperparameters": config.model_dump(mode="json"),
         "training": {"device": device, "bf16": bf16, "shared_prompt": shared_prompt, "items": items,
                      "steps": steps, "resumed_from": resumed_from, "wall_seconds": round(wall_s, 1),
-                     "train_loss": finite(train_loss), **trainable},
+                     "train_loss": finite(train_loss), **trainable, **(throughput or {})},
         "eval": {"validation_items": valid_items, "base": before, "tuned": after},
+        "curves": curves or [],  # per epoch: mean train metrics, validation metrics with and without the persona
         "history": history[-200:],
         "machine": machine(),
         "prompt_layout": PROMPT_LAYOUT,  # the layout its prompts were built in (assembly.layout)
@@ -97,12 +99,15 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += ["", "Examples per split and type: `" + json.dumps(data.get("examples")) + "`", ""]
     hp = card["hyperparameters"]
     lines += ["## Hyperparameters", "", f"- LoRA: `{json.dumps(hp['lora'])}`",
-              f"- learning rate {hp['learning_rate']}, gradient accumulation {hp['gradient_accumulation']}, "
+              f"- learning rate {hp['learning_rate']} ({hp.get('lr_scheduler', 'linear')}), "
+              f"batch {hp.get('batch_size', 1)}, "
+              f"gradient accumulation {hp['gradient_accumulation']}, "
               f"max steps {hp['max_steps']}, epochs {hp['epochs']}, max minutes {hp['max_minutes']}",
               f"- objective weights: lm {hp['lm_weight']}, choice {hp['choice_weight']}, contrast "
               f"{hp['contrast_weight']}", ""]
     tr = card["training"]
-    lines += ["## Training", "", f"- {tr['steps']} steps over {tr['items']} items in {tr['wall_seconds']} s on "
+    rate = f"; {tr['examples_per_second']} examples/s" if tr.get("examples_per_second") else ""
+    lines += ["## Training", "", f"- {tr['steps']} steps over {tr['items']} items{rate} in {tr['wall_seconds']} s on "
               f"{tr['device']} (bf16 {tr['bf16']}); trainable parameters {tr['trainable_parameters']:,} of "
               f"{tr['total_parameters']:,}; final train loss {_fmt(tr['train_loss'])}"
               + (f"; resumed from {tr['resumed_from']}" if tr["resumed_from"] else ""), ""]
@@ -113,6 +118,15 @@ def render_markdown(card: dict[str, Any]) -> str:
                   "|---|---|---|"]
         for key in keys:
             lines.append(f"| {key} | {_fmt((ev['base'] or {}).get(key))} | {_fmt((ev['tuned'] or {}).get(key))} |")
+        lines.append("")
+    curves = card.get("curves") or []
+    if curves:
+        keys = [k for k in ("train_kl", "train_lm_loss", "kl", "r", "r_no_persona", "persona_effect", "steer",
+                            "lm_loss") if any(k in c for c in curves)]
+        lines += ["## Learning curves (per epoch; validation unless marked train)", "",
+                  "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for c in curves:
+            lines.append(f"| {c['epoch']} | " + " | ".join(_fmt(c.get(k)) for k in keys) + " |")
         lines.append("")
     m = card["machine"]
     lines += ["## Machine", "", f"{m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "

@@ -16,6 +16,9 @@ from assembly.cli.console import err, out, print_json
 from assembly.errors import AssemblyError
 
 
+ALIGNMENT = "Deliberative alignment (--type deliberative-alignment)"  # the help panel of its options
+
+
 class FinetuneCliError(AssemblyError):
     """A one-line error for the finetune commands."""
 
@@ -57,7 +60,9 @@ def prepare(
         min=0.0, max=1.0, help="Share of imported-real examples in the train split, e.g. 0.5 (default: as found).")
     ] = None,
     types: Annotated[Optional[str], typer.Option(
-        help="Comma-separated example types: juror_turn,ballot,moderator_turn,witness_turn,whole_assembly.")] = None,
+        "--types", "--type",
+        help="Comma-separated example types: juror_turn,ballot,moderator_turn,witness_turn,distilled_ballot; or "
+             "deliberative-alignment (from --clause files, not the store's runs).")] = None,
     sources: Annotated[Optional[str], typer.Option(help="Only these sources (comma-separated).")] = None,
     weight: Annotated[Optional[list[str]], typer.Option(
         help="KEY=FRACTION: keep this fraction of the examples of a source, a type or source:type (repeatable), "
@@ -71,17 +76,43 @@ def prepare(
         help="Only these survey panels, e.g. 'party=Democrat,party=Republican' (default: every group).")] = None,
     personas_per_group: Annotated[int, typer.Option(min=1, help="Jurors seated per survey (attribute, group).")] = 1,
     max_per_run: Annotated[int, typer.Option(min=1, help="Examples per run and type (sampled).")] = 40,
+    shuffle_options: Annotated[bool, typer.Option(help="List a ballot example's options in a seeded order of its "
+                                                       "own, so no position prior is learned.")] = True,
     max_examples: Annotated[Optional[int], typer.Option(min=1, help="Cap on train examples.")] = None,
+    split_file: Annotated[Optional[Path], typer.Option(
+        help="Fixed splits: JSON {split: [question ids or texts]} (e.g. OpinionQA's by-wave split); other questions "
+             "take the seeded split.")] = None,
     exclude_questions: Annotated[Optional[Path], typer.Option(
         help="Questions never used: JSONL with 'question' (+ 'split': rows not 'train' are excluded) or text lines.")
     ] = None,
     provenance: Annotated[str, typer.Option(
         help="Run provenances to read (comma-separated).")] = "simulated,imported-real",
+    clause: Annotated[Optional[list[str]], typer.Option(
+        help="A clause file (`assembly spec RUN -o clause.yaml`), or a run or study id in the store (repeatable).",
+        rich_help_panel=ALIGNMENT)] = None,
+    model: Annotated[str, typer.Option(help="The model writing candidates.", rich_help_panel=ALIGNMENT)] = "embedded",
+    judge: Annotated[Optional[str], typer.Option(help="The model grading them against the clause (default: --model).",
+                                                 rich_help_panel=ALIGNMENT)] = None,
+    candidates: Annotated[int, typer.Option(help="Candidates per request (best-of-N).", rich_help_panel=ALIGNMENT)
+                          ] = 4,
+    scenarios: Annotated[int, typer.Option(help="User requests per clause.", rich_help_panel=ALIGNMENT)] = 2,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per candidate.", rich_help_panel=ALIGNMENT)] = 200,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
 ) -> None:
-    """Build a chat-format SFT dataset from the store, split by question and deliberation."""
+    """Build a chat-format SFT dataset from the store, split by question and deliberation (or, with --type
+    deliberative-alignment, from specification clauses: finetune/alignment.py)."""
+    if (types or "").strip() == "deliberative-alignment":
+        return _prepare_alignment(out_dir, db, clause, model, judge, candidates, scenarios, max_tokens, seed, json_out)
+    if clause:
+        raise FinetuneCliError("--clause goes with --type deliberative-alignment")
     from finetune.config import EXAMPLE_TYPES
-    from finetune.dataset import PrepareError, PrepareOptions, prepare_dataset, read_question_list
+    from finetune.dataset import (
+        PrepareError,
+        PrepareOptions,
+        prepare_dataset,
+        read_question_list,
+        read_split_file,
+    )
     from transcripts import StoreError
 
     try:
@@ -92,7 +123,9 @@ def prepare(
             survey_attributes=None if survey_attributes.strip() == "all" else tuple(_csv(survey_attributes) or ()),
             survey_groups=tuple(_csv(survey_groups)) if survey_groups else None,
             personas_per_group=personas_per_group, max_per_run=max_per_run, max_examples=max_examples,
+            shuffle_options=shuffle_options,
             exclude_questions=read_question_list(exclude_questions) if exclude_questions else (),
+            splits=read_split_file(split_file) if split_file else {},
         )
         store = _store(db)
         with err.status("reading the store and building examples…"):
@@ -110,6 +143,31 @@ def prepare(
     for name, s in manifest["sources"].items():
         flag = "  [red](restricted licence: internal use only)[/]" if s["restricted"] else ""
         out.print(f"  source {name}: {s['examples']} examples from {s['runs']} runs{flag}", highlight=False)
+
+
+def _prepare_alignment(out_dir: Path, db: Optional[Path], clauses: Optional[list[str]], model: str,
+                       judge: Optional[str], candidates: int, scenarios: int, max_tokens: int, seed: int,
+                       json_out: bool) -> None:
+    """`prepare --type deliberative-alignment`: clauses -> best-of-N graded SFT examples (finetune/alignment.py)."""
+    from assembly.cli.store import _store as existing_store
+    from finetune.alignment import EXAMPLE_TYPE, AlignmentOptions, prepare_alignment
+
+    options = AlignmentOptions(clauses=tuple(clauses or ()), model=model, judge=judge, candidates=candidates,
+                               scenarios=scenarios, seed=seed, max_tokens=max_tokens)
+    options.check()  # before the status line: a bad option is one line, with no model loaded
+    with err.status(f"writing {candidates} candidates per request with {model} and grading them…"):
+        manifest = prepare_alignment(out_dir, options, open_store=lambda: existing_store(db))
+    if json_out:
+        print_json(manifest)
+        return
+    scores = manifest["scores"]
+    out.print(f"deliberative-alignment data written to [bold]{out_dir}[/]: "
+              f"{manifest['examples']['train'][EXAMPLE_TYPE]} examples from {len(manifest['clauses'])} clauses; "
+              f"{manifest['candidates']['total']} candidates graded by {manifest['models']['judge']['name']} "
+              f"(mean grade {scores['all_mean']}, chosen {scores['chosen_mean']})", highlight=False)
+    if "embedded" in (model, options.judge_spec):
+        err.print("[yellow]note:[/] on the embedded 135M model this is a plumbing demonstration: its candidates and "
+                  "grades show the pipeline works, not that they are good", highlight=False)
 
 
 def train(

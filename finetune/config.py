@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from assembly.config import format_validation_error, read_yaml
 from assembly.errors import AssemblyError
 
-EXAMPLE_TYPES = ("juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly")
+EXAMPLE_TYPES = ("juror_turn", "ballot", "moderator_turn", "witness_turn", "distilled_ballot")
 LLAMA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -61,13 +61,19 @@ class TrainConfig(Strict):
     dataset: str = ".assembly/sft"
     output_dir: str = ".assembly/finetune/run"
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    types: list[Literal["juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly"]] | None = None
+    types: list[Literal["juror_turn", "ballot", "moderator_turn", "witness_turn", "distilled_ballot",
+                        "deliberative_alignment"]] | None = None
 
     learning_rate: float = Field(2e-4, gt=0)
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(3.0, gt=0)
     max_steps: int = -1  # > 0 overrides epochs
-    gradient_accumulation: int = Field(8, ge=1)  # items per optimizer step (an item: one example or one contrast group)
+    # sequences per forward pass (ballot prompts or text examples; a contrast group is never split across batches)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation: int = Field(2, ge=1)  # batches per optimizer step
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    optimizer: str = "adamw_torch"  # any transformers `optim` name (e.g. sgd, adamw_torch_fused, adafactor)
     warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(2048, ge=16)  # tokens per sequence; longer prompts lose their beginning
@@ -90,7 +96,8 @@ class TrainConfig(Strict):
     save_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
-    eval_max_items: int = Field(64, ge=0)  # validation items scored before and after training (0: skip)
+    eval_max_items: int = Field(64, ge=0)  # validation examples scored before, after and per epoch (0: skip)
+    eval_every_epoch: bool = True  # learning curves: validation metrics with and without the persona per epoch
     max_minutes: float | None = Field(None, gt=0)  # stop (and save) after this much training time
     resume: bool = True  # continue from the last checkpoint in output_dir/checkpoints when there is one
 

@@ -31,8 +31,13 @@ Example types and where they come from:
   population frame conditional on the group (as the fidelity evaluation seats them) with the group's
   distribution as the target.
 * moderator_turn, witness_turn — simulated runs only (recorded prompt -> recorded turn).
-* whole_assembly — any run with fixed options and >= 2 voters: question + jury roster -> the compact record of the
-  whole assembly (assembly.distilled.format_record), for the distilled one-pass mode.
+* distilled_ballot — for the distilled mode (assembly.distilled): the juror's persona, the question and the
+  witnesses' briefs in the distilled prompt (`distilled_ballot_messages`) -> the juror's post-deliberation ballot:
+  a simulated full run's recorded post-ballot distribution (soft target), or a real participant's post vote.
+
+Ballot examples list their options in an order drawn per example (seeded; `shuffle_options`), and the target records
+each listed option's place in the question's own order (`target.order`), so the trainer learns no position prior and
+still measures ordinal agreement (R) in the right order.
 
 Split: every run goes to the split of its question (normalised question text), so all examples of one deliberation
 and of one question land in the same split — never split by turn. The assignment is a seeded hash, saved in
@@ -46,7 +51,7 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,7 +100,14 @@ class PrepareOptions:
     words: int = 60  # the words-per-turn the juror prompt asks for (real turns are clipped to it)
     max_examples: int | None = None  # cap on train examples (random, seeded)
     exclude_questions: tuple[str, ...] = ()  # question texts never used (e.g. held-out test questions)
+    # fixed splits: a run's external id (a survey's question id) or normalised question text -> split; runs not named
+    # take the seeded hash split (e.g. OpinionQA's by-wave split: whole survey waves held out)
+    splits: dict[str, str] = field(default_factory=dict)
     include_distilled: bool = False  # runs made by the distilled mode (the model's own one-pass output)
+    shuffle_options: bool = True  # ballot examples list the options in a seeded order of their own
+    # Python API only: a predicate over built examples (e.g. a quality rule for simulated turns), applied before the
+    # weights and the mix, so the manifest's counts and hashes describe what was kept
+    keep: Callable[[dict[str, Any]], bool] | None = None
 
     def check(self) -> None:
         unknown = [t for t in self.types if t not in EXAMPLE_TYPES]
@@ -108,6 +120,9 @@ class PrepareOptions:
         for source, weight in self.weights.items():
             if not 0.0 <= weight <= 1.0:
                 raise PrepareError(f"weight for source {source!r} must be between 0 and 1, got {weight}")
+        wrong = sorted({v for v in self.splits.values() if v not in SPLITS})
+        if wrong:
+            raise PrepareError(f"fixed splits name unknown split(s) {', '.join(wrong)}; expected {', '.join(SPLITS)}")
         if self.personas_per_group < 1:
             raise PrepareError("personas_per_group must be at least 1")
 
@@ -292,7 +307,9 @@ class Builder:
                 out += self.statement_votes(data)
         else:
             out += self.recorded(data, types)
-        return out  # whole_assembly examples are added by build_examples (they read the store directly)
+        if "distilled_ballot" in types:
+            out += self.distilled_ballots(data)
+        return out
 
     def recorded(self, data: RunData, types: set[str]) -> list[dict[str, Any]]:
         """Simulated runs: each model call's prompt, exactly as recorded, and what was kept from its reply."""
@@ -495,15 +512,60 @@ class Builder:
                 seed = stable_int(self.options.seed, data.run["external_id"], attribute, group, i)
                 attrs = self._seat(None if overall else {attribute: group}, seed)
                 persona = render_persona(attrs, seed % 2**31).text
-                messages = ballot_messages(persona=persona, question=data.run["question"], options=options,
+                shown, order = self.shown(options, seed)
+                messages = ballot_messages(persona=persona, question=data.run["question"], options=shown,
                                            ballot_type="single", phase="pre", context=None, background="",
                                            structured=False)
-                label, target = soft_target(options, b["probabilities"], seed)
+                label, target = soft_target(shown, b["probabilities"], seed, order)
                 out.append(self.example(
                     data, "ballot", messages, label, len(out),
                     target={**target, "attribute": attribute, "group": group},
                     contrast=None if overall else f"{data.id}|{attribute}"))
         return out
+
+    def shown(self, options: list[str], seed: int) -> tuple[list[str], list[int]]:
+        """The options in the order one example lists them, and each one's index in `options`."""
+        order = list(range(len(options)))
+        if self.options.shuffle_options:
+            random.Random(stable_int("options", seed)).shuffle(order)
+        return [options[i] for i in order], order
+
+    def distilled_ballots(self, data: RunData) -> list[dict[str, Any]]:
+        """The distilled mode's examples: each juror's post-deliberation ballot, asked in the distilled prompt.
+        Simulated runs give the juror's recorded post-ballot distribution; real ones the participant's post vote."""
+        from assembly.distilled import distilled_ballot_messages
+
+        options = list(data.run["options"] or [])
+        if len(options) < 2 or data.run["summary"].get("mode") == "distilled":
+            return []
+        spec = data.spec
+        ballot = spec.get("ballot") if isinstance(spec.get("ballot"), dict) else {}
+        ballot_type = ballot.get("type", "single")
+        if ballot_type not in ("single", "yes_no", "ranked"):
+            return []  # approval: one yes/no question per option, no one distribution over the options to learn
+        witnesses = [w for w in spec.get("witnesses") or [] if isinstance(w, dict)]
+        real = data.run["provenance"] == "imported-real"
+        out = []
+        for b in data.ballots:
+            if b["phase"] != "post" or b["target"] is not None or b["status"] != "valid":
+                continue
+            if real:
+                if b["choice"] not in options:
+                    continue
+                probabilities = {o: float(o == b["choice"]) for o in options}
+            elif b["probabilities"]:
+                probabilities = b["probabilities"]  # ranked: the first-preference weights, what one call asks
+            else:
+                continue
+            seed = stable_int(self.options.seed, data.id, b["participant_id"], "distilled")
+            shown, order = self.shown(options, seed)
+            messages = distilled_ballot_messages(
+                persona=self._persona(data, b["participant_id"]), question=data.run["question"], options=shown,
+                ballot_type="single" if real else ballot_type, witnesses=witnesses,
+                background=spec.get("background") or "")
+            label, target = soft_target(shown, probabilities, seed, order)
+            out.append(self.example(data, "distilled_ballot", messages, label, len(out), target=target))
+        return self.capped(data, "distilled_ballot", out)
 
     def _seat(self, where: dict[str, str] | None, seed: int) -> dict[str, str]:
         """A juror's attributes drawn from the frame given `where`; just `where` when the frame lacks the group."""
@@ -515,11 +577,16 @@ class Builder:
             return dict(where or {})
 
 
-def soft_target(choices: list[str], probabilities: Mapping[str, float], seed: int) -> tuple[str, dict[str, Any]]:
+def soft_target(choices: list[str], probabilities: Mapping[str, float], seed: int,
+                order: list[int] | None = None) -> tuple[str, dict[str, Any]]:
     """A ballot example's reply and target from a distribution: the target is the distribution over `choices` (in
-    the order the prompt lists them), the reply one label drawn from it with `seed`."""
+    the order the prompt lists them), the reply one label drawn from it with `seed`. `order`: each listed choice's
+    index in the question's own order, when the prompt lists them in another."""
     dist = [float(probabilities.get(o, 0.0)) for o in choices]
-    return choices[_draw(dist, seed)], {"choices": list(choices), "distribution": dist}
+    target = {"choices": list(choices), "distribution": dist}
+    if order is not None:
+        target["order"] = list(order)
+    return choices[_draw(dist, seed)], target
 
 
 def one_hot(choices: list[str], choice: str) -> dict[str, Any]:
@@ -543,8 +610,6 @@ def _draw(dist: list[float], seed: int) -> int:
 
 def build_examples(store: Store, options: PrepareOptions) -> list[dict[str, Any]]:
     """Every example of the selected runs, each with its split; nothing written."""
-    from assembly.distilled import record_from_run
-
     options.check()
     builder = Builder(options)
     examples: list[dict[str, Any]] = []
@@ -554,13 +619,11 @@ def build_examples(store: Store, options: PrepareOptions) -> list[dict[str, Any]
         # process, e.g. an assembly running meanwhile, waits milliseconds instead of timing out.
         with store.reading():
             data = load_run(store, run, with_calls=run["provenance"] != "imported-real")
-            pair = None
-            if "whole_assembly" in options.types and data.spec.get("format") != "survey-distribution":
-                pair = record_from_run(store, data.id)
         made = builder.build(data)
-        if pair is not None:
-            made.append(builder.example(data, "whole_assembly", pair[0], pair[1], 0))
-        split = assign_split(question_key(run["question"]), options.seed, options.validation, options.test)
+        if options.keep is not None:
+            made = [e for e in made if options.keep(e)]
+        split = options.splits.get(run["external_id"] or "") or options.splits.get(question_key(run["question"])) \
+            or assign_split(question_key(run["question"]), options.seed, options.validation, options.test)
         for ex in made:
             ex["split"] = split
         examples.extend(made)
@@ -678,6 +741,9 @@ def summarize(examples: list[dict[str, Any]], options: PrepareOptions, store: St
     real_share = {split: (c["imported-real"] / sum(c.values()) if sum(c.values()) else None)
                   for split, c in provenance.items()}
     opts = asdict(options)
+    keep = opts.pop("keep")
+    opts["keep"] = None if keep is None else getattr(keep, "__qualname__", repr(keep))  # named in the manifest
+    opts["splits"] = dict(Counter(opts["splits"].values()))  # how many fixed keys per split, not the keys
     return {
         "schema": "assembly.finetune.dataset/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -712,6 +778,28 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise PrepareError(f"{folder}: no manifest.json (prepare the dataset with `assembly finetune prepare`)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_split_file(path: str | Path) -> dict[str, str]:
+    """Fixed splits from JSON `{"train": [ids or question texts], "validation": [...], "test": [...]}` (the form of
+    OpinionQA's survey_dev_split_by_wave.json) -> {id or normalised question: split}."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PrepareError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise PrepareError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise PrepareError(f"{path}: expected an object of split name -> list of question ids")
+    out = {}
+    for split, keys in data.items():
+        if split not in SPLITS:
+            raise PrepareError(f"{path}: unknown split {split!r}; expected {', '.join(SPLITS)}")
+        for key in keys:
+            out[str(key)] = split
+            out[question_key(str(key))] = split
+    return out
 
 
 def read_question_list(path: str | Path) -> tuple[str, ...]:

@@ -1,22 +1,15 @@
 """`assembly finetune train`: LoRA (peft) on a prepared dataset, with transformers' Trainer and our own objective.
 
 Why not TRL's SFTTrainer: two thirds of the signal here are ballots whose target is a distribution over options
-(a survey sub-group's answers) and pairs of groups whose answers should differ. That needs a loss over groups of
-sequences — the model's distribution over the K options, computed exactly as constrained choice computes it at run
-time (assembly.providers.local: sum of the reply tokens' log-probabilities, renormalised over the options) — which
-SFTTrainer's one-target-sequence-per-example design does not express. (Its assistant-only loss also needs
-`{% generation %}` markers in the chat template, which SmolLM2's template lacks.) transformers' Trainer still gives
-us checkpoints and resume, gradient accumulation, bf16, gradient checkpointing and multi-GPU through accelerate.
+(a survey sub-group's answers, a simulated juror's post-ballot) and pairs of groups whose answers should differ. That
+needs a loss over groups of sequences (finetune.objective), which SFTTrainer's one-target-sequence-per-example design
+does not express. (Its assistant-only loss also needs `{% generation %}` markers in the chat template, which
+SmolLM2's template lacks.) transformers' Trainer still gives us checkpoints and resume, gradient accumulation, bf16,
+the cosine schedule, gradient checkpointing and multi-GPU through accelerate.
 
-Training items (one per step of the data loader; `gradient_accumulation` of them per optimizer step):
-* an "lm" item: one text example (juror / moderator / witness turn, whole assembly, or a structured ballot);
-  loss = mean token cross-entropy over the assistant reply (prompt tokens masked), logits computed only there.
-* a "choice" item: the ballot examples sharing a `contrast` key (groups answering the same question), or one ballot
-  alone. The prompts run once with a KV cache (`shared_prompt`); every option is scored over that cache, as the
-  local backend does. loss = choice_weight * mean KL(target || model) + contrast_weight * mean over pairs of
-  ((m_model(a) - m_model(b)) - (m_human(a) - m_human(b)))^2, with m the mean answer position on 0..1. The contrast
-  term rewards the model when a Democrat and a Republican persona answer as differently as real Democrats and
-  Republicans do (and in the same direction), which a flatter answer shape cannot fake.
+The data loader yields whole batches (finetune.batches.make_batches: about `batch_size` sequences of one kind each),
+so `per_device_train_batch_size` is 1 batch and an optimizer step sees `gradient_accumulation` batches. After every
+epoch the validation items are scored with and without the persona (`EpochEval`): the learning curves in the card.
 """
 
 from __future__ import annotations
@@ -29,22 +22,30 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from assembly.providers.chat import prompt_ids, reply_ids
+from finetune.batches import TrainError, build_items, collate, make_batches
 from finetune.config import TrainConfig
 from finetune.dataset import read_examples, read_manifest
-from finetune.encoding import split_example
+from finetune.objective import batch_loss, evaluate_items
 
-IGNORE = -100
+__all__ = ["TrainError", "evaluate_items", "last_checkpoint", "load_model", "train"]
 
 
-class TrainError(ValueError):
-    """Training cannot start (bad base model, empty dataset); the message is one line."""
+class BatchDataset(torch.utils.data.Dataset):
+    """The training batches, one per index (the Trainer shuffles their order every epoch)."""
+
+    def __init__(self, batches: list[list[dict[str, Any]]]):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> list[dict[str, Any]]:
+        return self.batches[index]
 
 
 # --- the base model --------------------------------------------------------------------------------------------
@@ -113,255 +114,6 @@ def use_checkpointing(config: TrainConfig, device: str) -> bool:
     return bool(config.gradient_checkpointing)
 
 
-# --- items -----------------------------------------------------------------------------------------------------
-
-
-def _lm_item(tokenizer, example: dict, max_length: int) -> dict[str, Any]:
-    prompt_messages, reply = split_example(example["messages"])
-    prompt = prompt_ids(tokenizer, prompt_messages)
-    answer = reply_ids(tokenizer, prompt_messages, reply)
-    if len(answer) > max_length - 16:
-        answer = answer[: max_length - 16]
-    room = max_length - len(answer)
-    if len(prompt) > room:
-        prompt = prompt[-room:]  # like the local backend: a prompt too long keeps its end
-    return {"kind": "lm", "input_ids": prompt + answer, "n_prompt": len(prompt), "id": example["id"]}
-
-
-def _choice_member(tokenizer, example: dict, max_length: int) -> dict[str, Any]:
-    prompt_messages, _ = split_example(example["messages"])
-    choices = example["target"]["choices"]
-    dist = [float(x) for x in example["target"]["distribution"]]
-    total = sum(dist)
-    if len(choices) < 2 or len(dist) != len(choices) or not total > 0:
-        raise TrainError(f"example {example['id']}: target needs >= 2 choices and a distribution over them")
-    options = [reply_ids(tokenizer, prompt_messages, c) for c in choices]
-    prompt = prompt_ids(tokenizer, prompt_messages)
-    room = max_length - max(len(o) for o in options)
-    if len(prompt) > room:
-        prompt = prompt[-max(room, 1):]
-    group = example["target"].get("group") or example["id"]
-    return {"prompt": prompt, "options": options, "target": [d / total for d in dist], "group": group}
-
-
-def build_items(examples: list[dict], tokenizer, config: TrainConfig) -> list[dict[str, Any]]:
-    """Token-id items: one "lm" item per text example, one "choice" item per contrast group (split at max_group)."""
-    items: list[dict[str, Any]] = []
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for example in examples:
-        if config.types is not None and example["type"] not in config.types:
-            continue
-        target = example.get("target")
-        if target and target.get("choices"):
-            if config.choice_weight == 0 and config.contrast_weight == 0:
-                continue
-            key = example.get("contrast") or f"single:{example['id']}"
-            groups[key].append(_choice_member(tokenizer, example, config.max_length))
-        else:
-            if config.lm_weight == 0:
-                continue
-            items.append(_lm_item(tokenizer, example, config.max_length))
-    for key, members in groups.items():
-        for start in range(0, len(members), config.max_group):
-            chunk = members[start:start + config.max_group]
-            items.append({"kind": "choice", "members": chunk, "contrast": not key.startswith("single:"), "id": key})
-    return items
-
-
-class ItemDataset(torch.utils.data.Dataset):
-    def __init__(self, items: list[dict[str, Any]]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.items[index]
-
-
-def collate(features: list[dict[str, Any]], pad_id: int = 0) -> dict[str, Any]:
-    """One item per batch (items are already groups): lists of ids -> padded tensors."""
-    item = features[0]
-    if item["kind"] == "lm":
-        ids = torch.tensor([item["input_ids"]], dtype=torch.long)
-        return {"kind": "lm", "input_ids": ids, "n_prompt": torch.tensor(item["n_prompt"])}
-    members = item["members"]
-    g = len(members)
-    k = max(len(m["options"]) for m in members)
-    width = max(len(m["prompt"]) for m in members)
-    prompts = torch.full((g, width), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((g, width), dtype=torch.long)
-    for i, m in enumerate(members):
-        prompts[i, width - len(m["prompt"]):] = torch.tensor(m["prompt"])
-        prompt_mask[i, width - len(m["prompt"]):] = 1
-    first = torch.zeros((g, k), dtype=torch.long)
-    option_mask = torch.zeros((g, k), dtype=torch.bool)
-    targets = torch.zeros((g, k), dtype=torch.float)
-    n_options = torch.zeros(g, dtype=torch.long)
-    rest_width = max(max(len(o) for o in m["options"]) for m in members) - 1
-    rest = torch.full((g * k, max(rest_width, 0)), pad_id, dtype=torch.long)
-    rest_mask = torch.zeros((g * k, max(rest_width, 0)), dtype=torch.long)
-    for i, m in enumerate(members):
-        n_options[i] = len(m["options"])
-        for j, option in enumerate(m["options"]):
-            first[i, j] = option[0]
-            option_mask[i, j] = True
-            targets[i, j] = m["target"][j]
-            tail = option[1:]
-            if tail:
-                rest[i * k + j, : len(tail)] = torch.tensor(tail)
-                rest_mask[i * k + j, : len(tail)] = 1
-    groups = {name: n for n, name in enumerate(dict.fromkeys(m["group"] for m in members))}
-    return {
-        "kind": "choice", "prompts": prompts, "prompt_mask": prompt_mask, "first": first, "rest": rest,
-        "rest_mask": rest_mask, "option_mask": option_mask, "targets": targets, "n_options": n_options,
-        "group_ids": torch.tensor([groups[m["group"]] for m in members]),
-        "contrast": torch.tensor(bool(item["contrast"])),
-    }
-
-
-# --- the objective ---------------------------------------------------------------------------------------------
-
-
-def _option_sequences(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[G*K, L] option tokens (first + rest) right-padded, with their mask."""
-    g, k = batch["first"].shape
-    first = batch["first"].reshape(g * k, 1)
-    tokens = torch.cat([first, batch["rest"]], dim=1)
-    valid = batch["option_mask"].reshape(g * k, 1).long()
-    mask = torch.cat([valid, batch["rest_mask"]], dim=1)
-    return tokens, mask
-
-
-def option_scores(model, batch: dict[str, Any], shared: bool = True) -> torch.Tensor:
-    """[G, K] log P(option k's whole reply | prompt g), summed over its tokens (the local backend's "sum")."""
-    prompts, mask = batch["prompts"], batch["prompt_mask"]
-    g, k = batch["first"].shape
-    tokens, tmask = _option_sequences(batch)  # [G*K, L]
-    length = tokens.shape[1]
-    if shared:
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=prompts, attention_mask=mask, position_ids=positions, use_cache=True,
-                    logits_to_keep=1)
-        first_lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).repeat_interleave(k, dim=0)  # [G*K, V]
-        lp_first = first_lp.gather(1, tokens[:, :1])  # [G*K, 1]
-        if length == 1:
-            token_lp = lp_first
-        else:
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(k)
-            inp = tokens[:, :-1]  # feed tokens 0..L-2, predict 1..L-1
-            full_mask = torch.cat([mask.repeat_interleave(k, dim=0), tmask[:, :-1]], dim=1)
-            start = mask.sum(-1, keepdim=True).repeat_interleave(k, dim=0)
-            pos = start + torch.arange(length - 1, device=tokens.device)[None, :]
-            out2 = model(input_ids=inp, attention_mask=full_mask, position_ids=pos, past_key_values=cache)
-            lp = torch.log_softmax(out2.logits.float(), dim=-1)
-            lp_rest = lp.gather(2, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)  # [G*K, L-1]
-            token_lp = torch.cat([lp_first, lp_rest], dim=1)
-    else:  # one full sequence per (prompt, option), left padded so every option ends at the last position
-        rows, row_mask = [], []
-        lens = tmask.sum(-1)
-        width = prompts.shape[1] + length
-        for r in range(g * k):
-            p = prompts[r // k][mask[r // k].bool()]
-            o = tokens[r][: int(lens[r])]
-            seq = torch.cat([p, o])
-            pad = width - seq.shape[0]
-            rows.append(torch.cat([torch.zeros(pad, dtype=seq.dtype, device=seq.device), seq]))
-            row_mask.append(torch.cat([torch.zeros(pad, dtype=torch.long, device=seq.device),
-                                       torch.ones(seq.shape[0], dtype=torch.long, device=seq.device)]))
-        ids, am = torch.stack(rows), torch.stack(row_mask)
-        positions = (am.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=am, position_ids=positions, logits_to_keep=length + 1)
-        lp = torch.log_softmax(out.logits[:, :-1, :].float(), dim=-1)  # predicts the last `length` tokens
-        aligned = torch.zeros_like(tokens)
-        amask = torch.zeros_like(tmask)
-        for r in range(g * k):
-            n = int(lens[r])
-            if n:
-                aligned[r, length - n:] = tokens[r, :n]
-                amask[r, length - n:] = 1
-        token_lp = lp.gather(2, aligned.unsqueeze(-1)).squeeze(-1) * amask
-        return token_lp.sum(-1).reshape(g, k)
-    return (token_lp * tmask).sum(-1).reshape(g, k)
-
-
-def choice_loss(scores: torch.Tensor, batch: dict[str, Any], config: TrainConfig) -> tuple[torch.Tensor, dict]:
-    valid = batch["option_mask"]
-    targets = batch["targets"]
-    logp = torch.log_softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)
-    safe = torch.where(valid, logp, torch.zeros_like(logp))
-    t = targets
-    kl = (t * (torch.log(t.clamp(min=1e-12)) - safe)).masked_fill(t <= 0, 0.0).sum(-1)  # [G]
-    loss = config.choice_weight * kl.mean()
-    metrics = {"kl": float(kl.mean().detach()),
-               "choice_acc": float((safe.masked_fill(~valid, -1e9).argmax(-1) == t.argmax(-1)).float().mean())}
-    p = safe.exp() * valid
-    n = batch["n_options"].clamp(min=2).float()
-    x = (torch.arange(valid.shape[1], device=p.device)[None, :].float() / (n[:, None] - 1)) * valid
-    m_model = (p * x).sum(-1)
-    m_human = (t * x).sum(-1)
-    metrics["r"] = float(representativeness(p.detach(), t, valid).mean())
-    if bool(batch["contrast"]) and p.shape[0] > 1:
-        terms = []
-        for a, b in combinations(range(p.shape[0]), 2):
-            terms.append(((m_model[a] - m_model[b]) - (m_human[a] - m_human[b])) ** 2)
-        contrast = torch.stack(terms).mean()
-        loss = loss + config.contrast_weight * contrast
-        metrics["contrast"] = float(contrast.detach())
-    return loss, metrics
-
-
-def representativeness(p: torch.Tensor, q: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """OpinionQA's R = 1 - W1/(K-1) with options at positions 0..K-1, per row."""
-    cdf = (p.cumsum(-1) - q.cumsum(-1)).abs() * valid
-    k = valid.sum(-1).clamp(min=2).float()
-    return 1 - cdf.sum(-1) / (k - 1)
-
-
-def lm_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
-    ids = batch["input_ids"]
-    n_prompt = int(batch["n_prompt"])
-    n_reply = ids.shape[1] - n_prompt
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=n_reply + 1)
-    logits = out.logits[:, :-1, :].float()  # positions n_prompt-1 .. L-2 predict the reply tokens
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, n_prompt:].reshape(-1))
-    return loss, {"lm_loss": float(loss.detach())}
-
-
-def item_loss(model, batch: dict[str, Any], config: TrainConfig, shared: bool = True) -> tuple[torch.Tensor, dict]:
-    if batch["kind"] == "lm":
-        loss, metrics = lm_loss(model, batch)
-        return config.lm_weight * loss, metrics
-    scores = option_scores(model, batch, shared=shared)
-    return choice_loss(scores, batch, config)
-
-
-@torch.no_grad()
-def evaluate_items(model, items: list[dict[str, Any]], config: TrainConfig, pad_id: int, device: str,
-                   shared: bool = True) -> dict[str, float | int]:
-    """Mean validation metrics over items (lm_loss per text item; kl, choice accuracy, R, contrast per choice item)."""
-    was_training = model.training
-    model.eval()
-    sums: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    for item in items:
-        batch = _to_device(collate([item], pad_id), device)
-        _, metrics = item_loss(model, batch, config, shared=shared)
-        for key, value in metrics.items():
-            sums[key] += value
-            counts[key] += 1
-    if was_training:
-        model.train()
-    out: dict[str, float | int] = {key: round(sums[key] / counts[key], 5) for key in sums}
-    out["items"] = len(items)
-    return out
-
-
-def _to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 # --- the Trainer -----------------------------------------------------------------------------------------------
 
 
@@ -378,11 +130,13 @@ def _make_trainer_class():
             self.objective = objective
             self.shared_prompt = shared_prompt
             self._parts: dict[str, list[float]] = defaultdict(list)
+            self.epoch_parts: dict[str, list[float]] = defaultdict(list)  # read and cleared by EpochEval
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, metrics = item_loss(model, inputs, self.objective, shared=self.shared_prompt)
+            loss, metrics = batch_loss(model, inputs, self.objective, shared=self.shared_prompt)
             for key, value in metrics.items():
                 self._parts[key].append(value)
+                self.epoch_parts[key].append(value)
             return (loss, None) if return_outputs else loss
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -394,6 +148,28 @@ def _make_trainer_class():
             super().log(logs, start_time)
 
     return AssemblyTrainer
+
+
+def _epoch_eval_class():
+    from transformers import TrainerCallback
+
+    class EpochEval(TrainerCallback):
+        """After each epoch: the epoch's mean training metrics, and the validation items scored with the persona
+        and without it (persona effect = R with - R without)."""
+
+        def __init__(self, evaluate: Callable[[Any], dict[str, Any]], curves: list[dict]):
+            self.evaluate, self.curves = evaluate, curves
+            self.trainer = None
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            parts = self.trainer.epoch_parts if self.trainer is not None else {}
+            entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step,
+                     **{f"train_{k}": round(sum(v) / len(v), 5) for k, v in parts.items() if v}}
+            parts.clear() if parts else None
+            entry.update(self.evaluate(model))
+            self.curves.append(entry)
+
+    return EpochEval
 
 
 def _callbacks(config: TrainConfig, progress: bool, history: list[dict], on_log: Callable[[dict], None] | None):
@@ -489,8 +265,10 @@ def train(config: TrainConfig, *, progress: bool = True, on_log: Callable[[dict]
     if not items:
         raise TrainError(f"{dataset_dir}: no training items for types {config.types}")
     rng = random.Random(config.seed)
+    valid_examples = rng.sample(valid_examples, min(len(valid_examples), config.eval_max_items))
     valid_items = build_items(valid_examples, tokenizer, config)
-    valid_items = rng.sample(valid_items, min(len(valid_items), config.eval_max_items)) if valid_items else []
+    no_persona = build_items(valid_examples, tokenizer, config, persona=False)
+    batches = make_batches(items, config.batch_size, seed=config.seed)
     pad_id = tokenizer.pad_token_id or 0
     checkpointing = use_checkpointing(config, device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -499,40 +277,56 @@ def train(config: TrainConfig, *, progress: bool = True, on_log: Callable[[dict]
 
     if device != "cpu":
         model.to(device)
-    before = evaluate_adapter_off(model, valid_items, config, pad_id, device, shared) if valid_items else None
+    before = None
+    if valid_items:
+        with model.disable_adapter():
+            before = epoch_metrics(model, valid_items, no_persona, config, pad_id, device, shared)
 
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        lr_scheduler_type="linear",
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=use_bf16(config, device),
-        use_cpu=device == "cpu",
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
-    )
+    try:
+        args = TrainingArguments(
+            output_dir=str(checkpoints),
+            per_device_train_batch_size=1,  # one prepared batch (make_batches)
+            gradient_accumulation_steps=config.gradient_accumulation,
+            learning_rate=config.learning_rate,
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps,
+            warmup_steps=config.warmup_steps or config.warmup_ratio,  # a float below 1: a share of the steps
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            lr_scheduler_type=config.lr_scheduler,
+            optim=config.optimizer,
+            logging_steps=config.logging_steps,
+            save_strategy="steps",
+            save_steps=config.save_steps,
+            save_total_limit=config.save_total_limit,
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=use_bf16(config, device),
+            use_cpu=device == "cpu",
+            report_to="none",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,
+        )
+    except ValueError as exc:  # e.g. an unknown optimizer name
+        raise TrainError(f"training arguments: {str(exc).splitlines()[0]}") from None
     history: list[dict] = []
+    curves: list[dict] = []
+
+    def evaluate_epoch(current) -> dict[str, Any]:
+        return epoch_metrics(current, valid_items, no_persona, config, pad_id, device, shared)
+
+    epoch_eval = _epoch_eval_class()(evaluate_epoch, curves) if valid_items and config.eval_every_epoch else None
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(
-        model=model, args=args, train_dataset=ItemDataset(items),
-        data_collator=lambda features: collate(features, pad_id),
-        callbacks=_callbacks(config, progress, history, on_log), objective=config, shared_prompt=shared,
+        model=model, args=args, train_dataset=BatchDataset(batches),
+        data_collator=lambda features: collate(features[0], pad_id),
+        callbacks=_callbacks(config, progress, history, on_log) + ([epoch_eval] if epoch_eval else []),
+        objective=config, shared_prompt=shared,
     )
+    if epoch_eval is not None:
+        epoch_eval.trainer = trainer
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout, which belongs to --json
@@ -540,7 +334,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_log: Callable[[dict]
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - started
-    after = evaluate_items(model, valid_items, config, pad_id, device, shared) if valid_items else None
+    after = epoch_metrics(model, valid_items, no_persona, config, pad_id, device, shared) if valid_items else None
     adapter_dir = output / "adapter"
     model.save_pretrained(str(adapter_dir))
 
@@ -551,15 +345,30 @@ def train(config: TrainConfig, *, progress: bool = True, on_log: Callable[[dict]
         base_path=base_path, base_adapter=base_adapter, device=device, bf16=use_bf16(config, device),
         items=len(items), valid_items=len(valid_items), steps=trainer.state.global_step,
         resumed_from=resume_from, wall_s=wall, train_loss=result.training_loss, history=history,
-        before=before, after=after, trainable=_trainable(model), shared_prompt=shared,
+        before=before, after=after, trainable=_trainable(model), shared_prompt=shared, curves=curves,
+        throughput=throughput(items, batches, trainer.state, wall),
     )
     return card
 
 
-def evaluate_adapter_off(model, items, config, pad_id, device, shared) -> dict[str, Any]:
-    """The base model's numbers: the same evaluation with the adapter disabled."""
-    with model.disable_adapter():
-        return evaluate_items(model, items, config, pad_id, device, shared)
+def epoch_metrics(model, items, no_persona, config, pad_id, device, shared) -> dict[str, Any]:
+    """Validation metrics with the persona, R without it, and the persona effect (R with - R without)."""
+    found = evaluate_items(model, items, config, pad_id, device, shared)
+    if no_persona:
+        bare = evaluate_items(model, no_persona, config, pad_id, device, shared)
+        if "r" in bare and "r" in found:
+            found["r_no_persona"] = bare["r"]
+            found["persona_effect"] = round(found["r"] - bare["r"], 5)
+    return found
+
+
+def throughput(items, batches, state, wall: float) -> dict[str, Any]:
+    """Training examples (sequences) per second over the steps run."""
+    per_epoch = sum(len(i["members"]) if i["kind"] == "choice" else 1 for i in items)
+    epochs = state.epoch or 0.0
+    seen = per_epoch * epochs
+    return {"examples_per_epoch": per_epoch, "batches_per_epoch": len(batches), "epochs_run": round(epochs, 3),
+            "examples_per_second": round(seen / wall, 3) if wall > 0 else None}
 
 
 def _trainable(model) -> dict[str, int]:

@@ -208,7 +208,7 @@ def test_prompt_cache_marks_the_system_block_only_when_on(fake):
 
 
 def test_cache_reads_and_writes_are_read_priced_and_recorded(fake, tmp_path):
-    from assembly.providers.replay import ReplayModel
+    from assembly.providers.replay_backend import ReplayModel
     from assembly.recorder import RecordingModel
     from transcripts import Store
 

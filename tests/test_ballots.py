@@ -17,6 +17,7 @@ from assembly.ballots import BallotProcedure, NeutralPriors, cast_ballot, option
 from assembly.config import parse_spec
 from assembly.errors import SpecError
 from assembly.providers.scripted import ScriptedModel
+from assembly.providers.types import ModelError
 from assembly.stability import expected_results
 from tests.conftest import MINIMAL
 
@@ -184,6 +185,17 @@ def test_a_backend_that_cannot_score_gets_structured_output_in_one_order_per_jur
     bad = cast(ScriptedModel(["no json here"], scores_options=False), 0,
                procedure=BallotProcedure(option_orders=3, calibration="none", max_attempts=2))
     assert bad.status == "abstain" and "after 2 attempts" in bad.reason and bad.attempts == 2
+
+
+def test_an_abstention_after_a_model_error_records_the_attempts_made():
+    def reply(request):  # a bad reply, then the backend fails on the re-ask
+        if request.tags["attempt"] == 1:
+            return "no json here"
+        raise ModelError("server went away")
+
+    ballot = cast(ScriptedModel(reply, scores_options=False), 0,
+                  procedure=BallotProcedure(option_orders=3, calibration="none", max_attempts=5))
+    assert ballot.status == "abstain" and ballot.reason == "model error: server went away" and ballot.attempts == 2
 
 
 def test_expected_tallies_and_stability():

@@ -114,11 +114,12 @@ def test_run_distilled_mode_records_a_run(question_file, tmp_path):
     assert summary["mode"] == "distilled" and len(summary["jurors"]) == 6
     con = duckdb.connect(str(db), read_only=True)
     try:
-        rows = con.execute("select status, reason from ballots where run_id = ?", [summary["run_id"]]).fetchall()
+        rows = con.execute("select phase, status from ballots where run_id = ?", [summary["run_id"]]).fetchall()
     finally:
         con.close()
-    # The scripted reply is no deliberation record: every ballot is an abstention that says why, none invented.
-    assert rows and all(status == "abstain" and reason for status, reason in rows)
+    assert rows == [("post", "valid")] * 6  # scored, so never an unreadable ballot
+    code, _, err = cli("run", str(question_file), "--mode", "distilled", "--rounds", "2", "--model", "scripted:x")
+    assert code == 2 and "--rounds" in err and "Traceback" not in err
 
 
 def test_unknown_mode(question_file, capsys):

@@ -34,12 +34,12 @@ QUESTION = textwrap.dedent(
 )
 
 
-def run_cli(tmp_path, text: str, *, timeout: int = 1500) -> tuple[dict, object]:
+def run_cli(tmp_path, text: str, *flags: str, timeout: int = 1500) -> tuple[dict, object]:
     """`assembly run` in a subprocess on a question file with `text`; returns the JSON result and the store path."""
     question = tmp_path / "question.yaml"
     question.write_text(text)
     db = tmp_path / "e2e.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "assembly", "run", str(question), "--db", str(db), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "assembly", "run", str(question), "--db", str(db), "--json", *flags],
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout), db
@@ -89,6 +89,22 @@ APPROVAL = textwrap.dedent(
     models: {default: embedded}
     """
 )
+
+
+def test_distilled_mode_on_embedded_model(tmp_path):
+    """One scored call per juror plus the calibration prior: every post-ballot valid, nothing generated."""
+    result, db = run_cli(tmp_path, QUESTION, "--mode", "distilled", timeout=600)
+    assert result["mode"] == "distilled" and result["status"] == "completed"
+    assert sum(result["post_counts"].values()) == 4 and result["abstentions"] == {"post": 0}
+    assert result["usage"]["calls"] == 4 + 1 and result["verdict"]["winner"] in (None, *result["options"])
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("select phase, status, method from ballots").fetchall()
+        prompts = con.execute("select messages from llm_calls where participant_id like 'juror-%'").fetchall()
+    finally:
+        con.close()
+    assert rows == [("post", "valid", "scored:sum")] * 4
+    assert len(prompts) == 4 and all("Rosa Lind (head librarian)" in json.loads(m)[0]["content"] for (m,) in prompts)
 
 
 def test_approval_ballot_on_embedded_model(tmp_path):

@@ -11,7 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from assembly.evaluation import fidelity
-from assembly.evaluation.fidelity import EvalConfig, evaluate_survey, seat_panel, select_questions, summarise
+from assembly.evaluation.config import EvalConfig
+from assembly.evaluation.fidelity import evaluate_survey
+from assembly.evaluation.panels import PanelError, seat_panel
+from assembly.evaluation.selection import select_questions
+from assembly.evaluation.summary import summarise
 from assembly.evaluation.survey import COLUMNS, SurveyFormatError, read_survey
 from assembly.providers.base import Model
 from assembly.providers.scripted import ScriptedModel
@@ -203,7 +207,8 @@ class Ballots(fidelity.EvalHooks):
 
 def run_q1(tmp_path, population, model, **config):
     survey = read_survey(write_fixture(tmp_path / "s.csv", {"Q1": HUMAN["Q1"]}))
-    cfg = EvalConfig(**{"jurors_per_group": 15, "seed": 1, "attributes": ["party"], "groups": ["Democrat"], "option_orders": 3, "calibration": "none", **config})
+    cfg = EvalConfig(**{"jurors_per_group": 15, "seed": 1, "attributes": ["party"], "groups": ["Democrat"],
+                        "option_orders": 3, "calibration": "none", **config})
     hooks = Ballots()
     result = asyncio.run(evaluate_survey(survey, model, cfg, population=population, persona_fn=persona, hooks=hooks))
     return result, hooks.by_panel
@@ -299,7 +304,7 @@ def test_conditional_sampling_builtin_frame():
     expected = np.bincount(codes, weights=mask, minlength=len(groups)) / mask.sum()
     drawn = np.array([np.mean([j.attributes["party"] == g for j in jurors]) for g in groups])
     np.testing.assert_allclose(drawn, expected, atol=0.03)
-    with pytest.raises(fidelity.PanelError):
+    with pytest.raises(PanelError):
         seat_panel(frame, 2, where={"party": "Whig"}, seed=0, label="y", persona_fn=lambda a, s: "")
 
 

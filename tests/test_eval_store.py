@@ -4,10 +4,14 @@ import asyncio
 
 import pytest
 
-from assembly.evaluation.fidelity import EvalConfig, evaluate_survey, summarise
+from assembly.errors import AssemblyError
+from assembly.evaluation.config import EvalConfig
+from assembly.evaluation.fidelity import evaluate_survey
 from assembly.evaluation.store import EvalRecorder
+from assembly.evaluation.summary import summarise
 from assembly.evaluation.survey import read_survey
 from assembly.providers.scripted import ScriptedModel
+from assembly.providers.types import ModelError
 from tests.test_eval_fidelity import HUMAN, PersonaModel, persona, population, write_fixture  # noqa: F401
 
 pytest.importorskip("duckdb")
@@ -59,8 +63,8 @@ def test_assembly_mode_runs_mini_assemblies(tmp_path):
         seen_specs.append(spec)
         return await adeliberate(spec, **kwargs)
 
-    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"], groups=["Democrat", "Republican"], option_orders=3, calibration="none",
-                        mode="assembly", assembly_rounds=1)
+    config = EvalConfig(jurors_per_group=2, seed=0, attributes=["party"], groups=["Democrat", "Republican"],
+                        option_orders=3, calibration="none", mode="assembly", assembly_rounds=1)
     result = asyncio.run(evaluate_survey(survey, model, config, deliberate_fn=deliberate))
     summary = summarise(result)
     assert {s["jury"]["quotas"]["party"].popitem()[0] for s in seen_specs} == {"Democrat", "Republican"}
@@ -108,3 +112,65 @@ def test_backend_options_only_for_local_models():
     assert pool_options("openai:gpt-4.1-mini", {}) == {}
     with pytest.raises(AssemblyError, match="--dtype"):
         pool_options("openai:gpt-4.1-mini", {"dtype": "float32"})
+
+
+class Failing(PersonaModel):
+    """Fails every call with `error`, or as Ctrl-C does (SIGINT, once: asyncio.run cancels the main task)."""
+
+    def __init__(self, error: BaseException | None):
+        super().__init__()
+        self.error = error
+        self.interrupted = False
+
+    async def generate(self, request):
+        if self.error is None:
+            if not self.interrupted:
+                import os
+                import signal
+
+                self.interrupted = True
+                os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(5)
+        raise self.error
+
+
+@pytest.mark.parametrize("mode, error, raised, reason", [
+    # a ballot's model error is an abstention, as in the other modes; what escapes the ballots fails the run
+    ("ballot", RuntimeError("out of memory"), RuntimeError, "RuntimeError: out of memory"),
+    # a mini-assembly's model error fails its own run (one-line AssemblyError), then the question's
+    ("assembly", ModelError("out of memory"), AssemblyError, "model error: out of memory"),
+])
+def test_an_evaluation_records_failure_and_interruption_like_the_other_modes(tmp_path, monkeypatch, population,  # noqa: F811
+                                                                              mode, error, raised, reason):
+    """`assembly eval survey --db` finishes the question in progress with the run lifecycle the full and distilled
+    modes use (tests/test_distilled.py): `failed` with the reason, or `interrupted` by the user."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from assembly.cli.eval import run_survey_eval
+    from assembly.evaluation import fidelity
+    from transcripts import Store
+
+    monkeypatch.setattr(fidelity, "_default_population", lambda name: population)
+    monkeypatch.setattr(fidelity, "_default_persona", persona)
+    db = tmp_path / "e.duckdb"
+
+    def evaluate(model):
+        run_survey_eval(file=write_fixture(tmp_path / "s.csv"), model="scripted", model_obj=model, attributes=["party"],
+                        groups=["Democrat", "Republican"], questions=None, split=None, split_name="validation",
+                        jurors_per_group=2, seed=0, mode=mode, population="us_adults", meta=None,
+                        exact_ordinals=False, baselines=True, rounds=1, max_concurrency=0, write_sim=None, db=db,
+                        details=False, err=Console(file=io.StringIO()), progress="none")
+
+    with pytest.raises(raised, match="out of memory"):
+        evaluate(Failing(error))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(Failing(None))
+    rows = Store(db, read_only=True).sql("SELECT status, reason, spec FROM runs ORDER BY started_at").rows()
+    questions = [(status, why) for status, why, spec in rows if json.loads(spec).get("eval") == "survey"]
+    assert len(questions) == 2  # the first question of each evaluation, finished where it stopped
+    assert questions[0][0] == "failed" and questions[0][1].endswith(reason)
+    assert questions[1] == ("interrupted", "interrupted by the user")
+    assert all(status != "running" for status, _, _ in rows)  # the mini-assemblies' own runs are finished too

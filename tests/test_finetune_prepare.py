@@ -118,7 +118,7 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
     manifest = prepare_dataset(store, tmp_path / "sft", PrepareOptions(validation=0.0))
     examples = rows(tmp_path / "sft")
     types = {e["type"] for e in examples}
-    assert types == {"juror_turn", "ballot", "moderator_turn", "witness_turn", "whole_assembly"}
+    assert types == {"juror_turn", "ballot", "moderator_turn", "witness_turn", "distilled_ballot"}
     assert set(manifest["sources"]) == {"assembly-sim", "testchat", "testsurvey"}
     assert manifest["restricted_sources"] == ["testsurvey"]  # "internal use only"
     for e in examples:
@@ -142,7 +142,9 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
     # survey ballots: soft targets that follow the group's distribution; groups of one question contrast
     survey = [e for e in examples if e["source"] == "testsurvey"]
     rep = next(e for e in survey if e["target"]["group"] == "Republican" and e["question_id"] == "Q3")
-    assert rep["target"]["distribution"] == pytest.approx([30 / 66, 21 / 66, 12 / 66, 3 / 66])
+    # the options listed in a seeded order of this example's own; target.order maps them back to the survey's order
+    in_order = dict(zip(rep["target"]["order"], rep["target"]["distribution"]))
+    assert [in_order[i] for i in range(4)] == pytest.approx([30 / 66, 21 / 66, 12 / 66, 3 / 66])
     assert rep["messages"][-1]["content"] in rep["target"]["choices"]
     assert "usually vote for Republicans" in rep["messages"][1]["content"]  # a juror seated from the group
     contrast = defaultdict(set)
@@ -161,9 +163,9 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
     assert any("Do you agree with this statement?" in e["messages"][0]["content"] for e in examples
                if e["source"] == "testchat")
 
-    whole = [e for e in examples if e["type"] == "whole_assembly"]
-    assert {e["provenance"] for e in whole} == {"simulated", "imported-real"}
-    assert all(e["messages"][-1]["content"].startswith("PRE-BALLOT") for e in whole)
+    distilled = [e for e in examples if e["type"] == "distilled_ballot"]
+    assert {e["provenance"] for e in distilled} == {"simulated", "imported-real"}  # both record post-ballots
+    assert all("after the deliberation" in e["messages"][-2]["content"] and e["target"]["order"] for e in distilled)
 
 
 def test_simulated_ballots_train_on_the_recorded_distribution(store):
@@ -263,13 +265,13 @@ def test_real_share_weights_and_exclusions(store, tmp_path):
     assert not [e for e in kept if e["question_key"].startswith("should the town council")]
     typed = build_examples(store, PrepareOptions(validation=0, weights={"testchat:ballot": 0.0, "juror_turn": 0.0}))
     assert not [e for e in typed if e["type"] == "juror_turn" or (e["source"], e["type"]) == ("testchat", "ballot")]
-    assert [e for e in typed if e["source"] == "testchat" and e["type"] == "whole_assembly"]
+    assert [e for e in typed if e["source"] == "testchat" and e["type"] == "distilled_ballot"]
     pairs = build_examples(store, PrepareOptions(validation=0, types=("ballot",), survey_overall=False,
                                                  survey_groups=("party=Democrat", "party=Republican")))
     survey = [e for e in pairs if e["source"] == "testsurvey"]
     assert {e["target"]["group"] for e in survey} == {"Democrat", "Republican"} and len(survey) == 2 * 4
-    only = build_examples(store, PrepareOptions(validation=0, types=("whole_assembly",)))
-    assert {e["type"] for e in only} == {"whole_assembly"}
+    only = build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",)))
+    assert {e["type"] for e in only} == {"distilled_ballot"}
 
 
 def test_question_list_reads_holdout_splits(tmp_path):
@@ -279,6 +281,25 @@ def test_question_list_reads_holdout_splits(tmp_path):
     path.write_text('{"question": "A?", "split": "train"}\n{"question": "B?", "split": "iid_test"}\n'
                     '{"question": "C?", "split": "ood_test"}\n')
     assert read_question_list(path) == ("B?", "C?")
+
+
+def test_fixed_splits_put_named_questions_where_the_file_says(store, tmp_path):
+    """A by-wave split file (question id or text -> split) overrides the seeded split for the runs it names."""
+    from finetune.dataset import PrepareError, PrepareOptions, build_examples, read_split_file
+
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": ["Q1", "Q2"], "validation": ["Q3", QUESTIONS[0]]}))
+    splits = read_split_file(path)
+    examples = build_examples(store, PrepareOptions(validation=0.0, splits=splits, types=("ballot",)))
+    survey = {e["question_id"]: e["split"] for e in examples if e["source"] == "testsurvey"}
+    assert survey["Q3"] == "validation" and survey["Q1"] == survey["Q2"] == "train"
+    named = {e["split"] for e in examples if e["question_key"].startswith("should the town council")}
+    assert named == {"validation"}  # a question text works too (normalised)
+    path.write_text(json.dumps({"holdout": ["Q1"]}))
+    with pytest.raises(PrepareError, match="unknown split 'holdout'"):
+        read_split_file(path)
+    with pytest.raises(PrepareError, match="file not found"):
+        read_split_file(tmp_path / "missing.json")
 
 
 def test_prepare_cli_json_and_errors(store, tmp_path):

@@ -76,7 +76,8 @@ def test_objective_scores_options_like_constrained_choice(world):
     from assembly.providers.types import GenerateRequest, Message
     from finetune.config import TrainConfig
     from finetune.dataset import read_examples
-    from finetune.trainer import build_items, collate, option_scores
+    from finetune.batches import build_items, collate
+    from finetune.objective import option_scores
 
     local = LocalModel(world["model"], dtype="float32").load()
     examples = [e for e in read_examples(world["dataset"], "train") if e.get("contrast")][:3]
@@ -100,7 +101,9 @@ def test_objective_scores_options_like_constrained_choice(world):
 def test_train_save_reload_generate_and_score(world):
     from assembly.providers import GenerateRequest, Message, load_model
     from finetune.dataset import read_examples
-    from finetune.trainer import build_items, evaluate_items, load_model as load_trainable, train
+    from finetune.batches import build_items
+    from finetune.objective import evaluate_items
+    from finetune.trainer import load_model as load_trainable, train
 
     small = world["tmp"] / "small"
     if not small.exists():  # a few examples, each seen several times: the loss on them must fall
@@ -223,3 +226,115 @@ def test_training_needs_no_store_engine():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def _subset(world, name, keep):
+    """A dataset folder holding the training examples `keep` picks (the world's manifest, no validation)."""
+    import shutil
+
+    from finetune.dataset import read_examples
+
+    folder = world["tmp"] / name
+    folder.mkdir(exist_ok=True)
+    shutil.copy(world["dataset"] / "manifest.json", folder / "manifest.json")
+    chosen = keep(read_examples(world["dataset"], "train"))
+    (folder / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in chosen))
+    (folder / "validation.jsonl").write_text("")
+    return folder, chosen
+
+
+def _adapter_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+
+
+def test_gradient_accumulation_of_two_half_batches_equals_one_batch(world):
+    """One optimizer step: 2 accumulated batches of 2 ballots == 1 batch of the same 4 ballots."""
+    from finetune.trainer import train
+
+    def four_singles(examples):
+        ballots = [dict(e, contrast=None) for e in examples if e.get("target")][:4]
+        assert len(ballots) == 4
+        return ballots
+
+    data, _ = _subset(world, "ga-data", four_singles)
+    # plain SGD: Adam's first step is lr * sign(gradient), which would hide a wrongly scaled gradient
+    common = dict(dataset=str(data), max_steps=1, eval_max_items=0, learning_rate=5.0, warmup_ratio=0.0,
+                  save_steps=100, optimizer="sgd", max_grad_norm=1e9)
+    one = train(config(world, "ga1", batch_size=4, gradient_accumulation=1, **common), progress=False)
+    two = train(config(world, "ga2", batch_size=2, gradient_accumulation=2, **common), progress=False)
+    train(config(world, "ga-half", batch_size=2, gradient_accumulation=1, **common), progress=False)
+    assert one["training"]["steps"] == two["training"]["steps"] == 1
+    a, b, c = (_adapter_weights(world["tmp"] / n) for n in ("ga1", "ga2", "ga-half"))
+    moved = [k for k in a if "lora_B" in k and a[k].abs().max() > 0]
+    assert moved  # the step changed the adapter
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    # and the comparison can fail: one batch of half the data is a different step
+    assert any(not torch.allclose(a[k], c[k], atol=1e-6) for k in moved)
+
+
+def test_batched_losses_equal_one_at_a_time(world):
+    """Left padding, positions and masks: a batch's lm loss and KL equal the means of the items scored alone."""
+    from assembly.providers.local import LocalModel
+    from finetune.batches import build_items, collate, make_batches
+    from finetune.config import TrainConfig
+    from finetune.dataset import read_examples
+    from finetune.objective import batch_loss
+
+    local = LocalModel(world["model"], dtype="float32").load()
+    cfg = TrainConfig(max_length=512)
+    items = build_items(read_examples(world["dataset"], "train"), local.tokenizer, cfg)
+    pad = local.tokenizer.pad_token_id
+    for kind, metric in (("lm", "lm_loss"), ("choice", "kl")):
+        chosen = [i for i in items if i["kind"] == kind and (kind == "lm" or not i["contrast"])][:4]
+        assert len(chosen) >= 2
+        lengths = {len(i["prompt"]) for i in chosen} if kind == "lm" else {len(i["members"][0]["prompt"]) for i in chosen}
+        assert len(lengths) > 1  # the batch really pads
+        with torch.no_grad():
+            _, together = batch_loss(local.hf_model, collate(chosen, pad), cfg)
+            alone = [batch_loss(local.hf_model, collate([i], pad), cfg)[1][metric] for i in chosen]
+        assert together[metric] == pytest.approx(sum(alone) / len(alone), abs=1e-4)
+    batches = make_batches(items, 3, seed=1)
+    assert sorted(id(i) for b in batches for i in b) == sorted(id(i) for i in items)  # every item, once
+    assert all(len({i["kind"] for i in b}) == 1 for b in batches)
+    for b in batches:  # a contrast group is never split, and only a group larger than the batch stands alone
+        if b[0]["kind"] == "choice":
+            assert sum(len(i["members"]) for i in b) <= 3 or len(b) == 1
+
+
+def test_canonical_order_keeps_r_and_the_contrast_term_order_free():
+    """Options listed in another order (target.order) give the same R, contrast and steer as the question's order."""
+    from finetune.config import TrainConfig
+    from finetune.objective import choice_loss
+
+    human = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+    model = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    base = {"option_mask": torch.ones(2, 3, dtype=torch.bool), "n_options": torch.tensor([3, 3]),
+            "item_of": torch.tensor([0, 0]), "contrast": torch.tensor([True, True])}
+    plain = choice_loss(model.log(), {**base, "targets": human, "canon": torch.tensor([[0, 1, 2], [0, 1, 2]])},
+                        TrainConfig())[1]
+    order = torch.tensor([[2, 0, 1], [1, 2, 0]])  # listed option j is the question's option order[j]
+    listed = lambda x: torch.stack([x[g][order[g]] for g in range(2)])  # noqa: E731
+    shuffled = choice_loss(listed(model).log(), {**base, "targets": listed(human), "canon": order},
+                           TrainConfig())[1]
+    for key in ("kl", "r", "contrast", "steer"):
+        assert shuffled[key] == pytest.approx(plain[key], abs=1e-5), key
+    assert plain["steer"] > 0  # each member's answer is nearer its own group's than the other's
+    wrong = choice_loss(listed(model).log(), {**base, "targets": listed(human),
+                                              "canon": torch.tensor([[0, 1, 2], [0, 1, 2]])}, TrainConfig())[1]
+    assert wrong["r"] != pytest.approx(plain["r"], abs=1e-3)  # ignoring the order would measure the wrong thing
+
+
+def test_learning_curves_per_epoch_in_the_card(world):
+    from finetune.trainer import train
+
+    card = train(config(world, "curves", max_steps=-1, epochs=2, batch_size=8, eval_max_items=8), progress=False)
+    curves = card["curves"]
+    assert [round(c["epoch"]) for c in curves] == [1, 2]
+    for c in curves:
+        assert {"r", "kl", "r_no_persona", "persona_effect", "train_kl"} <= set(c)
+        assert c["persona_effect"] == pytest.approx(c["r"] - c["r_no_persona"], abs=1e-4)
+    assert card["training"]["examples_per_second"] > 0 and card["training"]["epochs_run"] == pytest.approx(2.0)
+    assert "## Learning curves" in (world["tmp"] / "curves" / "CARD.md").read_text()

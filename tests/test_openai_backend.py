@@ -226,7 +226,7 @@ def with_cached(body, cached_tokens, **details):
 
 
 def test_cached_prompt_tokens_are_read_priced_and_recorded(fake, tmp_path):
-    from assembly.providers.replay import ReplayModel
+    from assembly.providers.replay_backend import ReplayModel
     from assembly.recorder import RecordingModel
     from transcripts import Store
 

@@ -13,7 +13,8 @@ pytest.importorskip("transformers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assembly.providers import GenerateRequest, Message  # noqa: E402
-from assembly.providers.local import MIN_SHARED_TOKENS, LocalModel  # noqa: E402
+from assembly.providers.forward import MIN_SHARED_TOKENS  # noqa: E402
+from assembly.providers.local import LocalModel  # noqa: E402
 from assembly.providers.prefixes import PrefixStore, common_prefix_length  # noqa: E402
 from tests.fakes import build_tiny_llama  # noqa: E402
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from assembly.providers.replay import ReplayMissError, ReplayModel
+from assembly.providers.replay_backend import ReplayMissError, ReplayModel
 from assembly.providers.scripted import ScriptedModel
 from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError
 

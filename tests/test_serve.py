@@ -20,7 +20,8 @@ from assembly.providers.base import Model  # noqa: E402
 from assembly.providers.openai import OpenAIModel  # noqa: E402
 from assembly.providers.scripted import ScriptedModel  # noqa: E402
 from assembly.providers.types import GenerateRequest, GenerateResponse, Message, ModelError, Usage  # noqa: E402
-from assembly.serve import ServerThread, create_app  # noqa: E402
+from assembly.serving.app import create_app  # noqa: E402
+from assembly.serving.server import ServerThread  # noqa: E402
 from tests.fakes import PeakConcurrencyModel, run_once  # noqa: E402
 
 TOKEN = "serve-token-0123456789"
@@ -762,11 +763,11 @@ def serve_cli(monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    import assembly.serve
+    import assembly.serving.server
     from assembly.cli.serve import serve
 
     calls = []
-    monkeypatch.setattr(assembly.serve, "run_server", lambda model, **kw: calls.append((model, kw)))
+    monkeypatch.setattr(assembly.serving.server, "run_server", lambda model, **kw: calls.append((model, kw)))
     app = typer.Typer()
     app.command()(serve)
     runner = CliRunner()

@@ -22,7 +22,8 @@ TOKEN = "sk-serve-e2e-SECRET-0123456789"
 @pytest.fixture
 def served_tiny(tiny_model_dir):  # noqa: F811
     from assembly.providers.registry import load_model
-    from assembly.serve import ServerThread, create_app
+    from assembly.serving.app import create_app
+    from assembly.serving.server import ServerThread
 
     local = load_model(f"local:{tiny_model_dir}", threads=1, dtype="float32")
     with ServerThread(create_app(local, model_id="tiny-juror", token=TOKEN)) as server:
@@ -60,7 +61,7 @@ def test_openai_backend_runs_an_assembly_against_assembly_serve(served_tiny, que
         assert TOKEN.encode() not in data and TOKEN[8:].encode() not in data, path
 
     # and the recorded run replays with no model at all, to the identical transcript and ballots
-    from assembly.replaying import replay_arguments
+    from assembly.recorded_models import replay_arguments
 
     monkeypatch.delenv("OPENAI_API_KEY")
     again = assembly.deliberate(question_file, model=spec, jurors=3, rounds=1, seed=11, db=db,

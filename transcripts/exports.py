@@ -50,6 +50,11 @@ def export_jsonl(store: Store, path: str | os.PathLike[str], run_ids: Iterable[s
     return path
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file whole or not at all (a temporary file beside it, then a rename); StoreError on failure."""
+    _write_text(Path(path), text)
+
+
 def _write_text(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

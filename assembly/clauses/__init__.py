@@ -8,8 +8,8 @@
 
 from assembly.clauses.diff import diff_clauses
 from assembly.clauses.model import CLAUSE_SCHEMA, DIFF_SCHEMA, Clause, ClauseDiff
-from assembly.clauses.records import clause_for, run_clause, study_clause
+from assembly.clauses.records import clause_for, clauses_for, run_clause, study_clause
 from assembly.clauses.render import format_of, load_clause, render
 
-__all__ = ["CLAUSE_SCHEMA", "DIFF_SCHEMA", "Clause", "ClauseDiff", "clause_for", "diff_clauses", "format_of",
-           "load_clause", "render", "run_clause", "study_clause"]
+__all__ = ["CLAUSE_SCHEMA", "DIFF_SCHEMA", "Clause", "ClauseDiff", "clause_for", "clauses_for", "diff_clauses",
+           "format_of", "load_clause", "render", "run_clause", "study_clause"]

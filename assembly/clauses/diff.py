@@ -12,15 +12,21 @@ from assembly.errors import AssemblyError
 _IDENTITY = {"run_id", "study_id", "runs", "started_at"}
 
 
+def question_key(text: str) -> str:
+    """Questions compare by their words: case and spacing do not make another question."""
+    return " ".join(text.split()).casefold()
+
+
 def _same_question(a: str, b: str) -> bool:
-    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+    return question_key(a) == question_key(b)
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping of dotted paths (e.g. procedure.rounds) to values."""
     if isinstance(value, dict):
         found: dict[str, Any] = {}
         for key, item in value.items():
-            found.update(_flat(item, f"{prefix}{key}."))
+            found.update(flatten(item, f"{prefix}{key}."))
         return found
     return {prefix.rstrip("."): value}
 
@@ -28,7 +34,7 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 def _provenance(clause: Clause) -> dict[str, Any]:
     data = clause.provenance.model_dump(mode="json", exclude=_IDENTITY)
     data["models"] = {m.pop("role"): {k: v for k, v in m.items() if k != "calls"} for m in data["models"]}
-    return _flat(data)
+    return flatten(data)
 
 
 def _delta(a: float | None, b: float | None) -> float | None:

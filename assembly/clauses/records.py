@@ -8,6 +8,7 @@ store says and can be rebuilt from it at any time.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,27 @@ def clause_for(store, target: str, *, question: str | None = None) -> Clause:
         if question is not None:
             raise AssemblyError(f"--question picks a question of a study; {found} is a run")
         return run_clause(store, found)
+
+
+def clauses_for(names: Sequence[str], open_store: Callable[[], Any], *, question: str | None = None) -> list[Clause]:
+    """The clause each name stands for: a clause file when the name is a file or ends like one (.yaml, .json, ...),
+    else a run or study in the store `open_store()` opens — once, on first need, and closed at the end."""
+    from assembly.clauses.render import FORMATS, load_clause
+
+    found, opened = [], []
+    try:
+        for name in names:
+            path = Path(name)
+            if path.is_file() or path.suffix.lower() in FORMATS:
+                found.append(load_clause(path))
+                continue
+            if not opened:
+                opened.append(open_store())
+            found.append(clause_for(opened[0], name, question=question))
+    finally:
+        for store in opened:
+            store.close()
+    return found
 
 
 def _finished(kind: str, ident: str, status: str, reason: str | None) -> None:

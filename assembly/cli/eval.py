@@ -30,7 +30,8 @@ def survey(
     file: Annotated[Path, typer.Argument(help="Survey distributions in FORMAT 1 (CSV, optionally .gz).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model spec for the jurors.")] = "embedded",
     attributes: Annotated[Optional[str], typer.Option(
-        "--attributes", "-a", help="Comma-separated attributes to evaluate, e.g. party,ideology (default: all).")] = None,
+        "--attributes", "-a", help="Comma-separated attributes to evaluate, e.g. party,ideology (default: all).")
+    ] = None,
     groups: Annotated[Optional[str], typer.Option(
         help="Comma-separated group labels to keep within those attributes, e.g. 'Democrat,Republican'.")] = None,
     questions: Annotated[Optional[str], typer.Option(
@@ -80,10 +81,10 @@ def survey(
     err = Console(stderr=True)
     try:
         summary = run_survey_eval(
-            file=file, model=model, attributes=_split_list(attributes), groups=_split_list(groups), questions=questions, split=split,
-            split_name=split_name, jurors_per_group=jurors_per_group, seed=seed, mode=mode, population=population,
-            meta=meta, exact_ordinals=exact_ordinals, baselines=baselines, rounds=rounds,
-            max_concurrency=max_concurrency, write_sim=write_sim, db=db, details=details, err=err,
+            file=file, model=model, attributes=_split_list(attributes), groups=_split_list(groups),
+            questions=questions, split=split, split_name=split_name, jurors_per_group=jurors_per_group, seed=seed,
+            mode=mode, population=population, meta=meta, exact_ordinals=exact_ordinals, baselines=baselines,
+            rounds=rounds, max_concurrency=max_concurrency, write_sim=write_sim, db=db, details=details, err=err,
             option_orders=option_orders, calibration=calibration, vote=vote,
             model_options={k: v for k, v in (("dtype", dtype), ("max_batch", max_batch)) if v is not None},
             progress="bar" if sys.stderr.isatty() else "lines",
@@ -102,18 +103,19 @@ def survey(
         render(summary, Console())
 
 
-def run_survey_eval(*, file, model, attributes, groups, questions, split, split_name, jurors_per_group, seed, mode, population, meta,
-         exact_ordinals, baselines, rounds, max_concurrency, write_sim, db, details, err, progress,
-         model_options=None, model_obj=None, option_orders=DEFAULT_OPTION_ORDERS, calibration=DEFAULT_CALIBRATION,
-         vote="sample") -> dict:
+def run_survey_eval(*, file, model, attributes, groups, questions, split, split_name, jurors_per_group, seed, mode,
+                    population, meta, exact_ordinals, baselines, rounds, max_concurrency, write_sim, db, details, err,
+                    progress, model_options=None, model_obj=None, option_orders=DEFAULT_OPTION_ORDERS,
+                    calibration=DEFAULT_CALIBRATION, vote="sample") -> dict:
     """The whole `assembly eval survey` command as a function (benchmarks call it in-process); returns the summary."""
-    from assembly.evaluation import fidelity
+    from assembly.evaluation.config import EvalConfig
+    from assembly.evaluation.selection import check_attributes, select_questions
     from assembly.evaluation.survey import load_split, read_questions_meta, read_survey, write_survey
 
     if mode not in MODES:
         raise AssemblyError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     # built before the file is read, so a bad flag fails at once (EvalConfig's ValueError names it)
-    config = fidelity.EvalConfig(
+    config = EvalConfig(
         jurors_per_group=jurors_per_group, seed=seed, attributes=attributes, groups=groups, mode=mode,
         population=population,
         ignore_persona=baselines, no_persona=baselines, exact_positions=exact_ordinals,
@@ -125,8 +127,8 @@ def run_survey_eval(*, file, model, attributes, groups, questions, split, split_
     data = read_survey(file, nominal_ids=qmeta.nominal if qmeta else None,
                        positions=qmeta.positions if qmeta else None)
     split_ids = load_split(split, split_name) if split is not None else None
-    chosen = fidelity.select_questions(data, questions=questions, split_ids=split_ids, seed=seed)
-    fidelity.check_attributes(chosen, attributes)
+    chosen = select_questions(data, questions=questions, split_ids=split_ids, seed=seed)
+    check_attributes(chosen, attributes)
     summary = asyncio.run(_evaluate(chosen, model, config, db=db, err=err, progress=progress, model_obj=model_obj,
                                     details=details, model_options=model_options or {}))
     if write_sim is not None:
@@ -149,7 +151,8 @@ def pool_options(model_spec: str, options: dict) -> dict:
 
 
 async def _evaluate(survey, model_spec, config, *, db, err, progress, model_obj, details, model_options) -> dict:
-    from assembly.evaluation import fidelity
+    from assembly.evaluation.fidelity import evaluate_survey
+    from assembly.evaluation.summary import simulated_survey, summarise
     from assembly.providers import ModelPool
 
     pool = ModelPool(**pool_options(model_spec, model_options)) if model_obj is None else ModelPool()
@@ -170,28 +173,21 @@ async def _evaluate(survey, model_spec, config, *, db, err, progress, model_obj,
                 err.print(f"[{i}/{n}] {qid} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
         try:
-            result = await fidelity.evaluate_survey(survey, model, config, hooks=recorder, progress=report)
+            result = await evaluate_survey(survey, model, config, hooks=recorder, progress=report)
         finally:
             if bar:
                 bar[0].stop()
-        summary = fidelity.summarise(result)
+        summary = summarise(result)
         if details:
             summary["records"] = result.records
             summary["pairs"] = result.pairs
         if recorder is not None:
             summary["run_ids"] = recorder.finish(result, summary)
-            recorder = None
-        summary["_simulated"] = fidelity.simulated_survey(result, survey)
+        summary["_simulated"] = simulated_survey(result, survey)
         return summary
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    finally:  # each question's run was finished by its own lifecycle (evaluation/store.py), however it ended
         if recorder is not None:
-            recorder.fail("interrupted", status="interrupted")
-        raise
-    except BaseException as exc:
-        if recorder is not None:
-            recorder.fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
-        raise
-    finally:
+            recorder.close()
         await pool.aclose()
 
 

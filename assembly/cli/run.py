@@ -87,6 +87,15 @@ def print_summary(result: AssemblyResult) -> None:
         stability = "" if t.get("stability") is None else f"{t['stability']:.2f}"
         tallies.add_row(t["rule"], str(t["winner"]), scores, expected, wins, stability, t.get("tie_break") or "")
     out.print(tallies)
+    if result.mode == "distilled":
+        counts = ", ".join(f"{o} {n}" for o, n in result.post_counts.items())
+        out.print(f"predicted post-deliberation votes: {counts}", highlight=False)
+    else:
+        print_shift(result)
+    print_footer(result)
+
+
+def print_shift(result: AssemblyResult) -> None:
     shift = Table(title="Pre → post ballot")
     shift.add_column("option")
     shift.add_column("pre", justify="right")
@@ -96,6 +105,11 @@ def print_summary(result: AssemblyResult) -> None:
         shift.add_row(option, str(result.pre_counts[option]), str(result.post_counts[option]),
                       f"{result.shift[option]:+d}")
     out.print(shift)
+    out.print(f"{result.changed} of {len(result.jurors)} jurors changed their vote · abstentions pre "
+              f"{result.abstentions['pre']}, post {result.abstentions['post']}", highlight=False)
+
+
+def print_footer(result: AssemblyResult) -> None:
     if result.stability is not None:
         redraws = (result.tallies[0].get("redraws") or 0) if result.tallies else 0
         out.print(f"verdict stability: {result.verdict.winner or 'no winner'} wins again in "
@@ -105,8 +119,6 @@ def print_summary(result: AssemblyResult) -> None:
         out.print(f"option position: first-listed answers got {pb['first']:.3f} of the probability, "
                   f"{pb['expected']:.3f} once averaged over orders (ratio {pb['ratio']})", highlight=False)
     rep = ", ".join(f"{a} {v:.3f}" for a, v in result.representativeness.items())
-    out.print(f"{result.changed} of {len(result.jurors)} jurors changed their vote · abstentions pre "
-              f"{result.abstentions['pre']}, post {result.abstentions['post']}", highlight=False)
     out.print(f"representativeness: {rep} (overall {result.representativeness_overall:.3f})", highlight=False)
     u = result.usage
     cached = f" · {u.cached_input_tokens} of {u.input_tokens} prompt tokens cached" if u.cached_input_tokens else ""
@@ -119,7 +131,8 @@ def run(
                                                           "against the run's recorded spec).")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec replacing the file's models.default, e.g. embedded, "
                                                      "openai:gpt-4.1-mini, local:<folder>[+<adapter>]; roles the file "
-                                                     "gives their own model (models.juror, ...) keep it.")] = None,
+                                                     "gives their own model (models.juror, ...) keep it. With --mode "
+                                                     "distilled: the juror model.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override jury.seed (the run's seed).")] = None,
     db: Annotated[Path | None, typer.Option(help="DuckDB store to record into (default: see `assembly transcripts path`).")] = None,
     jurors: Annotated[int | None, typer.Option(help="Override jury.size.")] = None,
@@ -128,8 +141,9 @@ def run(
     replay: Annotated[str | None, typer.Option(help="Re-run a recorded run from its recorded model calls (no model).")] = None,
     resume: Annotated[str | None, typer.Option(help="Finish an interrupted run (id, unique prefix or 'latest') from its "
                                                     "last checkpoint, with its recorded spec and seed.")] = None,
-    mode: Annotated[str, typer.Option(help="full: the multi-agent graph; distilled: the whole mini-public in one "
-                                           "generation on a model fine-tuned for it (see docs/finetune.md).")] = "full",
+    mode: Annotated[str, typer.Option(help="full: the multi-agent graph; distilled: every juror's post-deliberation "
+                                           "ballot predicted in one scoring pass, best on a model tuned for it "
+                                           "(docs/finetune.md).")] = "full",
     seat: Annotated[str | None, typer.Option(help="Take this juror's seat yourself (e.g. juror-03): read what the "
                                                   "juror hears, type their statements, cast their ballots.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
@@ -158,20 +172,21 @@ def run(
     if seat is not None and (replay is not None or mode != "full"):
         raise SpecError(f"--seat puts a person in a live deliberation; drop {'--replay' if replay else '--mode'}")
     if mode == "distilled":
-        import asyncio
-
-        from assembly.distilled import run_distilled
+        if replay is not None or rounds is not None:
+            raise SpecError(f"--mode distilled simulates no rounds and makes no generation to replay; drop "
+                            f"{'--replay' if replay is not None else '--rounds'}")
+        from assembly.distilled import distill
 
         with LiveView(enabled=err.is_terminal) as view:
-            summary = asyncio.run(run_distilled(question, model=model, store=str(db) if db else None, seed=seed,
-                                                on_event=view))
-        print_json(summary) if as_json else out.print_json(data=summary)
+            result = distill(question, model=model, seed=seed, db=db, jurors=jurors, on_event=view,
+                             model_options={"threads": threads} if threads is not None else None)
+        show(result, as_json)
         return
     kwargs = {}
     if threads is not None:
         kwargs["model_options"] = {"threads": threads}
     if replay is not None:
-        from assembly.replaying import replay_arguments
+        from assembly.recorded_models import replay_arguments
 
         kwargs.update(replay_arguments(replay, db))
     if seat is not None:

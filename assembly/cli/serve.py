@@ -65,7 +65,7 @@ def serve(
     from assembly.providers.registry import load_model, parse_model_spec
 
     try:
-        from assembly.serve import run_server
+        from assembly.serving.server import run_server
     except ImportError as exc:
         raise MissingExtraError(
             f"assembly serve needs fastapi and uvicorn ({exc.name} is missing): pip install 'assembly-sim[serve]'"

@@ -52,18 +52,8 @@ def spec(
 
 
 def _clauses(names: list[str], db, question: str | None):
-    """Each of A and B: a clause file when one exists at that path, else a run or study in the store."""
-    from assembly.clauses import clause_for, load_clause
+    """Each of A and B: a clause file (an existing file, or a name ending in .yaml, .json, ...), else a run or study
+    in the store."""
+    from assembly.clauses import clauses_for
 
-    found, store = [], None
-    try:
-        for name in names:
-            if Path(name).is_file():
-                found.append(load_clause(Path(name)))
-                continue
-            store = store or _store(db)
-            found.append(clause_for(store, name, question=question))
-    finally:
-        if store is not None:
-            store.close()
-    return found
+    return clauses_for(names, lambda: _store(db), question=question)

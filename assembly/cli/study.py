@@ -1,5 +1,7 @@
 """`assembly study Q.yaml --draws N`: N independent juries of a question (or of every question of a bank or a list),
-run side by side through one loaded backend; a progress bar on stderr, the summary (or `--json`) on stdout."""
+run side by side through one loaded backend; a progress bar on stderr, the summary (or `--json`) on stdout.
+`--rank uncertainty` ranks the questions by how unsettled their verdict is instead (assembly.study.ranking), for the
+new study and any recorded one named by `--study` — or, without question files, for recorded studies alone."""
 
 from __future__ import annotations
 
@@ -81,6 +83,63 @@ def _print_question(q: dict) -> None:
                   "(mean verdict stability)", highlight=False)
 
 
+def _resolve_studies(db: Path | None, named: list[str]) -> list[str]:
+    """Full ids of the studies `named` (ids, unique prefixes or 'latest')."""
+    from assembly.cli.store import _store
+
+    store = _store(db)
+    try:
+        return [store.resolve_study(name) for name in named]
+    finally:
+        store.close()
+
+
+def _rank(db: Path | str | None, study_ids: list[str], by: str):
+    """The questions of the studies `study_ids` ranked `by` (assembly.study.ranking)."""
+    from assembly.cli.store import _store
+    from assembly.study.ranking import rank_studies
+
+    store = _store(Path(db) if db else None)
+    try:
+        return rank_studies(store, study_ids, by)
+    finally:
+        store.close()
+
+
+def print_ranking(ranking, output: Path | None, as_json: bool) -> None:
+    """The ranked list (assembly.study.ranking.Ranking): a table (or --json) on stdout, and the file -o names
+    (written whole or not at all)."""
+    if output is not None:
+        from assembly.study.ranking import ranking_format, render_ranking
+        from transcripts.exports import write_text
+
+        write_text(output, render_ranking(ranking, ranking_format(output)))
+    if as_json:
+        print_json(ranking.dump())
+    else:
+        several = any(len(q.variants) > 1 for q in ranking.questions)
+        table = Table(title=f"Questions by {ranking.by}: where a real assembly would teach the most "
+                            f"({len(ranking.studies)} {'study' if len(ranking.studies) == 1 else 'studies'})")
+        winner = "winners P(win)" if several else "winner P(win)"
+        for name in ("#", "question", "draws", winner, "within", "between", "TV", ranking.by):
+            table.add_column(name, overflow="fold", justify="right" if name in ("#", "draws") else "left")
+
+        def num(x: float | None) -> str:
+            return "—" if x is None else f"{x:.2f}"
+
+        for q in ranking.questions:
+            winners = " | ".join(f"{v.winner} {v.win.get(v.winner, 0):.2f}" if v.winner else "—"
+                                 for v in q.variants)
+            table.add_row(str(q.rank), q.question[:80], str(q.draws), winners, num(q.within), num(q.between),
+                          num(q.total_variation), num(q.uncertainty))
+        out.print(table)
+        out.print("normalised win-probability entropy over draws (within), Jensen–Shannon divergence between "
+                  "studies or variants (between), mean total variation between them (TV)", style="dim",
+                  highlight=False)
+    if output is not None:
+        err.print(f"ranking written to {output}", highlight=False, markup=False)
+
+
 class StudyProgress:
     """A bar with ETA on a terminal; one line per finished run otherwise."""
 
@@ -119,8 +178,9 @@ class StudyProgress:
 
 
 def study(
-    sources: Annotated[list[Path], typer.Argument(help="Question files (.yaml), lists of them (.txt, one path a "
-                                                       "line) or question banks (.jsonl, the Habermas format).")],
+    sources: Annotated[list[Path] | None, typer.Argument(
+        help="Question files (.yaml), lists of them (.txt, one path a line) or question banks (.jsonl, the Habermas "
+             "format). Leave them out to rank recorded studies only (--rank uncertainty --study STUDY).")] = None,
     draws: Annotated[int | None, typer.Option(help=f"Juries per question (1..{MAX_DRAWS}; default 20).")] = None,
     concurrency: Annotated[int, typer.Option(help=f"Draws run at once, sharing the backend's batches "
                                                   f"(1..{MAX_CONCURRENCY}; per worker with --executor ray).")]
@@ -130,6 +190,8 @@ def study(
                                                   "from it.")] = None,
     jurors: Annotated[int | None, typer.Option(help="Override jury.size.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override procedure.rounds.")] = None,
+    mode: Annotated[str | None, typer.Option(help="full (default): the multi-agent graph per draw; distilled: each "
+                                                  "draw's post-deliberation ballots in one scoring pass.")] = None,
     template: Annotated[Path | None, typer.Option(help="Bank questions: a YAML file of question-file settings "
                                                        "(jury, procedure, models, ...).")] = None,
     split: Annotated[str | None, typer.Option(help="Bank questions: only this split (train, iid_test, ...).")] = None,
@@ -141,19 +203,45 @@ def study(
     workers: Annotated[int, typer.Option(help="Ray actors, each with the models loaded once.")] = 2,
     resume: Annotated[str | None, typer.Option(help="Continue study STUDY (an id, a prefix or 'latest'): finished "
                                                     "runs are kept, the others run again.")] = None,
+    rank: Annotated[str | None, typer.Option(help="Rank the questions instead of summarising them: 'uncertainty' "
+                                                  "(how unsettled the verdict is over draws and between studies).")]
+    = None,
+    ranked: Annotated[list[str] | None, typer.Option(
+        "--study", help="With --rank: a recorded study (id, prefix or 'latest') to rank with the others, e.g. the "
+                        "same bank under another model or procedure (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="With --rank: also write the ranked list "
+                                                                      "here (.csv or .json).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Run N independent juries per question and report win probabilities, vote shares and shifts with intervals."""
     from assembly.errors import AssemblyError
     from assembly.study.runner import run_study
 
-    settings = {"draws": draws, "seed": seed, "model": model, "jurors": jurors, "rounds": rounds,
+    if rank is None and (ranked or output is not None):
+        raise AssemblyError("assembly study: --study and -o go with --rank uncertainty")
+    if rank is not None:  # checked before any draw runs
+        from assembly.study.ranking import check_ranking, ranking_format
+
+        check_ranking(rank)
+        if output is not None:
+            ranking_format(output)
+    if not sources and (rank is None or not ranked):
+        raise AssemblyError("assembly study: name question files, lists or banks to study, or rank recorded "
+                            "studies with --rank uncertainty --study STUDY")
+    others = _resolve_studies(db, ranked) if ranked else []  # before any draw runs: 'latest' is the last one made
+    if not sources:
+        print_ranking(_rank(db, others, rank), output, as_json)
+        return
+
+    settings = {"draws": draws, "seed": seed, "model": model, "jurors": jurors, "rounds": rounds, "mode": mode,
                 "template": None if template is None else str(template.resolve()), "split": split, "limit": limit}
     with StudyProgress() as progress:
         result = run_study(sources, db=db, resume=resume, settings=settings, concurrency=concurrency,
                            executor=executor, workers=workers,
                            model_options={"threads": threads} if threads is not None else None, on_progress=progress)
-    if as_json:
+    if rank is not None:
+        print_ranking(_rank(result.store, [result.study_id, *others], rank), output, as_json)
+    elif as_json:
         print_json(result.model_dump(mode="json"))
     else:
         print_summary(result)

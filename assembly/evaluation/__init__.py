@@ -1,7 +1,9 @@
 """Fidelity evaluation: do simulated sub-groups answer like the real ones? (docs/fidelity.md)"""
 
-from assembly.evaluation.fidelity import DEFAULT_PAIRS, EvalConfig, EvalResult, evaluate_survey, summarise
+from assembly.evaluation.config import DEFAULT_PAIRS, EvalConfig
+from assembly.evaluation.fidelity import EvalResult, evaluate_survey
 from assembly.evaluation.metrics import representativeness, steerability, total_variation, wasserstein_ordinal
+from assembly.evaluation.summary import summarise
 from assembly.evaluation.survey import (
     Distribution,
     Survey,

@@ -1,4 +1,4 @@
-"""Rich tables for an evaluation summary (the dict from fidelity.summarise)."""
+"""Rich tables for an evaluation summary (the dict from summary.summarise)."""
 
 from __future__ import annotations
 

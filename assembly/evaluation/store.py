@@ -6,16 +6,24 @@ shown, per-order distributions, vote draws), its llm_calls every model call (thr
 `assembly.recorder.RecordingModel`). The run's summary holds the question's fidelity records. Writes are buffered
 during a question and committed in one short transaction at its end, so a long evaluation neither pays one
 transaction per call nor holds the store's lock while the model computes.
+
+Each question's run has the lifecycle of every other mode (`assembly.run_lifecycle`): `completed` with its records,
+`interrupted` by Ctrl-C or a cancelled task, or `failed` with the reason, keeping what was recorded before.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from assembly.ballot import Ballot
-from assembly.evaluation.fidelity import EvalConfig, EvalHooks, Juror
+from assembly.evaluation.config import EvalConfig
+from assembly.evaluation.fidelity import EvalHooks
+from assembly.evaluation.panels import Juror
 from assembly.evaluation.survey import Survey, SurveyQuestion
+from assembly.run_lifecycle import RunLifecycle, run_lifecycle
 
 
 class _BufferedCalls:
@@ -40,7 +48,7 @@ class EvalRecorder(EvalHooks):
         self.model_name = model_name
         self.store_path = store_path
         self.run_ids: dict[str, str] = {}
-        self._current: str | None = None
+        self._current: RunLifecycle | None = None  # the question in progress
         self._calls = _BufferedCalls()
         self._ballots: list[dict[str, Any]] = []
 
@@ -53,9 +61,26 @@ class EvalRecorder(EvalHooks):
 
     # -- hooks ------------------------------------------------------------------------------------------------------
 
-    def start_question(self, question: SurveyQuestion, seated: dict[str, list[Juror]], model):
-        from assembly.deliberation import versions
+    @asynccontextmanager
+    async def question(self, question: SurveyQuestion, seated: dict[str, list[Juror]], model) -> AsyncIterator[Any]:
         from assembly.recorder import RecordingModel
+
+        run_id = self._begin(question)
+        async with run_lifecycle(self.store, run_id, close_store=False) as lifecycle:
+            self.store.add_participants(run_id, [
+                {"id": j.id, "role": "juror", "name": j.id, "persona": j.persona or None, "attributes": j.attributes,
+                 "extra": {"panel": label, "persona_seed": j.seed, "model": self.model_name}}
+                for label, jurors in seated.items() for j in jurors
+            ])
+            self._current = lifecycle
+            try:
+                yield RecordingModel(model, self._calls, run_id)
+            finally:  # however the question ends, what was recorded is kept
+                self._current = None
+                self._flush(run_id)
+
+    def _begin(self, question: SurveyQuestion) -> str:
+        from assembly.deliberation import versions
 
         spec = {
             "eval": "survey",
@@ -75,14 +100,7 @@ class EvalRecorder(EvalHooks):
                                       provenance="eval", versions=versions(), options=list(question.options),
                                       external_id=question.question_id, source=Path(self.survey.path).name)
         self.run_ids[question.question_id] = run_id
-        self._current = run_id
-        participants = [
-            {"id": j.id, "role": "juror", "name": j.id, "persona": j.persona or None, "attributes": j.attributes,
-             "extra": {"panel": label, "persona_seed": j.seed, "model": self.model_name}}
-            for label, jurors in seated.items() for j in jurors
-        ]
-        self.store.add_participants(run_id, participants)
-        return RecordingModel(model, self._calls, run_id)
+        return run_id
 
     def on_ballot(self, question: SurveyQuestion, panel: str, juror: Juror | None, ballot: Ballot) -> None:
         if self.config.mode == "assembly" and juror is None:
@@ -95,20 +113,18 @@ class EvalRecorder(EvalHooks):
         })
 
     def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
-        run_id = self._current
-        self._flush(run_id)
-        self.store.finish_run(run_id, status="completed", summary={"fidelity": records})
-        self._current = None
+        self._flush(self._current.run_id)
+        self._current.complete({"fidelity": records})
 
     def assembly_db(self) -> str | None:
         return self.store_path
 
     # -- end of the evaluation --------------------------------------------------------------------------------------
 
-    def _flush(self, run_id: str | None) -> None:
+    def _flush(self, run_id: str) -> None:
         calls, self._calls.pending = self._calls.pending, []
         ballots, self._ballots = self._ballots, []
-        if run_id is None or not (calls or ballots):
+        if not (calls or ballots):
             return
         with self.store.transaction():
             for call in calls:
@@ -121,14 +137,8 @@ class EvalRecorder(EvalHooks):
         slim = {k: v for k, v in summary.items() if k not in ("records", "pairs", "question_ids")}
         for run_id in self.run_ids.values():
             self.store.update_summary(run_id, {"evaluation": slim})
-        self.store.close()
+        self.close()
         return list(self.run_ids.values())
 
-    def fail(self, reason: str = "evaluation failed", status: str = "failed") -> None:
-        """Close the question in progress as failed (or interrupted), keeping what was recorded."""
-        if self._current is not None:
-            try:
-                self._flush(self._current)
-            finally:
-                self.store.finish_run(self._current, status=status, reason=reason)
-                self._current = None
+    def close(self) -> None:
+        self.store.close()

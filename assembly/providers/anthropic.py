@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import anthropic as _sdk
 
-from assembly.providers.sdk_errors import (
+from assembly.providers.sdk_backend import (
     PLACEHOLDER_KEY,  # noqa: F401  (re-exported)
     SDKBackend,
     SDKProvider,

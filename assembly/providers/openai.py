@@ -55,8 +55,8 @@ import openai as _sdk
 
 from assembly.providers.chat import joined_system
 from assembly.providers.letters import LETTERS, letter_logprobs, with_letter_listing
-from assembly.providers.sdk_errors import PLACEHOLDER_KEY  # noqa: F401  (re-exported)
-from assembly.providers.sdk_errors import SDKBackend, SDKProvider, rejected, token_count
+from assembly.providers.sdk_backend import PLACEHOLDER_KEY  # noqa: F401  (re-exported)
+from assembly.providers.sdk_backend import SDKBackend, SDKProvider, rejected, token_count
 from assembly.providers.types import (
     ChoiceScoringUnavailable,
     GenerateRequest,

@@ -26,6 +26,8 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "anthropic": ("assembly.providers.anthropic:AnthropicModel", "anthropic"),
 }
 
+_PROJECT_PACKAGES = ("assembly", "juries", "transcripts")
+
 
 def register_backend(provider: str, target: str, extra: str | None = None) -> None:
     """Make `provider:<name>` specs load `target` ("module:Class", a Model with `from_spec`), e.g. a test suite's
@@ -91,6 +93,8 @@ def load_model(spec: str | ModelSpec, **options) -> Model:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if not exc.name or exc.name.partition(".")[0] in _PROJECT_PACKAGES:
+            raise  # our own code failing to import is a bug to show, not an extra to install
         hint = f"pip install 'assembly-sim[{extra}]'" if extra else "reinstall assembly-sim"
         raise MissingExtraError(f"model {parsed} needs a package that is not installed ({exc.name}): {hint}") from exc
     return getattr(module, class_name).from_spec(parsed, **options)

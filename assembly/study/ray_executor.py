@@ -39,9 +39,10 @@ class StudyWorker:
         self.pool = registry.ModelPool(**model_options)
         self.folder = Path(tempfile.mkdtemp(prefix="assembly-ray-"))
 
-    async def run(self, spec: dict[str, Any], seed: int, link: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, spec: dict[str, Any], seed: int, link: dict[str, Any], mode: str = "full") -> dict[str, Any]:
         from assembly.config import parse_spec
         from assembly.deliberation import adeliberate
+        from assembly.distilled import adistill
         from assembly.errors import AssemblyError
         from transcripts import Store, StoreError
         from transcripts.transfer import run_tables
@@ -52,7 +53,8 @@ class StudyWorker:
         try:
             parsed = parse_spec(spec, f"study question {run.question}")
             models = {role: self.pool.get(parsed.models.for_role(role)) for role in ROLES}
-            result = await adeliberate(parsed, seed=seed, db=db, models=models, study=run)
+            conduct = adistill if mode == "distilled" else adeliberate
+            result = await conduct(parsed, seed=seed, db=db, models=models, study=run)
             winner = result.verdict.winner
         except AssemblyError as exc:
             error = str(exc)
@@ -76,7 +78,7 @@ def _ray():
 
 
 async def run_ray(jobs: Sequence[Job], store, *, concurrency: int, workers: int, model_options: dict[str, Any],
-                  on_done: Callable[[JobDone], None]) -> None:
+                  on_done: Callable[[JobDone], None], mode: str = "full") -> None:
     """Run the jobs on `workers` actors and write each finished run into `store` as it comes back."""
     from assembly.providers.registry import BACKENDS
     from transcripts.transfer import add_run_tables
@@ -93,7 +95,7 @@ async def run_ray(jobs: Sequence[Job], store, *, concurrency: int, workers: int,
         # an interrupted run cannot be continued on a worker (its checkpoints are here): it runs again
         job = Job(job.slot, job.run, replaces=job.replaces or job.resume)
         ref = actors[i % len(actors)].run.remote(job.slot.question.spec.model_dump(mode="json"), job.slot.seed,
-                                                 asdict(job.run))
+                                                 asdict(job.run), mode)
         try:
             return job, await ref
         except ray.exceptions.RayError as exc:  # a worker that died, or a bug in it

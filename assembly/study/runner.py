@@ -48,6 +48,7 @@ class StudySettings(BaseModel):
     template: str | None = None
     split: str | None = None
     limit: int | None = None
+    mode: Literal["full", "distilled"] = "full"  # distilled: one scoring pass per draw (assembly.distilled)
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,11 @@ async def arun_study(
                 from assembly.study.ray_executor import run_ray
 
                 await run_ray(jobs, store, concurrency=concurrency, workers=workers,
-                              model_options=_model_options(model_options, concurrency, questions), on_done=finished)
+                              model_options=_model_options(model_options, concurrency, questions), on_done=finished,
+                              mode=chosen.mode)
             else:
-                await run_local(jobs, store_path, by_question, concurrency=concurrency, on_done=finished)
+                await run_local(jobs, store_path, by_question, concurrency=concurrency, on_done=finished,
+                                mode=chosen.mode)
         except (KeyboardInterrupt, asyncio.CancelledError):
             store.finish_study(study_id, "interrupted", "interrupted by the user", _summary(store, study_id,
                                                                                             questions, chosen.draws))
@@ -217,13 +220,13 @@ def plan_jobs(study_id: str, planned: Sequence[Slot], current: dict[tuple[str, i
 
 
 async def run_local(jobs: Sequence[Job], store_path: str, models: dict[str, dict[str, Model]], *, concurrency: int,
-                    on_done: Callable[[JobDone], None]) -> None:
+                    on_done: Callable[[JobDone], None], mode: str = "full") -> None:
     """Every job in this event loop, `concurrency` at a time, in plan order (a question's draws side by side)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(job: Job) -> None:
         async with gate:
-            item = await run_job(job, store_path, models[job.slot.question.key])
+            item = await run_job(job, store_path, models[job.slot.question.key], mode)
         on_done(item)
 
     async with asyncio.TaskGroup() as group:  # a bug in one draw (not a failed run) stops the others
@@ -231,11 +234,15 @@ async def run_local(jobs: Sequence[Job], store_path: str, models: dict[str, dict
             group.create_task(one(job))
 
 
-async def run_job(job: Job, store_path: str, models: dict[str, Model]) -> JobDone:
-    """One draw: resume its interrupted run (a fresh run superseding it when that cannot be done), or run it."""
+async def run_job(job: Job, store_path: str, models: dict[str, Model], mode: str = "full") -> JobDone:
+    """One draw: resume its interrupted run (a fresh run superseding it when that cannot be done), or run it.
+    A distilled draw has nothing to resume: it runs again."""
     from assembly.deliberation import adeliberate
+    from assembly.distilled import adistill
     from assembly.resuming import aresume
 
+    if job.resume is not None and mode == "distilled":
+        job = Job(job.slot, job.run, replaces=job.resume)
     if job.resume is not None:
         try:
             result = await aresume(job.resume, db=store_path, models=models)
@@ -243,8 +250,9 @@ async def run_job(job: Job, store_path: str, models: dict[str, Model]) -> JobDon
         except AssemblyError:
             job = Job(job.slot, job.run, replaces=job.resume)  # e.g. its checkpoints are gone: start it again
     try:
-        result = await adeliberate(job.slot.question.spec, seed=job.slot.seed, db=store_path, models=models,
-                                   study=job.run)
+        conduct = adistill if mode == "distilled" else adeliberate
+        result = await conduct(job.slot.question.spec, seed=job.slot.seed, db=store_path, models=models,
+                               study=job.run)
     except AssemblyError as exc:
         return JobDone(job, job.run.run_id, "failed", error=str(exc))
     return JobDone(job, job.run.run_id, "completed", result.verdict.winner)

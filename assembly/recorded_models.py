@@ -1,4 +1,5 @@
-"""`--replay RUN`: re-run a recorded assembly from its recorded model calls, with no model at all."""
+"""A recorded run read back as models, one per role, that answer from its recorded calls (`--replay RUN`); the
+replay backend itself is assembly.providers.replay_backend."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def replay_arguments(run_id: str, db: str | Path | None) -> dict:
     The recorded spec is not substituted: the caller passes the question file, and a changed file shows up as
     replay misses naming the request that differs.
     """
-    from assembly.providers.replay import ReplayModel
+    from assembly.providers.replay_backend import ReplayModel
     from transcripts import Store, default_store_path
 
     store = Store(str(db or default_store_path()))

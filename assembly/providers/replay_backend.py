@@ -1,4 +1,5 @@
-"""Replay a recorded run with no model at all.
+"""The replay backend: each request answered from a recorded run's calls, with no model at all (one per role for
+`--replay RUN`: assembly.recorded_models).
 
 Records are the store's recorded calls (dicts, in call order), each with at least:
     request_hash   request.hash(<the recording model's name>) as computed by the recorder

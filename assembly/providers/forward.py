@@ -1,0 +1,118 @@
+"""Forward passes of a LocalModel's batches: left padding, one call of the model (whatever transformers calls its
+cache), and the prefill that computes the batch's common prefix once (or takes it from earlier batches) and forks
+it to every row (assembly.providers.prefixes)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from assembly.providers.prefixes import common_prefix_length
+
+log = logging.getLogger("assembly.providers.local")  # LocalModel's logger, as before the split
+
+MIN_SHARED_TOKENS = 32  # shorter common prefixes are prefilled with the rest: a separate pass would not pay
+
+
+@dataclass
+class Pass:
+    """What a forward pass gives the decoding and scoring loops (whatever the transformers version calls the cache)."""
+
+    logits: torch.Tensor
+    past_key_values: Any
+
+
+class ForwardMixin:
+    """Needs from the class: the loaded `_model`, `_device`, `_pad_id`, `_cache_kwarg`, `_no_logits_to_keep`,
+    `prefix_sharing`, `prefixes` (a PrefixStore), `name` and `stats`."""
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                mask[i, width - len(r):] = 1
+        return ids.to(self._device), mask.to(self._device)
+
+    def _forward(self, **kwargs):
+        """One forward pass. Callers pass the cache as `past_key_values`; transformers 5.x names it `cache` (the
+        old name is deprecated), so it is renamed for models whose forward takes `cache`."""
+        self.stats["forward_passes"] += 1
+        if self._no_logits_to_keep:
+            kwargs.pop("logits_to_keep", None)
+        if "past_key_values" in kwargs and self._cache_kwarg == "cache":
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        try:
+            out = self._model(**kwargs, use_cache=True)
+        except TypeError:
+            if "logits_to_keep" not in kwargs:
+                raise
+            self._no_logits_to_keep = True  # an older/custom model class: compute all logits instead
+            kwargs.pop("logits_to_keep")
+            out = self._model(**kwargs, use_cache=True)
+        cache = out.get("cache")
+        return Pass(out.logits, cache if cache is not None else out.get("past_key_values"))
+
+    def _prefill(self, prompts: list[list[int]]):
+        """Run the prompts through the model: (cache, attention mask, next positions [B, 1], the last position's
+        logits [B, V], per row the prompt tokens it did not compute). Only the last position's logits are computed.
+
+        With prefix sharing (assembly.providers.prefixes), the rows' common prefix is computed once — or taken from
+        the prefixes of earlier batches — and forked to every row; then the suffixes run together, left padded
+        behind the prefix: [prefix | pads | suffix], the pads masked and positions counted from the prefix.
+        """
+        self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
+        shared = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)  # every row keeps a token
+        if not self.prefix_sharing or shared < MIN_SHARED_TOKENS:
+            ids, mask = self._left_pad(prompts)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+            self.stats["prefilled_tokens"] += sum(len(p) for p in prompts)
+            return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :], [0] * len(prompts)
+        layers, stored = self._prefix_states(prompts[0][:shared])
+        if layers is None:  # this model's cache cannot be forked: plain prefill from now on
+            return self._prefill(prompts)
+        cache = DynamicCache(ddp_cache_data=layers)
+        cache.batch_repeat_interleave(len(prompts))
+        tails, tail_mask = self._left_pad([p[shared:] for p in prompts])
+        mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long, device=self._device), tail_mask], 1)
+        positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(input_ids=tails, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            logits_to_keep=1)
+        self.stats["prefilled_tokens"] += sum(len(p) - shared for p in prompts)
+        cached = [stored] + [shared] * (len(prompts) - 1)  # the first row paid for the part of the prefix not stored
+        return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :], cached
+
+    def _prefix_states(self, prefix: list[int]) -> tuple[list | None, int]:
+        """Key/value states of `prefix` at batch size 1 (None if this model's cache cannot be reused), and how many
+        of its tokens came from the store. Whatever is computed here is stored for later batches."""
+        stored, layers = self.prefixes.longest(prefix)
+        if stored == len(prefix):
+            self.stats["prefix_tokens_reused"] += stored
+            return layers, stored
+        if stored < MIN_SHARED_TOKENS:
+            stored, layers = 0, None
+        rest = torch.tensor([prefix[stored:]], dtype=torch.long, device=self._device)
+        cache = DynamicCache(ddp_cache_data=layers) if layers else None
+        out = self._forward(input_ids=rest, attention_mask=torch.ones((1, len(prefix)), dtype=torch.long,
+                                                                      device=self._device),
+                            position_ids=torch.arange(stored, len(prefix), device=self._device)[None, :],
+                            past_key_values=cache, logits_to_keep=1)
+        cache = out.past_key_values
+        if not all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in getattr(cache, "layers", [])) \
+                or not getattr(cache, "layers", None):
+            self.prefix_sharing = False
+            log.info("model %s: its cache (%s) cannot be forked; prefix sharing is off", self.name,
+                     type(cache).__name__)
+            return None, 0
+        self.stats["prefilled_tokens"] += len(prefix) - stored
+        self.stats["prefix_tokens_reused"] += stored
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self.prefixes.put(prefix, layers)
+        return layers, stored

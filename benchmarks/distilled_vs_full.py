@@ -1,0 +1,258 @@
+"""The distilled mode against full multi-agent runs, on Habermas question-bank questions (issue 13), as studies.
+
+For each of the first `--limit` questions of the bank's `--split` (default: 5 of ood_test), `--draws` juries in the
+full mode and the same juries (same seeds) in the distilled mode. Reported per question and pooled: tokens per
+assembly in each mode (prompt tokens, prompt tokens actually computed, output tokens), the pooled post-ballot vote
+shares of the two modes and the total variation between them (target <= 0.1), and the share of unreadable ballots
+(abstentions) in the distilled mode (target 0%).
+
+Stages (each reads what the earlier ones wrote into `--db`, so they can run on different days):
+  full        the full-mode study of the test questions
+  distilled   the distilled-mode study of the same questions on `--distilled-model` (default: the embedded model)
+  train-data  full-mode studies of `--train-limit` questions of the train split (the distilled adapter's data)
+  train       prepare `distilled_ballot` examples from the train-split runs and train a LoRA adapter on them
+  tuned       the distilled-mode study of the test questions on the tuned adapter
+  report      the table (also printed after every stage)
+
+    python benchmarks/distilled_vs_full.py --stage full --stage distilled --stage report
+    python benchmarks/distilled_vs_full.py --draws 2 --limit 1 --jurors 4 --stage full --stage distilled  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from assembly.providers.local import EmbeddedModel  # noqa: E402
+from assembly.providers.registry import load_model  # noqa: E402
+from assembly.study.runner import arun_study  # noqa: E402
+from host import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BANK = ROOT.parent / "shared" / "data" / "questions" / "habermas_questions.jsonl"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def template(args) -> Path:
+    path = Path(args.db).with_suffix(".template.yaml")
+    path.write_text(yaml.safe_dump({
+        "jury": {"size": args.jurors, "stratify": ["party", "ideology", "age"], "seed": args.seed},
+        "procedure": {"rounds": args.rounds, "words_per_turn": args.words, "recent_turns": 3},
+        "ballot": {"rules": ["plurality", "majority"]},
+    }))
+    return path
+
+
+async def study(args, label: str, split: str, limit: int, draws: int, mode: str, model) -> dict:
+    started = time.perf_counter()
+    result = await arun_study([str(args.bank)], db=args.db, concurrency=args.concurrency, models=model,
+                              settings={"draws": draws, "template": str(template(args)), "split": split,
+                                        "limit": limit, "mode": mode, "seed": args.seed})
+    wall = time.perf_counter() - started
+    entry = {"label": label, "study_id": result.study_id, "mode": mode, "split": split, "draws": draws,
+             "questions": limit, "completed": result.summary.completed, "failed": result.failed,
+             "wall_s": round(wall, 1), "failures": result.failures}
+    log(f"{label}: {entry}")
+    return entry
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def pooled(store, study_id: str) -> dict:
+    """Per question of a study: pooled post-ballot vote shares, abstentions and tokens per run."""
+    rows = store.sql(
+        "SELECT r.study_question AS q, r.id AS run_id, b.choice, b.status FROM runs r JOIN ballots b "
+        "ON b.run_id = r.id WHERE r.study_id = ? AND r.status = 'completed' AND b.phase = 'post' "
+        "AND b.target IS NULL", [study_id])
+    usage = store.sql(
+        "SELECT r.study_question AS q, r.id AS run_id, sum(c.input_tokens)::BIGINT AS inp, "
+        "sum(coalesce(c.cached_input_tokens, 0))::BIGINT AS cached, sum(c.output_tokens)::BIGINT AS out, "
+        "count(*) AS calls FROM runs r JOIN llm_calls c ON c.run_id = r.id WHERE r.study_id = ? "
+        "AND r.status = 'completed' AND c.error IS NULL GROUP BY 1, 2", [study_id])
+    out: dict[str, dict] = {}
+    for r in rows.iter_rows(named=True):
+        q = out.setdefault(r["q"], {"votes": {}, "ballots": 0, "abstained": 0, "runs": set()})
+        q["runs"].add(r["run_id"])
+        q["ballots"] += 1
+        if r["status"] != "valid":
+            q["abstained"] += 1
+        elif r["choice"]:
+            q["votes"][r["choice"]] = q["votes"].get(r["choice"], 0) + 1
+    for u in usage.iter_rows(named=True):
+        q = out.setdefault(u["q"], {"votes": {}, "ballots": 0, "abstained": 0, "runs": set()})
+        q.setdefault("usage", []).append(u)
+    for q in out.values():
+        total = sum(q["votes"].values())
+        q["shares"] = {o: n / total for o, n in q["votes"].items()} if total else {}
+        used = q.pop("usage", [])
+        n = max(len(q["runs"]), 1)
+        q["tokens_per_run"] = {"prompt": sum(u["inp"] for u in used) / n,
+                               "computed_prompt": sum(u["inp"] - u["cached"] for u in used) / n,
+                               "output": sum(u["out"] for u in used) / n, "calls": sum(u["calls"] for u in used) / n}
+        q["runs"] = len(q["runs"])
+    return out
+
+
+def tv(a: dict, b: dict) -> float:
+    return 0.5 * sum(abs(a.get(o, 0.0) - b.get(o, 0.0)) for o in set(a) | set(b))
+
+
+def compare(store, full_id: str, other_id: str) -> dict:
+    full, other = pooled(store, full_id), pooled(store, other_id)
+    rows = []
+    for q in full:
+        if q not in other:
+            continue
+        f, d = full[q], other[q]
+        rows.append({"question": q, "runs": [f["runs"], d["runs"]], "full_shares": f["shares"],
+                     "distilled_shares": d["shares"], "tv": round(tv(f["shares"], d["shares"]), 4),
+                     "distilled_unreadable": d["abstained"] / max(d["ballots"], 1),
+                     "full_abstained": f["abstained"] / max(f["ballots"], 1),
+                     "tokens_full": f["tokens_per_run"], "tokens_distilled": d["tokens_per_run"]})
+
+    def mean(key, sub):
+        return sum(r[key][sub] for r in rows) / max(len(rows), 1)
+
+    total = {k: mean("tokens_full", k) for k in ("prompt", "computed_prompt", "output", "calls")}
+    dist = {k: mean("tokens_distilled", k) for k in ("prompt", "computed_prompt", "output", "calls")}
+    return {
+        "questions": rows,
+        "mean_tv": round(sum(r["tv"] for r in rows) / max(len(rows), 1), 4),
+        "max_tv": max((r["tv"] for r in rows), default=None),
+        "unreadable": max((r["distilled_unreadable"] for r in rows), default=None),
+        "tokens_full": total, "tokens_distilled": dist,
+        "ratio_all_tokens": round((total["prompt"] + total["output"]) / max(dist["prompt"] + dist["output"], 1), 2),
+        "ratio_computed_tokens": round((total["computed_prompt"] + total["output"]) /
+                                       max(dist["computed_prompt"] + dist["output"], 1), 2),
+    }
+
+
+def report(args, state: dict) -> None:
+    from transcripts import Store
+
+    store = Store(args.db)
+    try:
+        for key in ("distilled", "tuned"):
+            if "full" in state and key in state:
+                state[f"compare_{key}"] = compare(store, state["full"]["study_id"], state[key]["study_id"])
+    finally:
+        store.close()
+    for key in ("compare_distilled", "compare_tuned"):
+        c = state.get(key)
+        if not c:
+            continue
+        print(f"\n## full vs {key.removeprefix('compare_')}\n")
+        print("| question | full post shares | distilled post shares | TV | unreadable |")
+        print("|---|---|---|---|---|")
+        for r in c["questions"]:
+            fs = ", ".join(f"{o[:28]} {v:.2f}" for o, v in sorted(r["full_shares"].items()))
+            ds = ", ".join(f"{o[:28]} {v:.2f}" for o, v in sorted(r["distilled_shares"].items()))
+            print(f"| {r['question']} | {fs} | {ds} | {r['tv']:.3f} | {r['distilled_unreadable']:.0%} |")
+        tf, td = c["tokens_full"], c["tokens_distilled"]
+        print(f"\nmean TV {c['mean_tv']}, max {c['max_tv']}; tokens per assembly: full {tf['prompt']:.0f} prompt "
+              f"({tf['computed_prompt']:.0f} computed) + {tf['output']:.0f} out in {tf['calls']:.1f} calls; distilled "
+              f"{td['prompt']:.0f} prompt ({td['computed_prompt']:.0f} computed) + {td['output']:.0f} out in "
+              f"{td['calls']:.1f} calls; ratio {c['ratio_all_tokens']}x (all tokens), {c['ratio_computed_tokens']}x "
+              "(computed)")
+
+
+async def main_async(args) -> dict:
+    state_path = Path(args.db).with_suffix(".json")
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state["machine"] = machine()
+    state["settings"] = {k: str(v) for k, v in vars(args).items() if k != "stage"}
+    model = None
+    try:
+        for stage in args.stage:
+            if stage in ("full", "distilled", "train-data") and model is None:
+                model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch)
+            if stage == "full":
+                state["full"] = await study(args, "full", args.split, args.limit, args.draws, "full", model)
+            elif stage == "distilled":
+                chosen = model if args.distilled_model == "embedded" else load_model(args.distilled_model)
+                state["distilled"] = await study(args, "distilled", args.split, args.limit, args.draws, "distilled",
+                                                 chosen)
+            elif stage == "train-data":
+                state["train_data"] = await study(args, "train-data", "train", args.train_limit, args.train_draws,
+                                                  "full", model)
+            elif stage == "train":
+                state["adapter"] = train_adapter(args, state)
+            elif stage == "tuned":
+                tuned = load_model(state["adapter"]["model_spec"], threads=args.threads, max_batch=args.max_batch)
+                try:
+                    state["tuned"] = await study(args, "tuned", args.split, args.limit, args.draws, "distilled", tuned)
+                finally:
+                    await tuned.aclose()
+            state_path.write_text(json.dumps(state, indent=2, default=str))
+            report(args, state)
+    finally:
+        if model is not None:
+            await model.aclose()
+    state_path.write_text(json.dumps(state, indent=2, default=str))
+    return state
+
+
+def train_adapter(args, state: dict) -> dict:
+    from finetune.config import TrainConfig
+    from finetune.dataset import PrepareOptions, prepare_dataset
+    from finetune.trainer import train
+    from transcripts import Store
+
+    folder = Path(args.db).with_suffix(".sft")
+    store = Store(args.db)
+    try:
+        runs = store.sql("SELECT question FROM runs WHERE study_id = ?", [state["train_data"]["study_id"]])
+        test_runs = store.sql("SELECT DISTINCT question FROM runs WHERE study_id = ?", [state["full"]["study_id"]])
+        manifest = prepare_dataset(store, folder, PrepareOptions(
+            types=("distilled_ballot",), validation=0.1, seed=args.seed, max_per_run=args.jurors,
+            exclude_questions=tuple(test_runs["question"].to_list())))
+    finally:
+        store.close()
+    log(f"train: {manifest['examples']} examples from {runs.height} runs")
+    config = TrainConfig(base_model="embedded", dataset=str(folder), output_dir=str(folder.with_suffix(".adapter")),
+                         epochs=args.epochs, batch_size=16, gradient_accumulation=1, learning_rate=2e-4,
+                         lm_weight=0.0, contrast_weight=0.0, lora={"r": 8, "alpha": 32, "top_layers": 8},
+                         threads=args.threads, eval_max_items=64, save_steps=10_000, resume=False)
+    card = train(config, progress=False)
+    return {"model_spec": card["model_spec"], "training": card["training"], "curves": card["curves"],
+            "eval": card["eval"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", action="append", choices=["full", "distilled", "train-data", "train", "tuned",
+                                                             "report"], required=True)
+    parser.add_argument("--db", default=str(RESULTS / "distilled_vs_full.duckdb"))
+    parser.add_argument("--bank", default=str(BANK))
+    parser.add_argument("--split", default="ood_test")
+    parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--train-limit", type=int, default=12)
+    parser.add_argument("--train-draws", type=int, default=4)
+    parser.add_argument("--jurors", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--words", type=int, default=40)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--distilled-model", default="embedded")
+    args = parser.parse_args()
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
