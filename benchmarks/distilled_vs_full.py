@@ -221,8 +221,9 @@ def train_adapter(args, state: dict) -> dict:
         store.close()
     log(f"train: {manifest['examples']} examples from {runs.height} runs")
     config = TrainConfig(base_model="embedded", dataset=str(folder), output_dir=str(folder.with_suffix(".adapter")),
-                         epochs=args.epochs, batch_size=16, gradient_accumulation=1, learning_rate=2e-4,
-                         lm_weight=0.0, contrast_weight=0.0, lora={"r": 8, "alpha": 32, "top_layers": 8},
+                         epochs=args.epochs, batch_size=16, gradient_accumulation=1, learning_rate=args.lr,
+                         lm_weight=0.0, contrast_weight=0.0,
+                         lora={"r": 8, "alpha": 32, "top_layers": args.top_layers or None},
                          threads=args.threads, eval_max_items=64, save_steps=10_000, resume=False)
     card = train(config, progress=False)
     return {"model_spec": card["model_spec"], "training": card["training"], "curves": card["curves"],
@@ -243,7 +244,9 @@ def main() -> None:
     parser.add_argument("--jurors", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--words", type=int, default=40)
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--top-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--max-batch", type=int, default=64)

@@ -57,11 +57,18 @@ def run(args) -> None:
     from finetune.trainer import train
     from host import machine
 
-    examples = sum(1 for _ in open(FOLDER / "train.jsonl"))
-    settings = dict(base_model="embedded", dataset=str(FOLDER), epochs=1.0, max_steps=-1, learning_rate=2e-4,
+    lines = (FOLDER / "train.jsonl").read_text().splitlines()[: args.examples]  # whole questions first: file order
+    examples = len(lines)
+    data = Path(tempfile.mkdtemp(prefix="throughput-data-"))
+    (data / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (data / "manifest.json").write_text((FOLDER / "manifest.json").read_text())
+    settings = dict(base_model="embedded", dataset=str(data), epochs=1.0, max_steps=-1, learning_rate=2e-4,
                     gradient_accumulation=args.grad_accum, eval_max_items=0, save_steps=100_000, resume=False,
                     threads=args.threads, lora={"r": 8, "alpha": 32}, max_group=16, lm_weight=0.0,
-                    batch_size=args.batch_size, eval_every_epoch=False)
+                    batch_size=args.batch_size, eval_every_epoch=False, bf16=args.bf16,
+                    max_batch_tokens=args.max_batch_tokens)
+    if args.top_layers:
+        settings["lora"]["top_layers"] = args.top_layers
     known = set(TrainConfig.model_fields)
     settings = {k: v for k, v in settings.items() if k in known}  # the trainer before batching has fewer settings
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +79,7 @@ def run(args) -> None:
         wall = time.perf_counter() - started
     tr = card["training"]
     result = {"label": args.label, "batch_size": settings.get("batch_size", "1 item"), "examples": examples,
+              "top_layers": args.top_layers, "max_batch_tokens": settings.get("max_batch_tokens"),
               "steps": tr["steps"], "train_wall_s": tr["wall_seconds"], "total_wall_s": round(wall, 1),
               "examples_per_second": round(examples / tr["wall_seconds"], 2), "device": tr["device"],
               "bf16": tr["bf16"], "machine": machine()}
@@ -87,6 +95,10 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--label", default="after")
+    parser.add_argument("--examples", type=int, default=48, help="the first N training examples (one epoch)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (default: fp32, as before)")
+    parser.add_argument("--top-layers", type=int, default=0)
+    parser.add_argument("--max-batch-tokens", type=int, default=2048)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     prepare(args) if args.what == "prepare" else run(args)

@@ -84,7 +84,7 @@ def group_metrics(model, tokenizer, examples: list[dict], config, device: str = 
     members = []
     model.eval()
     with torch.no_grad():
-        for batch_items in make_batches(items, config.batch_size, seed=None):
+        for batch_items in make_batches(items, config.batch_size, seed=None, max_tokens=config.max_batch_tokens):
             batch = collate(batch_items, tokenizer.pad_token_id or 0)
             scores = option_scores(model, batch)
             valid = batch["option_mask"]
@@ -123,7 +123,8 @@ def run_variant(args, name: str) -> dict:
     setting = VARIANTS[name]
     folder = prepare(args, setting["shuffle"])
     config = TrainConfig(base_model="embedded", dataset=str(folder), output_dir=str(OUT / name), epochs=args.epochs,
-                         batch_size=args.batch_size, gradient_accumulation=args.grad_accum, learning_rate=args.lr,
+                         batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                         gradient_accumulation=args.grad_accum, learning_rate=args.lr,
                          lm_weight=0.0, contrast_weight=setting["contrast_weight"], max_group=16,
                          lora={"r": 8, "alpha": 32, "dropout": 0.05, "top_layers": args.top_layers or None},
                          eval_max_items=args.eval_items, threads=args.threads, save_steps=100_000, resume=False,
@@ -150,8 +151,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--grad-accum", type=int, default=2)
+    parser.add_argument("--max-batch-tokens", type=int, default=2048)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--top-layers", type=int, default=0, help="adapt only the last N layers (0: all)")
+    parser.add_argument("--top-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
     parser.add_argument("--eval-items", type=int, default=10_000)
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)

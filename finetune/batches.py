@@ -89,9 +89,18 @@ def build_items(examples: list[dict], tokenizer, config: TrainConfig, *, persona
     return items
 
 
-def make_batches(items: list[dict[str, Any]], batch_size: int, seed: int | None = 0) -> list[list[dict[str, Any]]]:
-    """Items packed into batches of one kind, about `batch_size` sequences each. `seed=None`: keep the items' order
-    (evaluation); else shuffle with it (the Trainer then shuffles the batches every epoch)."""
+def item_tokens(item: dict[str, Any]) -> int:
+    """Tokens one item puts through the model: prompts, and (choice) every option's reply after each prompt."""
+    if item["kind"] == "lm":
+        return len(item["prompt"]) + len(item["reply"])
+    return sum(len(m["prompt"]) + sum(len(o) for o in m["options"]) for m in item["members"])
+
+
+def make_batches(items: list[dict[str, Any]], batch_size: int, seed: int | None = 0,
+                 max_tokens: int | None = None) -> list[list[dict[str, Any]]]:
+    """Items packed into batches of one kind, at most `batch_size` sequences and `max_tokens` tokens each (an item
+    larger than either stands alone). `seed=None`: keep the items' order (evaluation); else shuffle with it (the
+    Trainer then shuffles the batches every epoch)."""
     rng = random.Random(seed)
     lm = [i for i in items if i["kind"] == "lm"]
     choice = [i for i in items if i["kind"] == "choice"]
@@ -103,21 +112,29 @@ def make_batches(items: list[dict[str, Any]], batch_size: int, seed: int | None 
     for start in range(0, len(lm), chunk):
         part = lm[start:start + chunk]
         if seed is not None:
-            part.sort(key=lambda i: len(i["prompt"]) + len(i["reply"]))
-        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
-    current: list[dict[str, Any]] = []
-    size = 0
-    for item in choice:
-        n = len(item["members"])
-        if current and size + n > batch_size:
-            batches.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        batches.append(current)
+            part.sort(key=item_tokens)
+        batches += _pack(part, batch_size, max_tokens)
+    batches += _pack(choice, batch_size, max_tokens)
     if seed is not None:
         rng.shuffle(batches)
+    return batches
+
+
+def _pack(items: list[dict[str, Any]], batch_size: int, max_tokens: int | None) -> list[list[dict[str, Any]]]:
+    """Consecutive items into batches under both limits (sequences: 1 per lm item, its members per choice item)."""
+    batches: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = tokens = 0
+    for item in items:
+        n = len(item["members"]) if item["kind"] == "choice" else 1
+        t = item_tokens(item)
+        if current and (size + n > batch_size or (max_tokens is not None and tokens + t > max_tokens)):
+            batches.append(current)
+            current, size, tokens = [], 0, 0
+        current.append(item)
+        size, tokens = size + n, tokens + t
+    if current:
+        batches.append(current)
     return batches
 
 

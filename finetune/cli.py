@@ -179,6 +179,8 @@ def train(
                                                    "checkpoints).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides epochs).")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the training items.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per forward pass.")] = None,
+    max_batch_tokens: Annotated[Optional[int], typer.Option(help="Tokens per forward pass (bounds memory).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
     lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
     top_layers: Annotated[Optional[int], typer.Option(help="Adapt only the last N layers.")] = None,
@@ -198,8 +200,8 @@ def train(
         base = load_config(config) if config is not None else TrainConfig()
         cfg = base.with_overrides(
             dataset=str(dataset) if dataset else None, base_model=base_model,
-            output_dir=str(output) if output else None, max_steps=max_steps, epochs=epochs,
-            learning_rate=learning_rate, contrast_weight=contrast_weight, max_minutes=max_minutes, threads=threads,
+            output_dir=str(output) if output else None, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens, learning_rate=learning_rate, contrast_weight=contrast_weight, max_minutes=max_minutes, threads=threads,
             resume=resume, lora={"r": lora_r, "top_layers": top_layers},
         )
     except ConfigError as exc:

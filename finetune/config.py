@@ -69,6 +69,9 @@ class TrainConfig(Strict):
     max_steps: int = -1  # > 0 overrides epochs
     # sequences per forward pass (ballot prompts or text examples; a contrast group is never split across batches)
     batch_size: int = Field(16, ge=1)
+    # tokens per forward pass (prompts + options): bounds memory; a batch's activations are kept for the backward
+    # pass, about 1-1.5 MB per token for the embedded model in fp32 (docs/finetune.md)
+    max_batch_tokens: int | None = Field(2048, ge=16)
     gradient_accumulation: int = Field(2, ge=1)  # batches per optimizer step
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     optimizer: str = "adamw_torch"  # any transformers `optim` name (e.g. sgd, adamw_torch_fused, adafactor)
@@ -90,7 +93,7 @@ class TrainConfig(Strict):
 
     seed: int = 0
     device: str = "auto"  # auto: cuda when available, else cpu
-    bf16: bool | Literal["auto"] = "auto"  # auto: on GPUs that support it
+    bf16: bool | Literal["auto"] = "auto"  # auto: on GPUs that support it and CPUs with native bf16
     gradient_checkpointing: bool | Literal["auto"] = "auto"  # auto: on GPU
     threads: int | None = Field(None, ge=1)
     save_steps: int = Field(50, ge=1)

@@ -167,7 +167,7 @@ def evaluate_items(model, items: list[dict[str, Any]], config: TrainConfig, pad_
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     weights: dict[str, int] = defaultdict(int)
-    for batch_items in make_batches(items, config.batch_size, seed=None):
+    for batch_items in make_batches(items, config.batch_size, seed=None, max_tokens=config.max_batch_tokens):
         batch = to_device(collate(batch_items, pad_id), device)
         _, metrics = batch_loss(model, batch, config, shared=shared)
         n = batch_size_of(batch)

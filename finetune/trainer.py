@@ -103,7 +103,12 @@ def load_model(config: TrainConfig, device: str):
 
 
 def use_bf16(config: TrainConfig, device: str) -> bool:
+    """auto: bf16 mixed precision on GPUs that support it and on CPUs with native bf16 (as the local backend)."""
     if config.bf16 == "auto":
+        if device == "cpu":
+            from assembly.providers.hardware import cpu_has_fast_bf16
+
+            return cpu_has_fast_bf16()
         return device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(config.bf16)
 
@@ -268,7 +273,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_log: Callable[[dict]
     valid_examples = rng.sample(valid_examples, min(len(valid_examples), config.eval_max_items))
     valid_items = build_items(valid_examples, tokenizer, config)
     no_persona = build_items(valid_examples, tokenizer, config, persona=False)
-    batches = make_batches(items, config.batch_size, seed=config.seed)
+    batches = make_batches(items, config.batch_size, seed=config.seed, max_tokens=config.max_batch_tokens)
     pad_id = tokenizer.pad_token_id or 0
     checkpointing = use_checkpointing(config, device)
     world = int(os.environ.get("WORLD_SIZE", "1"))

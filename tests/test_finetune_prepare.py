@@ -302,6 +302,17 @@ def test_fixed_splits_put_named_questions_where_the_file_says(store, tmp_path):
         read_split_file(tmp_path / "missing.json")
 
 
+def test_a_keep_predicate_filters_examples_before_the_manifest_counts_them(store, tmp_path):
+    from finetune.dataset import PrepareOptions, prepare_dataset
+
+    def only_ballots(example):
+        return example["type"] == "ballot"
+
+    manifest = prepare_dataset(store, tmp_path / "kept", PrepareOptions(validation=0.0, keep=only_ballots))
+    assert set(manifest["examples"]["train"]) == {"ballot"}
+    assert manifest["options"]["keep"].endswith("only_ballots")
+
+
 def test_prepare_cli_json_and_errors(store, tmp_path):
     import typer
     from typer.testing import CliRunner

@@ -49,7 +49,7 @@ def config(world, name, **changes):
 
     base = dict(base_model=f"local:{world['model']}", dataset=str(world["dataset"]),
                 output_dir=str(world["tmp"] / name), max_steps=4, gradient_accumulation=1, learning_rate=1e-2,
-                save_steps=2, eval_max_items=6, max_length=512, threads=1, lora={"r": 8, "alpha": 16,
+                save_steps=2, eval_max_items=6, max_length=512, threads=1, bf16=False, lora={"r": 8, "alpha": 16,
                                                                                   "dropout": 0.0})
     base.update(changes)
     return TrainConfig.model_validate(base)
@@ -302,6 +302,11 @@ def test_batched_losses_equal_one_at_a_time(world):
     for b in batches:  # a contrast group is never split, and only a group larger than the batch stands alone
         if b[0]["kind"] == "choice":
             assert sum(len(i["members"]) for i in b) <= 3 or len(b) == 1
+    from finetune.batches import item_tokens
+
+    capped = make_batches(items, 100, seed=1, max_tokens=400)  # the token budget bounds a batch's memory
+    assert all(sum(item_tokens(i) for i in b) <= 400 or len(b) == 1 for b in capped)
+    assert len(capped) > len(make_batches(items, 100, seed=1))
 
 
 def test_canonical_order_keeps_r_and_the_contrast_term_order_free():

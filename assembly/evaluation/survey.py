@@ -173,8 +173,8 @@ def write_survey(path: str | Path, questions: Survey | Iterable[SurveyQuestion],
     return path
 
 
-def load_split(path: str | Path, name: str = "validation") -> list[str]:
-    """Question ids of one split from a split JSON file ({"train": [...], "validation": [...], ...})."""
+def read_splits(path: str | Path) -> dict[str, list[str]]:
+    """A split JSON file ({"train": [...], "validation": [...], ...}): split name -> question ids (lists of text)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -184,7 +184,12 @@ def load_split(path: str | Path, name: str = "validation") -> list[str]:
         raise SurveyFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict):
         raise SurveyFormatError(f"{path}: a split file must be a JSON object of name -> list of question ids")
-    splits = {k: v for k, v in data.items() if isinstance(v, list) and all(isinstance(x, str) for x in v)}
+    return {k: list(v) for k, v in data.items() if isinstance(v, list) and all(isinstance(x, str) for x in v)}
+
+
+def load_split(path: str | Path, name: str = "validation") -> list[str]:
+    """Question ids of one split from a split JSON file."""
+    splits = read_splits(path)
     if name not in splits:
         raise SurveyFormatError(
             f"{path}: field {name!r}: no such split (splits here: {', '.join(sorted(splits)) or 'none'})"
