@@ -368,7 +368,8 @@ def epoch_metrics(model, items, no_persona, config, pad_id, device, shared) -> d
 
 
 def throughput(items, batches, state, wall: float) -> dict[str, Any]:
-    """Training examples (sequences) per second over the steps run."""
+    """Training examples (sequences) per second over the steps run; the wall time includes the per-epoch
+    validation (benchmarks/finetune_throughput.py turns it off)."""
     per_epoch = sum(len(i["members"]) if i["kind"] == "choice" else 1 for i in items)
     epochs = state.epoch or 0.0
     seen = per_epoch * epochs
