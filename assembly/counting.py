@@ -7,8 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from assembly.ballot import Ballot
+from assembly.ballot_types import kind_of
 from assembly.stability import expected_results
 from assembly.voting import tally_all
+
+
+def choice_counts(ballots: Sequence[Ballot], options: list[str]) -> dict[str, int]:
+    """Votes per option: choices, first preferences, or approvals (each approved option counts once)."""
+    counts = {o: 0 for o in options}
+    for b in ballots:
+        if b.status == "valid":
+            for option in kind_of(b.type).preferred(b):
+                counts[option] += 1
+    return counts
 
 
 def record_ballot(store, run_id: str, ballot: Ballot) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
 from assembly.ballots import position_bias
+from assembly.counting import choice_counts
 from assembly.checkpoints import DURABILITY, checkpointer, has_checkpoint, thread
 from assembly.config import AssemblySpec, apply_overrides, load_spec, parse_spec
 from assembly.errors import AssemblyError, SpecError
@@ -26,7 +27,7 @@ from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.registry import ModelPool
 from assembly.providers.replay_backend import ReplayBook
-from assembly.recorder import RecordingModel
+from assembly.recorder import RecordingModel, usage_of
 from assembly.result import AssemblyResult, JurorSummary, Usage, Verdict
 from assembly.run_lifecycle import run_lifecycle
 from assembly.seat import HUMAN, HumanSeat, Terminal, check_seat
@@ -102,16 +103,6 @@ def _models_by_role(spec: AssemblySpec, pool: ModelPool, models: Model | dict[st
     return chosen
 
 
-def _choice_counts(ballots: list[Ballot], options: list[str]) -> dict[str, int]:
-    """Votes per option: choices, first preferences, or approvals (each approved option counts once)."""
-    counts = {o: 0 for o in options}
-    for b in ballots:
-        if b.status == "valid":
-            for option in kind_of(b.type).preferred(b):
-                counts[option] += 1
-    return counts
-
-
 def _result(spec, ctx: AssemblyContext, state: dict, draw_, recorders: dict[str, RecordingModel], wall: float,
             store_path: str) -> AssemblyResult:
     ballots = {k: Ballot.model_validate(v) for k, v in (state.get("ballots") or {}).items()}
@@ -123,21 +114,9 @@ def _result(spec, ctx: AssemblyContext, state: dict, draw_, recorders: dict[str,
         b, a = kind.label(ballots.get(f"pre:{j.id}")), kind.label(ballots.get(f"post:{j.id}"))
         jurors.append(JurorSummary(id=j.id, name=j.name, attributes=j.attributes, pre=b, post=a,
                                    changed=b is not None and a is not None and a != b))
-    pre_counts = _choice_counts(pre, spec.ballot.options)
-    post_counts = _choice_counts(post, spec.ballot.options)
-    distinct = {id(r): r for r in recorders.values()}.values()
-    usage = Usage(
-        calls=sum(r.calls for r in distinct),
-        input_tokens=sum(r.input_tokens for r in distinct),
-        cached_input_tokens=sum(r.cached_input_tokens for r in distinct),
-        cache_write_tokens=sum(r.cache_write_tokens for r in distinct),
-        output_tokens=sum(r.output_tokens for r in distinct),
-        model_seconds=round(sum(r.model_seconds for r in distinct), 3),
-        wall_seconds=round(wall, 3),
-        cost_usd=sum(r.cost_usd for r in distinct if r.cost_usd is not None) if any(
-            r.cost_usd is not None for r in distinct) else None,
-    )
-    usage.tokens_per_second = round(usage.output_tokens / wall, 2) if wall > 0 else 0.0
+    pre_counts = choice_counts(pre, spec.ballot.options)
+    post_counts = choice_counts(post, spec.ballot.options)
+    usage = usage_of(recorders.values(), wall)
     return AssemblyResult(
         run_id=ctx.run_id,
         store=store_path,
@@ -277,8 +256,7 @@ async def conduct(sitting: Sitting, on_event: Callable[[dict], None] | None = No
                              sitting.store_path)
             if resumed:  # this attempt's recorders saw only the calls made since the resume
                 result.usage = recorded_usage(store, run_id, result.usage.wall_seconds)
-            population_marginals = {a: sitting.population.marginal(a) for a in spec.jury.stratify}
-            lifecycle.complete({**result.model_dump(mode="json", exclude={"jurors"}), "population": population_marginals})
+            lifecycle.complete_with(result, sitting.population, spec.jury.stratify)
             await saver.adelete_thread(run_id)  # nothing left to resume
     return result
 

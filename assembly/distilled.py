@@ -33,7 +33,7 @@ from assembly.errors import AssemblyError
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.types import Message, ModelError
-from assembly.result import AssemblyResult, JurorSummary, Usage, Verdict
+from assembly.result import AssemblyResult, JurorSummary, Verdict
 from assembly.seeds import seed_for
 from assembly.text import clip_words
 
@@ -98,7 +98,7 @@ async def adistill(
     """Run one distilled assembly and record it; the arguments mean what they mean for
     `assembly.deliberation.adeliberate` (only the juror model is used). Raises DistilledUnavailable before anything
     is recorded when the juror model cannot score options."""
-    from assembly.counting import record_ballot, record_tallies
+    from assembly.counting import choice_counts, record_ballot, record_tallies
     from assembly.deliberation import (
         ROLES,
         _models_by_role,
@@ -108,7 +108,7 @@ async def adistill(
     )
     from assembly.graph import MODERATOR_ID
     from assembly.providers.registry import ModelPool
-    from assembly.recorder import RecordingModel
+    from assembly.recorder import RecordingModel, usage_of
     from assembly.run_lifecycle import run_lifecycle
     from transcripts import Store, default_store_path
 
@@ -171,28 +171,20 @@ async def adistill(
                            content=verdict.minority_report)
         store.add_verdict(run_id, text=verdict.text, minority_report=verdict.minority_report, winner=verdict.winner,
                           rule=verdict.rule)
-        counts = {o: 0 for o in spec.ballot.options}
-        for b in ballots:
-            for option in kind.preferred(b):
-                counts[option] += 1
-        wall = time.perf_counter() - started
-        usage = Usage(calls=recorder.calls, input_tokens=recorder.input_tokens,
-                      cached_input_tokens=recorder.cached_input_tokens, cache_write_tokens=recorder.cache_write_tokens,
-                      output_tokens=recorder.output_tokens, model_seconds=round(recorder.model_seconds, 3),
-                      wall_seconds=round(wall, 3), cost_usd=recorder.cost_usd)
+        usage = usage_of([recorder], time.perf_counter() - started)
         result = AssemblyResult(
             run_id=run_id, store=store_path, status="completed", mode=MODE, question=spec.question,
             options=spec.ballot.options, ballot_type=spec.ballot.type, seed=spec.jury.seed,
             jurors=[JurorSummary(id=j.id, name=j.persona.name, attributes=dict(j.attributes), post=kind.label(b))
                     for j, b in zip(jury.jurors, ballots)],
             representativeness=jury.representativeness, representativeness_overall=jury.overall,
-            pre_counts={}, post_counts=counts, shift={}, changed=0, abstentions={"post": 0},
+            pre_counts={}, post_counts=choice_counts(ballots, spec.ballot.options), shift={}, changed=0,
+            abstentions={"post": 0},
             tallies=tallies, pre_tallies=[], stability=tallies[0].get("stability"),
             position_bias=position_bias(ballots), verdict=verdict, usage=usage,
             models={role: recorder.name if role == "juror" else "(none)" for role in ROLES},
         )
-        population_marginals = {a: population.marginal(a) for a in spec.jury.stratify}
-        lifecycle.complete({**result.model_dump(mode="json", exclude={"jurors"}), "population": population_marginals})
+        lifecycle.complete_with(result, population, spec.jury.stratify)
     return result
 
 

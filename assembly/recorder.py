@@ -9,10 +9,12 @@ model.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from assembly.providers.base import Model
 from assembly.providers.replay_backend import ReplayBook, ReplayMissError, ReplayModel
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
+from assembly.result import Usage
 
 
 class RecordingModel(Model):
@@ -101,3 +103,21 @@ class RecordingModel(Model):
 
     async def aclose(self) -> None:
         """The inner model belongs to the pool that loaded it; nothing to release here."""
+
+
+def usage_of(recorders: Iterable[RecordingModel], wall: float) -> Usage:
+    """A run's usage summed over its recorders (one per distinct model, however many roles share it)."""
+    distinct = list({id(r): r for r in recorders}.values())
+    costs = [r.cost_usd for r in distinct if r.cost_usd is not None]
+    output = sum(r.output_tokens for r in distinct)
+    return Usage(
+        calls=sum(r.calls for r in distinct),
+        input_tokens=sum(r.input_tokens for r in distinct),
+        cached_input_tokens=sum(r.cached_input_tokens for r in distinct),
+        cache_write_tokens=sum(r.cache_write_tokens for r in distinct),
+        output_tokens=output,
+        model_seconds=round(sum(r.model_seconds for r in distinct), 3),
+        wall_seconds=round(wall, 3),
+        tokens_per_second=round(output / wall, 2) if wall > 0 else 0.0,
+        cost_usd=sum(costs) if costs else None,
+    )

@@ -25,6 +25,12 @@ class RunLifecycle:
         self.store.finish_run(self.run_id, status="completed", summary=summary)
         self.completed = True
 
+    def complete_with(self, result, population, attributes) -> None:
+        """Complete with an AssemblyResult as the summary (its jurors are in the store already) and the population
+        frame's marginals for the stratified attributes."""
+        self.complete({**result.model_dump(mode="json", exclude={"jurors"}),
+                       "population": {a: population.marginal(a) for a in attributes}})
+
 
 @asynccontextmanager
 async def run_lifecycle(store, run_id: str, *, pool=None, close_store: bool = True) -> AsyncIterator[RunLifecycle]:
