@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from assembly.ballot import BallotType
 from assembly.ballot_types import kind_of
-from assembly.ballots import DEFAULT_CALIBRATION, DEFAULT_OPTION_ORDERS, MAX_OPTION_ORDERS, BallotProcedure
+from assembly.casting import DEFAULT_CALIBRATION, DEFAULT_OPTION_ORDERS, MAX_OPTION_ORDERS, BallotProcedure
 from assembly.errors import SpecError
 from assembly.providers.registry import parse_model_spec
 from assembly.voting import RULES, RULES_FOR_BALLOT

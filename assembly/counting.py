@@ -1,6 +1,6 @@
-"""A phase's ballots into the store: each ballot as cast, then its tallies under every rule of the question file
-with their expected results over redraws of the votes (assembly.stability). The full graph and the distilled mode
-count the same way through these two functions."""
+"""Counting a phase's ballots: votes per option, and tallies under every rule of the question file with their
+expected results over redraws of the votes (assembly.stability). The full graph and the distilled mode count the
+same way through these functions."""
 
 from __future__ import annotations
 
@@ -22,25 +22,10 @@ def choice_counts(ballots: Sequence[Ballot], options: list[str]) -> dict[str, in
     return counts
 
 
-def record_ballot(store, run_id: str, ballot: Ballot) -> None:
-    store.add_ballot(run_id, participant_id=ballot.participant_id, phase=ballot.phase, ballot_type=ballot.type,
-                     status=ballot.status, choice=ballot.choice, ranking=ballot.ranking, approvals=ballot.approvals,
-                     probabilities=ballot.probabilities, rationale=ballot.rationale, reason=ballot.reason,
-                     attempts=ballot.attempts, method=ballot.method, detail=ballot.detail)
-
-
-def record_tallies(store, run_id: str, phase: str, ballots: Sequence[Ballot], options: list[str],
-                   rules: Sequence[str] | None, *, seed: int) -> list[dict]:
-    """Tally `ballots` under every rule (the first decides), record each tally, return them as dicts with their
-    expected scores, win probabilities and stability merged in."""
+def tally_phase(ballots: Sequence[Ballot], options: list[str], rules: Sequence[str] | None, *,
+                seed: int) -> list[dict]:
+    """Tally `ballots` under every rule (the first decides): each tally as a dict with its expected scores, win
+    probabilities and stability merged in (what the run records as a `Tallied` event)."""
     results = tally_all(rules, list(ballots), options)
     expected = expected_results(ballots, options, rules, seed=seed)
-    tallies = []
-    for t in results:
-        e = expected.get(t.rule, {})
-        store.add_tally(run_id, phase=phase, rule=t.rule, winner=t.winner, winners=t.winners, scores=t.scores,
-                        rounds=t.rounds, tie_break=t.tie_break, valid=t.valid, abstained=t.abstained,
-                        explain=t.explain, expected=e.get("expected"), win_probability=e.get("win_probability"),
-                        stability=e.get("stability"), redraws=e.get("redraws"))
-        tallies.append({**t.model_dump(mode="json"), **e})
-    return tallies
+    return [{**t.model_dump(mode="json"), **expected.get(t.rule, {})} for t in results]

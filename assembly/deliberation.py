@@ -14,13 +14,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langgraph.config import get_stream_writer
+
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
-from assembly.ballots import position_bias
+from assembly.casting import position_bias
 from assembly.counting import choice_counts
 from assembly.checkpoints import DURABILITY, checkpointer, has_checkpoint, thread
 from assembly.config import AssemblySpec, apply_overrides, load_spec, parse_spec
 from assembly.errors import AssemblyError, SpecError
+from assembly.events import Event
 from assembly.graph import MODERATOR_ID, AssemblyContext, Participant, build_graph
 from assembly.layout import PROMPT_LAYOUT
 from assembly.prompts import render_prompt
@@ -239,26 +242,41 @@ async def conduct(sitting: Sitting, on_event: Callable[[dict], None] | None = No
     Closes the store and the model pool."""
     spec, store, run_id = sitting.spec, sitting.store, sitting.run_id
     started = time.perf_counter()
-    async with run_lifecycle(store, run_id, pool=sitting.pool) as lifecycle:
+    async with run_lifecycle(store, run_id, pool=sitting.pool, publish=to_graph_stream) as lifecycle:
         # Failed calls are not reused: a resume is the chance to make them again.
         reuse = ReplayBook([r for r in store.recorded_calls(run_id) if r["error"] is None]) if resumed else None
-        wrapped = {id(m): RecordingModel(m, store, run_id, reuse) for m in sitting.models.values()}
+        wrapped = {id(m): RecordingModel(m, lifecycle.recorder, reuse) for m in sitting.models.values()}
         recorders = {role: wrapped[id(m)] for role, m in sitting.models.items()}
         if not resumed or store.sql("SELECT count(*) FROM participants WHERE run_id = ?", [run_id]).item() == 0:
             store.add_participants(run_id, sitting.participants())
         ctx = AssemblyContext(spec=spec, jurors=sitting.jurors(), witnesses=sitting.witnesses, models=dict(recorders),
-                              store=store, run_id=run_id, seed=spec.jury.seed, documents=sitting.documents,
-                              on_event=on_event)
+                              recorder=lifecycle.recorder, run_id=run_id, seed=spec.jury.seed,
+                              documents=sitting.documents)
         async with checkpointer(sitting.store_path) as saver:
             start = None if resumed and await has_checkpoint(saver, run_id) else {"round": 0}
-            state = await build_graph(saver).ainvoke(start, thread(run_id), context=ctx, durability=DURABILITY)
+            state = None
+            # The live view reads the run's events from the graph's custom stream, as a parent graph would.
+            async for mode, chunk in build_graph(saver).astream(start, thread(run_id), context=ctx,
+                                                                durability=DURABILITY,
+                                                                stream_mode=["custom", "values"]):
+                if mode == "values":
+                    state = chunk
+                elif on_event is not None:
+                    on_event(chunk.as_dict())
             result = _result(spec, ctx, state, sitting.jury, recorders, time.perf_counter() - started,
                              sitting.store_path)
             if resumed:  # this attempt's recorders saw only the calls made since the resume
+                await lifecycle.recorder.flush()
                 result.usage = recorded_usage(store, run_id, result.usage.wall_seconds)
-            lifecycle.complete_with(result, sitting.population, spec.jury.stratify)
+            await lifecycle.complete_with(result, sitting.population, spec.jury.stratify)
             await saver.adelete_thread(run_id)  # nothing left to resume
     return result
+
+
+def to_graph_stream(event: Event) -> None:
+    """Publish a run's event on the custom stream of the graph step that emits it (every event of the full mode
+    is emitted inside one)."""
+    get_stream_writer()(event)
 
 
 def recorded_usage(store, run_id: str, wall_seconds: float) -> Usage:

@@ -1,7 +1,7 @@
 """The distilled mode: a mini-public's outcome predicted in one batched scoring pass, recorded like any run.
 
 Instead of simulating testimony and rounds of talk, every juror casts the post-deliberation ballot directly: the
-ballot prompt of the full mode (assembly.ballots: persona, question, background, options) with what the jury would
+ballot prompt of the full mode (assembly.casting: persona, question, background, options) with what the jury would
 have been told — the witnesses' briefs — as its context (`distilled_context`). The backend scores the options, so
 each juror's answer is a distribution and no ballot can be unreadable; votes are drawn from it with the same
 common random numbers as in the full mode, tallied under the question file's rules, and the verdict is written from
@@ -27,7 +27,7 @@ from typing import Any
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
-from assembly.ballots import NeutralPriors, ballot_messages, cast_ballot, position_bias
+from assembly.casting import NeutralPriors, ballot_messages, cast_ballot, position_bias
 from assembly.config import AssemblySpec
 from assembly.errors import AssemblyError
 from assembly.prompts import render_prompt
@@ -98,7 +98,8 @@ async def adistill(
     """Run one distilled assembly and record it; the arguments mean what they mean for
     `assembly.deliberation.adeliberate` (only the juror model is used). Raises DistilledUnavailable before anything
     is recorded when the juror model cannot score options."""
-    from assembly.counting import choice_counts, record_ballot, record_tallies
+    from assembly.counting import choice_counts, tally_phase
+    from assembly.events import BallotCast, PhaseStarted, Tallied, Turn, VerdictReached
     from assembly.deliberation import (
         ROLES,
         _models_by_role,
@@ -127,14 +128,15 @@ async def adistill(
     except BaseException:
         await pool.aclose()
         raise
-    emit = on_event or (lambda event: None)
     run_id = store.begin_run(question=spec.question, spec=spec.model_dump(mode="json"), seed=spec.jury.seed,
                              provenance="simulated", versions=versions(), options=spec.ballot.options,
                              source="assembly-sim", config_path=config_path,
                              **(study.store_fields() if study is not None else {}))
     started = time.perf_counter()
-    async with run_lifecycle(store, run_id, pool=pool) as lifecycle:
-        recorder = RecordingModel(juror_model, store, run_id)
+    publish = (lambda event: on_event(event.as_dict())) if on_event is not None else None
+    async with run_lifecycle(store, run_id, pool=pool, publish=publish) as lifecycle:
+        emit = lifecycle.recorder.record
+        recorder = RecordingModel(juror_model, lifecycle.recorder)
         store.add_participants(run_id, [
             {"id": MODERATOR_ID, "role": "moderator", "name": "Moderator", "persona": None, "attributes": {},
              "extra": {"model": "(none: the verdict is written from the tally)", "mode": MODE}},
@@ -142,7 +144,7 @@ async def adistill(
                "attributes": dict(j.attributes), "extra": {"model": recorder.name, "mode": MODE}}
               for j in jury.jurors),
         ])
-        emit({"kind": "phase", "phase": f"ballot-{PHASE}"})
+        emit(PhaseStarted(phase=f"ballot-{PHASE}"))
         context = distilled_context([w.model_dump() for w in spec.witnesses])
         priors = NeutralPriors()
         ballots = await asyncio.gather(*(cast_ballot(
@@ -158,19 +160,19 @@ async def adistill(
                 if ballot.reason.startswith(MODEL_ERROR):  # recorded as the full mode records a model error
                     raise ModelError(ballot.reason.removeprefix(MODEL_ERROR))
                 raise AssemblyError(f"run {run_id} failed: {j.id}'s distilled ballot: {ballot.reason}")
-            record_ballot(store, run_id, ballot)
-            emit({"kind": "ballot", "phase": f"ballot-{PHASE}", "speaker": j.persona.name,
-                  "choice": kind.label(ballot), "status": ballot.status})
-        emit({"kind": "phase", "phase": "aggregation"})
-        tallies = record_tallies(store, run_id, PHASE, ballots, spec.ballot.options, spec.ballot.rules,
-                                 seed=seed_for(spec.jury.seed, "redraws", PHASE))
+            emit(BallotCast(ballot=ballot, speaker=j.persona.name, label=kind.label(ballot)))
+        emit(PhaseStarted(phase="aggregation"))
+        tallies = tally_phase(ballots, spec.ballot.options, spec.ballot.rules,
+                              seed=seed_for(spec.jury.seed, "redraws", PHASE))
+        emit(Tallied(phase=PHASE, tallies=tallies))
         verdict = verdict_text(spec, tallies, ballots)
-        store.add_turn(run_id, seq=0, phase="verdict", round=None, speaker_id=MODERATOR_ID, content=verdict.text)
+        emit(Turn(seq=0, phase="verdict", round=None, speaker_id=MODERATOR_ID, speaker="Moderator",
+                  content=verdict.text))
         if verdict.minority_report:
-            store.add_turn(run_id, seq=1, phase="minority", round=None, speaker_id=MODERATOR_ID,
-                           content=verdict.minority_report)
-        store.add_verdict(run_id, text=verdict.text, minority_report=verdict.minority_report, winner=verdict.winner,
-                          rule=verdict.rule)
+            emit(Turn(seq=1, phase="minority", round=None, speaker_id=MODERATOR_ID, speaker="Moderator",
+                      content=verdict.minority_report))
+        emit(VerdictReached(text=verdict.text, minority_report=verdict.minority_report, winner=verdict.winner,
+                            rule=verdict.rule))
         usage = usage_of([recorder], time.perf_counter() - started)
         result = AssemblyResult(
             run_id=run_id, store=store_path, status="completed", mode=MODE, question=spec.question,
@@ -184,7 +186,7 @@ async def adistill(
             position_bias=position_bias(ballots), verdict=verdict, usage=usage,
             models={role: recorder.name if role == "juror" else "(none)" for role in ROLES},
         )
-        lifecycle.complete_with(result, population, spec.jury.stratify)
+        await lifecycle.complete_with(result, population, spec.jury.stratify)
     return result
 
 

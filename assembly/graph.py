@@ -15,9 +15,9 @@ first time, so its writes land on the same (run, seq) keys and the store ignores
 from __future__ import annotations
 
 import asyncio
+import functools
 import operator
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
@@ -27,13 +27,15 @@ from langgraph.types import Send
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
-from assembly.ballots import NeutralPriors, cast_ballot
+from assembly.casting import NeutralPriors, cast_ballot
 from assembly.config import AssemblySpec
-from assembly.counting import record_ballot, record_tallies
+from assembly.counting import tally_phase
+from assembly.events import BallotCast, Event, PhaseStarted, Speaking, Tallied, Turn, VerdictReached
 from assembly.layout import question_messages, statement_messages
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.types import GenerateRequest, Message
+from assembly.recorder import RunRecorder
 from assembly.seeds import seed_for
 from assembly.text import clean_turn
 
@@ -76,17 +78,16 @@ class Participant:
 
 @dataclass
 class AssemblyContext:
-    """Run-scoped, not checkpointed: the spec, who sits, which model plays each role, where it is recorded."""
+    """Run-scoped, not checkpointed: the spec, who sits, which model plays each role, the run's recorder."""
 
     spec: AssemblySpec
     jurors: list[Participant]
     witnesses: list[Participant]
     models: dict[str, Model]  # role -> model (already wrapped for recording)
-    store: Any
+    recorder: RunRecorder
     run_id: str
     seed: int
     documents: dict[str, str] = field(default_factory=dict)  # witness id -> document text
-    on_event: Callable[[dict], None] | None = None
     priors: NeutralPriors = field(default_factory=NeutralPriors)  # calibration priors, once per run
 
     def name_of(self, participant_id: str) -> str:
@@ -101,9 +102,8 @@ class AssemblyContext:
         """Who may label a turn "<name>:" (a label `clean_turn` strips): every participant and "Moderator"."""
         return ["Moderator", *(p.name for p in (*self.jurors, *self.witnesses))]
 
-    def emit(self, **event) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
+    def emit(self, event: Event) -> None:
+        self.recorder.record(event)
 
 
 def free_seq(state: AssemblyState) -> int:
@@ -127,14 +127,13 @@ async def speak(ctx: AssemblyContext, role: str, speaker_id: str, system: str | 
         seed=seed_for(ctx.seed, phase, round_, speaker_id, seq),
         tags={"role": role, "participant": speaker_id, "phase": phase, "round": round_},
     )
-    ctx.emit(kind="speaking", phase=phase, round=round_, speaker=ctx.name_of(speaker_id))
+    ctx.emit(Speaking(phase=phase, round=round_, speaker=ctx.name_of(speaker_id)))
     response = await ctx.models[role].generate(request)
     content = clean_turn(response.text, words, ctx.speaker_names())
     call_id = response.raw.get("call_id")
-    ctx.store.add_turn(ctx.run_id, seq=seq, phase=phase, round=round_, speaker_id=speaker_id, content=content,
-                       call_id=call_id)
-    ctx.emit(kind="turn", phase=phase, round=round_, speaker=ctx.name_of(speaker_id), content=content,
-             tokens=response.usage.output_tokens, duration_s=response.duration_s)
+    ctx.emit(Turn(seq=seq, phase=phase, round=round_, speaker_id=speaker_id, speaker=ctx.name_of(speaker_id),
+                  content=content, call_id=call_id, tokens=response.usage.output_tokens,
+                  duration_s=response.duration_s))
     return content, call_id
 
 
@@ -192,21 +191,19 @@ async def _ballot(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
         procedure=spec.procedure.ballot_procedure(),
         priors=ctx.priors,
     )
-    record_ballot(ctx.store, ctx.run_id, ballot)
-    ctx.emit(kind="ballot", phase=f"ballot-{phase}", speaker=member.name,
-             choice=kind_of(ballot.type).label(ballot), status=ballot.status)
+    ctx.emit(BallotCast(ballot=ballot, speaker=member.name, label=kind_of(ballot.type).label(ballot)))
     return {"ballots": {f"{phase}:{member.id}": ballot.model_dump(mode="json")}}
 
 
 def route_pre_ballot(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> list[Send]:
-    runtime.context.emit(kind="phase", phase="ballot-pre")
+    runtime.context.emit(PhaseStarted(phase="ballot-pre"))
     # No context: a pre-ballot sees nothing any other participant said (anti-anchoring).
     return [Send("ballot", {"juror_id": j.id, "phase": "pre"}) for j in runtime.context.jurors]
 
 
 def route_post_ballot(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> list[Send]:
     ctx = runtime.context
-    ctx.emit(kind="phase", phase="ballot-post")
+    ctx.emit(PhaseStarted(phase="ballot-post"))
     parts = [f"Expert testimony:\n{testimony_digest(ctx, state)}"]
     if latest_summary(state):
         parts.append(f"The moderator's summary of the deliberation:\n{latest_summary(state)}")
@@ -229,7 +226,7 @@ def after_ballot(state: AssemblyState) -> str:
 async def opening(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
     ctx = runtime.context
     spec = ctx.spec
-    ctx.emit(kind="phase", phase="opening")
+    ctx.emit(PhaseStarted(phase="opening"))
     user = render_prompt("moderator_opening", question=spec.question, background=spec.background,
                          witnesses=spec.witnesses, rounds=spec.procedure.rounds, options=spec.ballot.options,
                          words=spec.procedure.words_per_turn)
@@ -243,7 +240,7 @@ def route_testimony(state: AssemblyState, runtime: Runtime[AssemblyContext]):
     ctx = runtime.context
     if not ctx.witnesses:
         return route_questions(state, runtime)
-    ctx.emit(kind="phase", phase="testimony")
+    ctx.emit(PhaseStarted(phase="testimony"))
     first = free_seq(state)
     return [Send("testify", {"witness_id": w.id, "seq": first + i}) for i, w in enumerate(ctx.witnesses)]
 
@@ -264,7 +261,7 @@ def route_questions(state: AssemblyState, runtime: Runtime[AssemblyContext]):
     proc = ctx.spec.procedure
     if not (proc.questions and ctx.witnesses and proc.questioners > 0):
         return route_round(state, runtime)
-    ctx.emit(kind="phase", phase="questions")
+    ctx.emit(PhaseStarted(phase="questions"))
     rng = random.Random(seed_for(ctx.seed, "questioners"))
     askers = rng.sample(ctx.jurors, min(proc.questioners, len(ctx.jurors)))
     first = free_seq(state)  # two positions per asker: the question and its answer
@@ -306,16 +303,15 @@ async def round_open(state: AssemblyState, runtime: Runtime[AssemblyContext]) ->
     ctx = runtime.context
     spec = ctx.spec
     round_ = (state.get("round") or 0) + 1
-    ctx.emit(kind="phase", phase="deliberation", round=round_)
+    ctx.emit(PhaseStarted(phase="deliberation", round=round_))
     floor_seed = seed_for(ctx.seed, "floor", round_)
     order = [j.id for j in ctx.jurors]
     random.Random(floor_seed).shuffle(order)  # speaking order shuffled per round against order bias; seed logged
     invitation = render_prompt("moderator_round", round=round_, rounds=spec.procedure.rounds,
                                speakers=[ctx.name_of(j) for j in order])
     seq = free_seq(state)
-    ctx.store.add_turn(ctx.run_id, seq=seq, phase="floor", round=round_, speaker_id=MODERATOR_ID,
-                       content=invitation)
-    ctx.emit(kind="turn", phase="floor", round=round_, speaker="Moderator", content=invitation, tokens=0)
+    ctx.emit(Turn(seq=seq, phase="floor", round=round_, speaker_id=MODERATOR_ID, speaker="Moderator",
+                  content=invitation))
     return {"round": round_, "floor": {str(round_): {"seed": floor_seed, "order": order}},
             "prompts": {str(round_): invitation}, "next_seq": seq + 1}
 
@@ -406,17 +402,19 @@ def ballots_of(state: AssemblyState, phase: str) -> list[Ballot]:
 async def aggregate(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
     ctx = runtime.context
     spec = ctx.spec
-    ctx.emit(kind="phase", phase="aggregation")
-    tallies = {phase: record_tallies(ctx.store, ctx.run_id, phase, ballots_of(state, phase), spec.ballot.options,
-                                     spec.ballot.rules, seed=seed_for(ctx.seed, "redraws", phase))
+    ctx.emit(PhaseStarted(phase="aggregation"))
+    tallies = {phase: tally_phase(ballots_of(state, phase), spec.ballot.options, spec.ballot.rules,
+                                  seed=seed_for(ctx.seed, "redraws", phase))
                for phase in ("pre", "post")}
+    for phase, phase_tallies in tallies.items():
+        ctx.emit(Tallied(phase=phase, tallies=phase_tallies))
     return {"tallies": tallies}
 
 
 async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> dict:
     ctx = runtime.context
     spec = ctx.spec
-    ctx.emit(kind="phase", phase="verdict")
+    ctx.emit(PhaseStarted(phase="verdict"))
     post = state["tallies"]["post"]
     pre = state["tallies"]["pre"]
     main = post[0]  # the first listed rule decides; the others are reported beside it
@@ -445,7 +443,7 @@ async def verdict(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> di
     written = await asyncio.gather(*jobs)
     text = written[0][0]
     report = written[1][0] if len(written) > 1 else None
-    ctx.store.add_verdict(ctx.run_id, text=text, minority_report=report, winner=main["winner"], rule=main["rule"])
+    ctx.emit(VerdictReached(text=text, minority_report=report, winner=main["winner"], rule=main["rule"]))
     return {"verdict": {"text": text, "minority_report": report, "winner": main["winner"], "rule": main["rule"]},
             "next_seq": verdict_seq + len(jobs)}
 
@@ -463,22 +461,36 @@ def _with_state(route):
     return wrapped
 
 
+def flushed(node):
+    """A node that writes its phase's records before it returns, so before LangGraph checkpoints its step: a
+    resumed run never finds a checkpointed step whose records were lost."""
+
+    @functools.wraps(node)
+    async def wrapped(state, runtime: Runtime[AssemblyContext]):
+        update = await node(state, runtime)
+        await runtime.context.recorder.flush()
+        return update
+
+    return wrapped
+
+
 def build_graph(checkpointer=None):
     """The compiled assembly graph. Invoke with `context=AssemblyContext(...)`; embed it in another graph as a
-    subgraph node that shares this context, or use assembly.as_subgraph() for a self-contained node."""
+    subgraph node that shares this context, or use assembly.as_subgraph() for a self-contained node. Its events
+    (assembly.events) come out of LangGraph's custom stream (`stream_mode="custom"`)."""
     builder = StateGraph(AssemblyState, context_schema=AssemblyContext)
-    builder.add_node("ballot", _ballot)
+    builder.add_node("ballot", flushed(_ballot))
     builder.add_node("ballots_done", join)
-    builder.add_node("opening", opening)
-    builder.add_node("testify", testify)
+    builder.add_node("opening", flushed(opening))
+    builder.add_node("testify", flushed(testify))
     builder.add_node("testimony_done", join)
-    builder.add_node("question", question)
+    builder.add_node("question", flushed(question))
     builder.add_node("questions_done", join)
-    builder.add_node("round_open", round_open)
-    builder.add_node("statement", statement)
-    builder.add_node("round_summary", round_summary)
-    builder.add_node("aggregate", aggregate)
-    builder.add_node("verdict", verdict)
+    builder.add_node("round_open", flushed(round_open))
+    builder.add_node("statement", flushed(statement))
+    builder.add_node("round_summary", flushed(round_summary))
+    builder.add_node("aggregate", flushed(aggregate))
+    builder.add_node("verdict", flushed(verdict))
 
     builder.add_conditional_edges(START, route_pre_ballot, ["ballot"])
     builder.add_edge("ballot", "ballots_done")

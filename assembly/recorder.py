@@ -1,30 +1,124 @@
-"""Every model call goes to the store: a wrapper around any Model, bound to one run.
+"""One recorder per run: every turn, ballot, tally, verdict and model call of a run reaches the store through it.
 
-A resumed run (assembly.resuming) passes the run's recorded calls as `reuse`: a request that was already answered
-before the interruption gets its recorded answer back (matched like a replay: request hash plus occurrence, see
-assembly.providers.replay_backend) and is not recorded twice; only requests the recording never answered reach the
-model.
+Events (assembly.events) are buffered in the order they happen and written by `flush()`: one transaction per flush,
+in a worker thread, so a store locked by another process stalls the run's writes, not its event loop. The modes
+flush at the end of every phase — the full graph after every node, before LangGraph checkpoints the step, so a
+checkpointed step's records are always on disk — and `aclose()` writes what is left however the run ends
+(assembly.run_lifecycle). A kill -9 loses only the unflushed events of the phase in progress, which a resume
+(assembly.resuming) re-runs from its checkpoint.
+
+`RecordingModel` wraps any Model for one run: each call becomes a `ModelCall` event whose id (made here, before the
+write) turns and ballots point at. A resumed run passes the run's recorded calls as `reuse`: a request that was
+already answered before the interruption gets its recorded answer back (matched like a replay: request hash plus
+occurrence, see assembly.providers.replay_backend) and is not recorded twice; only requests the recording never
+answered reach the model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
+from assembly.events import BallotCast, Event, ModelCall, Tallied, Turn, VerdictReached
 from assembly.providers.base import Model
 from assembly.providers.replay_backend import ReplayBook, ReplayMissError, ReplayModel
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
 from assembly.result import Usage
 
 
+class Recorder(Protocol):
+    def record(self, event: Event) -> None: ...
+
+
+class RunRecorder:
+    """Buffers one run's events and writes them to `store` at each flush; passes every event (recorded or live
+    only) to `publish`, the live view's subscription."""
+
+    def __init__(self, store, run_id: str, *, publish: Callable[[Event], None] | None = None):
+        self.store = store
+        self.run_id = run_id
+        self.publish = publish
+        self.written = 0  # events written so far
+        self._pending: list[Event] = []
+        self._lock = asyncio.Lock()
+
+    def record(self, event: Event) -> None:
+        if event.recorded:
+            self._pending.append(event)
+        if self.publish is not None:
+            self.publish(event)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write everything recorded so far, in a worker thread. Flushes that overlap share one write: whoever
+        takes the lock next writes all that is pending. A cancelled flush still finishes its write (shielded), so
+        a batch is never half taken."""
+        async with self._lock:
+            if self._pending:
+                await asyncio.shield(asyncio.to_thread(self.write_pending))
+
+    async def aclose(self) -> None:
+        """The last flush of a run, however it ends."""
+        try:
+            await self.flush()
+        except asyncio.CancelledError:  # the run is being torn down: write on this thread rather than lose it
+            self.write_pending()
+            raise
+
+    def write_pending(self) -> None:
+        """Write the buffered events in one transaction (on the calling thread). On a failed write nothing was
+        committed and the events stay buffered for the next attempt."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            with self.store.transaction():
+                for event in batch:
+                    self._write(event)
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+        self.written += len(batch)
+
+    def _write(self, event: Event) -> None:
+        store, run_id = self.store, self.run_id
+        if isinstance(event, ModelCall):
+            store.add_llm_call(run_id, call_id=event.call_id, **event.fields)
+        elif isinstance(event, Turn):
+            store.add_turn(run_id, seq=event.seq, phase=event.phase, round=event.round, speaker_id=event.speaker_id,
+                           content=event.content, call_id=event.call_id)
+        elif isinstance(event, BallotCast):
+            b = event.ballot
+            store.add_ballot(run_id, participant_id=b.participant_id, phase=b.phase, ballot_type=b.type,
+                             status=b.status, choice=b.choice, ranking=b.ranking, approvals=b.approvals,
+                             probabilities=b.probabilities, rationale=b.rationale, reason=b.reason,
+                             attempts=b.attempts, method=b.method, detail=b.detail)
+        elif isinstance(event, Tallied):
+            for t in event.tallies:
+                store.add_tally(run_id, phase=event.phase, rule=t["rule"], winner=t["winner"], winners=t["winners"],
+                                scores=t["scores"], rounds=t.get("rounds"), tie_break=t.get("tie_break"),
+                                valid=t["valid"], abstained=t["abstained"], explain=t["explain"],
+                                expected=t.get("expected"), win_probability=t.get("win_probability"),
+                                stability=t.get("stability"), redraws=t.get("redraws"))
+        elif isinstance(event, VerdictReached):
+            store.add_verdict(run_id, text=event.text, minority_report=event.minority_report, winner=event.winner,
+                              rule=event.rule)
+        else:
+            raise TypeError(f"no store write for event {type(event).__name__}")
+
+
 class RecordingModel(Model):
     """Records each call (messages, parameters, response, tokens, duration, error) and returns the call id in
     `response.raw["call_id"]` so turns and ballots can point at the call that produced them."""
 
-    def __init__(self, inner: Model, store, run_id: str, reuse: ReplayBook | None = None):
+    def __init__(self, inner: Model, recorder: Recorder, reuse: ReplayBook | None = None):
         self.inner = inner
-        self.store = store
-        self.run_id = run_id
+        self.recorder = recorder
         self.name = inner.name
         # Named like the inner model, so its request hashes are the recorder's own (see _record).
         self.recorded = ReplayModel(reuse, name=inner.name) if reuse is not None else None
@@ -43,10 +137,12 @@ class RecordingModel(Model):
 
     def _record(self, request: GenerateRequest, response: GenerateResponse | None, error: str | None,
                 duration: float) -> str:
+        from transcripts.store import new_id
+
         params = request.payload()
         params.pop("messages")
-        return self.store.add_llm_call(
-            self.run_id,
+        call_id = new_id()
+        self.recorder.record(ModelCall(call_id=call_id, fields=dict(
             model=response.model if response else self.name,
             role=request.tags.get("role"),
             participant_id=request.tags.get("participant"),
@@ -66,7 +162,8 @@ class RecordingModel(Model):
             error=error,
             seed=request.seed,
             cost_usd=response.cost_usd if response else None,
-        )
+        )))
+        return call_id
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         started = time.perf_counter()

@@ -36,7 +36,7 @@ def shared_data(arg: str | None) -> Path:
 
 
 async def jurors_per_second(model, survey, n: int, seed: int) -> dict:
-    from assembly.ballots import cast_ballot
+    from assembly.casting import cast_ballot
     from juries import load_population, render_persona
 
     q = next(iter(survey))

@@ -46,7 +46,7 @@ from assembly.providers.types import (
     Message,
     ModelError,
 )
-from assembly.seeds import stable_int
+from assembly.seeds import seed_for
 from assembly.text import clip_words
 from finetune.dataset import PrepareOptions, _sha, question_key, summarize
 
@@ -168,7 +168,7 @@ def build_requests(clauses: Sequence[Clause], sources: Sequence[str], options: A
     """`options.scenarios` distinct scenarios per clause and the option each user leans to, drawn with the seed."""
     requests = []
     for clause, source in zip(clauses, sources):
-        rng = random.Random(stable_int(options.seed, "alignment-scenarios", clause.label))
+        rng = random.Random(seed_for(options.seed, "alignment-scenarios", clause.label))
         text = quote(clause)
         for index, scenario in enumerate(rng.sample(SCENARIOS, options.scenarios)):
             body = render_prompt("alignment_request", scenario=scenario, question=clause.question,
@@ -191,7 +191,7 @@ def split_reply(text: str) -> tuple[str, str]:
 
 
 def _seed(options: AlignmentOptions, request: Request, number: int) -> int:
-    return stable_int(options.seed, "alignment-candidate", request.clause.label, request.index, number) & 0x7FFFFFFF
+    return seed_for(options.seed, "alignment-candidate", request.clause.label, request.index, number)
 
 
 async def generate(model: Model, requests: Sequence[Request], options: AlignmentOptions) -> list[Candidate]:
@@ -261,7 +261,7 @@ async def _grade_replies(judge: Model, candidates: Sequence[Candidate]) -> None:
     pending = list(candidates)
     for attempt in range(1, JUDGE_ATTEMPTS + 1):
         asks = [GenerateRequest(messages=threads[id(c)], max_tokens=8, temperature=0.0 if attempt == 1 else 0.7,
-                                seed=stable_int("alignment-judge", c.seed, attempt) & 0x7FFFFFFF,
+                                seed=seed_for("alignment-judge", c.seed, attempt),
                                 tags={"role": "alignment-judge", "request": c.request.id, "candidate": c.number,
                                       "attempt": attempt})
                 for c in pending]

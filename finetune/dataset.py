@@ -24,7 +24,7 @@ Example types and where they come from:
   question, the moderator's latest prompt and, in chats, the last turns before it -> what the person wrote.
 * ballot — simulated: each recorded ballot prompt (one per option order) -> the juror's recorded distribution, in
   that prompt's order of the options (a one-hot on the call's choice only for ballots recorded without one; approval
-  ballots and the calibration prior's calls are left out). Real: `assembly.ballots.ballot_messages` with
+  ballots and the calibration prior's calls are left out). Real: `assembly.casting.ballot_messages` with
   the voter's persona -> their vote; votes on statements (Polis, Remesh) become ballots on "do you agree with this
   statement" (per voter when voters have demographics, else one example with the vote distribution as its
   target); survey distributions become, per (attribute, group), `personas_per_group` jurors drawn from the
@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the store (and its DuckDB) is needed to prepare, not to read a prepared folder when training
     from transcripts import Store
 
-from assembly.seeds import stable_int, stable_unit
+from assembly.seeds import seed_for, unit_for
 from finetune.config import EXAMPLE_TYPES
 from finetune.examples import Builder, RunData, question_key
 
@@ -125,7 +125,7 @@ class PrepareOptions:
 
 
 def assign_split(key: str, seed: int, validation: float, test: float) -> str:
-    u = stable_unit("split", seed, key)
+    u = unit_for("split", seed, key)
     if u < test:
         return "test"
     if u < test + validation:
@@ -222,7 +222,7 @@ def apply_weights(examples: list[dict[str, Any]], options: PrepareOptions) -> li
     w = options.weights
     for ex in examples:
         weight = w.get(f"{ex['source']}:{ex['type']}", w.get(ex["source"], w.get(ex["type"], 1.0)))
-        if weight >= 1.0 or stable_unit("weight", options.seed, ex["id"]) < weight:
+        if weight >= 1.0 or unit_for("weight", options.seed, ex["id"]) < weight:
             out.append(ex)
     return out
 
@@ -231,7 +231,7 @@ def apply_mix(examples: list[dict[str, Any]], options: PrepareOptions) -> list[d
     """Subsample the train split to the asked real share (then to max_examples); other splits stay whole."""
     train = [e for e in examples if e["split"] == "train"]
     rest = [e for e in examples if e["split"] != "train"]
-    rng = random.Random(stable_int(options.seed, "mix"))
+    rng = random.Random(seed_for(options.seed, "mix"))
     if options.real is not None and train:
         real = [e for e in train if e["provenance"] == "imported-real"]
         sim = [e for e in train if e["provenance"] != "imported-real"]
@@ -365,9 +365,20 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 def read_split_file(path: str | Path) -> dict[str, str]:
     """Fixed splits from JSON `{"train": [ids or question texts], "validation": [...], "test": [...]}` (the form of
-    OpinionQA's survey_dev_split_by_wave.json) -> {id or normalised question: split}."""
+    OpinionQA's survey_dev_split_by_wave.json), or a prepared dataset's split.json (its questions keep their split)
+    -> {id or normalised question: split}."""
     from assembly.evaluation.survey import SurveyFormatError, read_splits
 
+    try:
+        prepared = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        prepared = None
+    if isinstance(prepared, dict) and str(prepared.get("schema", "")).startswith("assembly.finetune.split/"):
+        questions = prepared.get("questions") or {}
+        bad = sorted({v for v in questions.values() if v not in SPLITS})
+        if bad:
+            raise PrepareError(f"{path}: field 'questions': unknown split {bad[0]!r}; expected {', '.join(SPLITS)}")
+        return dict(questions)
     try:
         data = read_splits(path)
     except SurveyFormatError as exc:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from assembly.seeds import stable_int, stable_unit
+from assembly.seeds import seed_for, unit_for
 from assembly.text import clip_words
 from juries.vocabulary import ATTRIBUTES
 
@@ -118,7 +118,7 @@ class Builder:
         cap = self.options.max_per_run
         if len(items) <= cap:
             return items
-        rng = random.Random(stable_int(self.options.seed, data.id, type_))
+        rng = random.Random(seed_for(self.options.seed, data.id, type_))
         keep = sorted(rng.sample(range(len(items)), cap))
         return [items[i] for i in keep]
 
@@ -191,7 +191,7 @@ class Builder:
             # distribution over any one call's answers, so there is no single-choice target to give
             return None
         if ballot is not None and ballot["probabilities"]:
-            return soft_target(choices, ballot["probabilities"], stable_int(self.options.seed, call["id"]))
+            return soft_target(choices, ballot["probabilities"], seed_for(self.options.seed, call["id"]))
         if call["choice"] in choices:
             return call["choice"], one_hot(choices, call["choice"])
         return None
@@ -212,7 +212,7 @@ class Builder:
         person = next((p for p in data.participants if p["id"] == pid), None)
         if person and person.get("persona") and person["role"] == "juror":
             return person["persona"]
-        return persona_for((person or {}).get("attributes"), stable_int(self.options.seed, data.id, pid))
+        return persona_for((person or {}).get("attributes"), seed_for(self.options.seed, data.id, pid))
 
     def real_turns(self, data: RunData) -> list[dict[str, Any]]:
         from assembly.layout import statement_messages
@@ -246,7 +246,7 @@ class Builder:
         return out
 
     def real_ballots(self, data: RunData) -> list[dict[str, Any]]:
-        from assembly.ballots import ballot_messages
+        from assembly.casting import ballot_messages
 
         options = list(data.run["options"] or [])
         if len(options) < 2:
@@ -267,7 +267,7 @@ class Builder:
 
     def statement_votes(self, data: RunData) -> list[dict[str, Any]]:
         """Votes on statements or polls inside a deliberation, as ballots on 'do you agree with this statement'."""
-        from assembly.ballots import ballot_messages
+        from assembly.casting import ballot_messages
 
         turns = {str(t["seq"]): t for t in data.turns}
         people = {p["id"]: p for p in data.participants}
@@ -277,7 +277,7 @@ class Builder:
                 by_target[b["target"]].append(b)
         if not by_target:
             return []
-        rng = random.Random(stable_int(self.options.seed, data.id, "statements"))
+        rng = random.Random(seed_for(self.options.seed, data.id, "statements"))
         targets = sorted(by_target, key=lambda t: int(t) if t.isdigit() else 0)
         if len(targets) > self.options.statements_per_run:
             targets = sorted(rng.sample(targets, self.options.statements_per_run), key=targets.index)
@@ -310,7 +310,7 @@ class Builder:
             else:
                 counts = Counter(v["choice"] for v in votes)
                 label, target_ = soft_target(options, {o: counts[o] / len(votes) for o in options},
-                                             stable_int(self.options.seed, data.id, target))
+                                             seed_for(self.options.seed, data.id, target))
                 messages = ballot_messages(persona=NEUTRAL_PERSONA, question=question, options=options,
                                            ballot_type="single", phase="pre", context=None, background="",
                                            structured=False)
@@ -319,7 +319,7 @@ class Builder:
 
     def survey_ballots(self, data: RunData) -> list[dict[str, Any]]:
         """One example per seated juror per (attribute, group): the group's distribution is the target."""
-        from assembly.ballots import ballot_messages
+        from assembly.casting import ballot_messages
         from juries import render_persona
 
         options = list(data.run["options"] or [])
@@ -341,7 +341,7 @@ class Builder:
                     f"{attribute}={group}" not in self.options.survey_groups:
                 continue
             for i in range(self.options.personas_per_group):
-                seed = stable_int(self.options.seed, data.run["external_id"], attribute, group, i)
+                seed = seed_for(self.options.seed, data.run["external_id"], attribute, group, i)
                 attrs = self._seat(None if overall else {attribute: group}, seed)
                 persona = render_persona(attrs, seed % 2**31).text
                 shown, order = self.shown(options, seed)
@@ -359,7 +359,7 @@ class Builder:
         """The options in the order one example lists them, and each one's index in `options`."""
         order = list(range(len(options)))
         if self.options.shuffle_options:
-            random.Random(stable_int("options", seed)).shuffle(order)
+            random.Random(seed_for("options", seed)).shuffle(order)
         return [options[i] for i in order], order
 
     def distilled_ballots(self, data: RunData) -> list[dict[str, Any]]:
@@ -389,7 +389,7 @@ class Builder:
                 probabilities = b["probabilities"]  # ranked: the first-preference weights, what one call asks
             else:
                 continue
-            seed = stable_int(self.options.seed, data.id, b["participant_id"], "distilled")
+            seed = seed_for(self.options.seed, data.id, b["participant_id"], "distilled")
             shown, order = self.shown(options, seed)
             messages = distilled_ballot_messages(
                 persona=self._persona(data, b["participant_id"]), question=data.run["question"], options=shown,
@@ -428,7 +428,7 @@ def one_hot(choices: list[str], choice: str) -> dict[str, Any]:
 
 def _draw(dist: list[float], seed: int) -> int:
     total = sum(dist) or 1.0
-    u = stable_unit("label", seed) * total
+    u = unit_for("label", seed) * total
     acc = 0.0
     for i, p in enumerate(dist):
         acc += p

@@ -209,7 +209,7 @@ def test_prompt_cache_marks_the_system_block_only_when_on(fake):
 
 def test_cache_reads_and_writes_are_read_priced_and_recorded(fake, tmp_path):
     from assembly.providers.replay_backend import ReplayModel
-    from assembly.recorder import RecordingModel
+    from assembly.recorder import RecordingModel, RunRecorder
     from transcripts import Store
 
     server = fake((200, message(input_tokens=100, output_tokens=50, cache_creation_input_tokens=2000,
@@ -223,7 +223,8 @@ def test_cache_reads_and_writes_are_read_priced_and_recorded(fake, tmp_path):
     model = load_fast(name, prices={name: {"input": 3.0, "output": 15.0}})
     store = Store(tmp_path / "s.duckdb")
     run_id = store.begin_run(question="Q?", spec={})
-    recording = RecordingModel(model, store, run_id)
+    recorder = RunRecorder(store, run_id)
+    recording = RecordingModel(model, recorder)
 
     async def three():
         try:
@@ -232,6 +233,7 @@ def test_cache_reads_and_writes_are_read_priced_and_recorded(fake, tmp_path):
             await model.aclose()
 
     write, read, plain = asyncio.run(three())
+    recorder.write_pending()
     # the API's input_tokens leaves cache reads and writes out; ours counts every prompt token sent
     assert write.usage == Usage(input_tokens=2100, output_tokens=50, cached_input_tokens=0, cache_write_tokens=2000)
     assert read.usage == Usage(input_tokens=2100, output_tokens=50, cached_input_tokens=2000, cache_write_tokens=0)

@@ -13,7 +13,7 @@ import yaml
 from assembly import deliberate
 from assembly.ballot import Ballot
 from assembly.ballot_types import KINDS, draws_for, kind_of
-from assembly.ballots import BallotProcedure, NeutralPriors, cast_ballot, option_orders, position_bias
+from assembly.casting import BallotProcedure, NeutralPriors, cast_ballot, option_orders, position_bias
 from assembly.config import parse_spec
 from assembly.errors import SpecError
 from assembly.providers.scripted import ScriptedModel

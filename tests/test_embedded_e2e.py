@@ -136,7 +136,7 @@ def test_openai_client_scores_ballots_from_top_logprobs_of_the_served_embedded_m
 
     import httpx
 
-    from assembly.ballots import BallotProcedure, cast_ballot
+    from assembly.casting import BallotProcedure, cast_ballot
     from assembly.providers.openai import OpenAIModel
 
     with socket.socket() as s:

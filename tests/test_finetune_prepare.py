@@ -359,3 +359,21 @@ def test_building_examples_does_not_lock_out_writers(store, tmp_path, monkeypatc
     dataset.build_examples(store, dataset.PrepareOptions(validation=0))
     assert writes and writes[0].returncode == 0, writes[0].stderr[-500:]
     assert store.sql("SELECT count(*) AS n FROM runs WHERE question = 'written while preparing'")["n"][0] == 1
+
+
+def test_a_prepared_split_json_keeps_its_questions_in_their_splits(store, tmp_path):
+    """`--split-file` takes a prepared dataset's split.json: a new prepare with another seed keeps the old split."""
+    from finetune.dataset import PrepareError, PrepareOptions, build_examples, prepare_dataset, read_split_file
+
+    prepare_dataset(store, tmp_path / "old", PrepareOptions(validation=0.5, seed=1, types=("ballot",)))
+    old = json.loads((tmp_path / "old" / "split.json").read_text())["questions"]
+    assert set(old.values()) == {"train", "validation"}
+    splits = read_split_file(tmp_path / "old" / "split.json")
+    again = build_examples(store, PrepareOptions(validation=0.5, seed=99, splits=splits, types=("ballot",)))
+    assert {e["question_key"]: e["split"] for e in again} == old
+    reseeded = build_examples(store, PrepareOptions(validation=0.5, seed=99, types=("ballot",)))
+    assert {e["question_key"]: e["split"] for e in reseeded} != old  # what the split file protects against
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"schema": "assembly.finetune.split/1", "questions": {"q": "dev"}}))
+    with pytest.raises(PrepareError, match="field 'questions': unknown split 'dev'"):
+        read_split_file(broken)

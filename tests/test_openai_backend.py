@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("openai")
 
-from assembly.ballots import BallotProcedure, ballot_schema, cast_ballot  # noqa: E402
+from assembly.casting import BallotProcedure, ballot_schema, cast_ballot  # noqa: E402
 from assembly.providers.openai import OpenAIModel, strict_qualifies  # noqa: E402
 from assembly.providers.registry import load_model  # noqa: E402
 from assembly.providers.types import (  # noqa: E402
@@ -227,7 +227,7 @@ def with_cached(body, cached_tokens, **details):
 
 def test_cached_prompt_tokens_are_read_priced_and_recorded(fake, tmp_path):
     from assembly.providers.replay_backend import ReplayModel
-    from assembly.recorder import RecordingModel
+    from assembly.recorder import RecordingModel, RunRecorder
     from transcripts import Store
 
     server = fake((200, with_cached(completion(prompt_tokens=2000, completion_tokens=100), 1536)))
@@ -235,7 +235,8 @@ def test_cached_prompt_tokens_are_read_priced_and_recorded(fake, tmp_path):
     model = model_for(server, prices={name: {"input": 2.0, "output": 8.0, "cached_input": 0.5}})
     store = Store(tmp_path / "s.duckdb")
     run_id = store.begin_run(question="Q?", spec={})
-    recording = RecordingModel(model, store, run_id)
+    recorder = RunRecorder(store, run_id)
+    recording = RecordingModel(model, recorder)
 
     async def once():
         try:
@@ -244,6 +245,7 @@ def test_cached_prompt_tokens_are_read_priced_and_recorded(fake, tmp_path):
             await model.aclose()  # the recorder leaves closing to the model's owner
 
     response = asyncio.run(once())
+    recorder.write_pending()
     # prompt_tokens already counts the cached ones: input_tokens stays every prompt token sent
     assert response.usage == Usage(input_tokens=2000, output_tokens=100, cached_input_tokens=1536)
     assert response.cost_usd == pytest.approx((464 * 2.0 + 1536 * 0.5 + 100 * 8.0) / 1e6)  # 0.002496

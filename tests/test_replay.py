@@ -17,15 +17,13 @@ def req(text: str, *, choices=None, **tags) -> GenerateRequest:
 
 
 class FakeStore:
-    """What assembly.recorder.RecordingModel writes, kept as the store's recorded_calls() returns it."""
+    """What assembly.recorder.RecordingModel records, kept as the store's recorded_calls() returns it."""
 
     def __init__(self):
         self.calls: list[dict] = []
 
-    def add_llm_call(self, run_id, **row):
-        row["id"] = f"call{len(self.calls)}"
-        self.calls.append(row)
-        return row["id"]
+    def record(self, event):
+        self.calls.append({**event.fields, "id": event.call_id})
 
 
 def record(model, request: GenerateRequest, response: GenerateResponse | None = None, error: str | None = None):
@@ -144,13 +142,13 @@ def test_round_trip_through_the_recorder():
     recorder_mod = pytest.importorskip("assembly.recorder")
     store = FakeStore()
     inner = ScriptedModel(lambda r: "re: " + r.messages[-1].content, name="local:x", scores_options=True)
-    recording = recorder_mod.RecordingModel(inner, store, "run1")
+    recording = recorder_mod.RecordingModel(inner, store)
     requests = [req("a", role="juror", participant="p1"), req("b", role="moderator"), req("a", role="juror",
                 participant="p2"), req("Vote", choices=["yes", "no"], role="juror", participant="p1", phase="pre")]
     originals = [asyncio.run(recording.generate(r)) for r in requests]
 
     replay_store = FakeStore()
-    replayed = recorder_mod.RecordingModel(ReplayModel(store.calls, name="local:x"), replay_store, "run2")
+    replayed = recorder_mod.RecordingModel(ReplayModel(store.calls, name="local:x"), replay_store)
 
     async def main():
         return await asyncio.gather(*(replayed.generate(r) for r in reversed(requests)))

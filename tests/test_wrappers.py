@@ -272,7 +272,7 @@ def test_scores_options_is_read_live_through_every_wrapper(tmp_path):
 
     inner = ScriptedModel(["hi"], name="openai:m", scores_options=True)
     wrapped = wrap(inner, retries=3, concurrency=2, prices=True, cache=tmp_path / "cache")
-    recorded = RecordingModel(wrapped, store=None, run_id="run")
+    recorded = RecordingModel(wrapped, recorder=None)
     assert wrapped.scores_options is True and recorded.scores_options is True
     inner.scores_options = False  # what a backend does when it finds it cannot score options after all
     assert wrapped.scores_options is False and recorded.scores_options is False

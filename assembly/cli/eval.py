@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from assembly.ballots import MAX_OPTION_ORDERS
+from assembly.casting import MAX_OPTION_ORDERS
 from assembly.config import DEFAULT_CALIBRATION, DEFAULT_OPTION_ORDERS
 from assembly.errors import AssemblyError
 

@@ -19,7 +19,7 @@ from assembly.evaluation.survey import SurveyQuestion
 
 
 def assembly_spec(question: SurveyQuestion, attribute: str, group: str, model_name: str, config) -> dict[str, Any]:
-    from assembly.seeds import stable_seed
+    from assembly.seeds import seed_for
 
     n = max(2, config.jurors_per_group)
     return {
@@ -27,7 +27,7 @@ def assembly_spec(question: SurveyQuestion, attribute: str, group: str, model_na
         "question": question.question,
         "ballot": {"type": "single", "options": list(question.options)},
         "jury": {"size": n, "population": config.population, "stratify": [], "quotas": {attribute: {group: n}},
-                 "seed": stable_seed(config.seed, f"{attribute}={group}")},
+                 "seed": seed_for(config.seed, f"{attribute}={group}")},
         "procedure": {"rounds": config.assembly_rounds, "questions": False, "vote": config.vote,
                       "option_orders": config.option_orders, "calibration": config.calibration},
         "models": {"default": _valid_spec(model_name)},

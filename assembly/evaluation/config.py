@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from assembly.ballot_types import VOTE_MODES
-from assembly.ballots import MAX_OPTION_ORDERS, BallotProcedure
+from assembly.casting import MAX_OPTION_ORDERS, BallotProcedure
 from assembly.config import DEFAULT_CALIBRATION, DEFAULT_OPTION_ORDERS
 
 # Pairs of opposed groups for steerability: (attribute, group A, group B).
@@ -16,7 +16,7 @@ DEFAULT_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("ideology", "Very liberal", "Very conservative"),
     ("ideology", "Liberal", "Conservative"),
 )
-CALIBRATIONS = ("none", "neutral")  # assembly.ballots: none, or divide by the model's no-persona prior
+CALIBRATIONS = ("none", "neutral")  # assembly.casting: none, or divide by the model's no-persona prior
 
 
 @dataclass
@@ -33,7 +33,7 @@ class EvalConfig:
     pairs: tuple[tuple[str, str, str], ...] = DEFAULT_PAIRS
     max_concurrency: int = 0  # cap on calls in flight (0: every call of a question at once)
     assembly_rounds: int = 1  # mode="assembly": deliberation rounds per mini-assembly
-    # the engine's ballot procedure (assembly.ballots.BallotProcedure): scored ballots are averaged over this many
+    # the engine's ballot procedure (assembly.casting.BallotProcedure): scored ballots are averaged over this many
     # option orders, optionally divided by the model's no-persona prior, and the vote is a draw or the mode
     option_orders: int = DEFAULT_OPTION_ORDERS
     calibration: str = DEFAULT_CALIBRATION  # none | neutral

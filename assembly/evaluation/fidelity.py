@@ -3,7 +3,7 @@
 For each question and each (attribute, group) of a FORMAT 1 file:
   1. seat N jurors conditioned on the group (`Population.sample(where={attribute: group})`, so the other attributes
      follow the population frame given the group), render each persona with its own seed, and ask each the question
-     as a private ballot over the file's options — with `assembly.ballots.cast_ballot`, the same prompt and
+     as a private ballot over the file's options — with `assembly.casting.cast_ballot`, the same prompt and
      validation the engine uses, and its ballot procedure (`option_orders`, `calibration`, `vote`). A scoring
      backend gives each juror's option probabilities, averaged over option orders, and a vote drawn from them: the
      simulated distribution is the mean of the probabilities (R), and the tally of the votes is scored too
@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 
 from assembly.ballot import Ballot
-from assembly.ballots import NeutralPriors, cast_ballot, position_bias
+from assembly.casting import NeutralPriors, cast_ballot, position_bias
 from assembly.evaluation.config import EvalConfig
 from assembly.evaluation.panels import Juror, panel_key, seat_panels
 from assembly.evaluation.scoring import Cast, overall_records, pair_records, question_records, reduce_ballots
 from assembly.evaluation.survey import Survey, SurveyQuestion
 from assembly.providers.base import Model
-from assembly.seeds import stable_seed
+from assembly.seeds import seed_for
 
 BallotFn = Callable[..., Awaitable[Ballot]]
 ProgressFn = Callable[[int, int, str], None]
@@ -76,7 +76,7 @@ class EvalResult:
     wall_s: float = 0.0
     invalid: int = 0
     ballots: int = 0
-    position_bias: dict[str, float] | None = None  # assembly.ballots.position_bias over every ballot of the run
+    position_bias: dict[str, float] | None = None  # assembly.casting.position_bias over every ballot of the run
 
 
 class EvalHooks:
@@ -91,7 +91,7 @@ class EvalHooks:
     def on_ballot(self, question: SurveyQuestion, panel: str, juror: Juror | None, ballot: Ballot) -> None:
         """Every ballot as it arrives (juror is None for a mini-assembly's post ballots)."""
 
-    def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
+    async def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
         """After a question's ballots are scored, inside `question`."""
 
     def assembly_db(self) -> str | None:
@@ -146,7 +146,7 @@ async def evaluate_survey(
     them.
 
     population / persona_fn / ballot_fn default to juries.load_population(config.population), juries.render_persona
-    and assembly.ballots.cast_ballot; tests pass fakes. `hooks` (EvalHooks) wraps each question and sees every
+    and assembly.casting.cast_ballot; tests pass fakes. `hooks` (EvalHooks) wraps each question and sees every
     ballot and each question's records, and may wrap the model per question (the --db recorder does).
     """
     config = config or EvalConfig()
@@ -163,10 +163,10 @@ async def evaluate_survey(
     counter = _Counter()
     semaphore = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency > 0 else None
     procedure = config.procedure()
-    order_seed = stable_seed(config.seed, "orders")  # the orders beyond the cyclic shifts: one set per run
+    order_seed = seed_for(config.seed, "orders")  # the orders beyond the cyclic shifts: one set per run
 
     async def ballot(q: SurveyQuestion, qmodel, panel: str, juror: Juror, priors: NeutralPriors) -> Ballot:
-        seed = stable_seed(config.seed, q.question_id, juror.id)
+        seed = seed_for(config.seed, q.question_id, juror.id)
         kwargs = dict(
             juror_id=juror.id,
             persona=juror.persona,
@@ -230,7 +230,7 @@ async def evaluate_survey(
             simulated[q.question_id] = {panel_key(label): c.probs for label, c in casts.items() if c.probs is not None}
             new_records = question_records(q, casts, config, pre_casts)
             records.extend(new_records)
-            hooks.end_question(q, new_records)
+            await hooks.end_question(q, new_records)
         overall.extend(overall_records(q, casts, config))
         pairs.extend(pair_records(q, casts, config))
         if progress is not None:

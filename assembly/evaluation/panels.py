@@ -11,7 +11,7 @@ import numpy as np
 
 from assembly.evaluation.config import EvalConfig
 from assembly.evaluation.survey import OVERALL, Survey
-from assembly.seeds import stable_seed
+from assembly.seeds import seed_for
 
 
 @dataclass
@@ -44,7 +44,7 @@ def seat_panel(
     jurors = []
     for i, attrs in enumerate(records):
         attrs = dict(attrs)
-        persona_seed = stable_seed(seed, label, i)
+        persona_seed = seed_for(seed, label, i)
         jurors.append(Juror(f"{label}#{i + 1}", attrs, persona_fn(attrs, persona_seed), persona_seed))
     return jurors
 
@@ -68,12 +68,12 @@ def seat_panels(survey: Survey, population, config: EvalConfig,
     for attribute, group in groups:
         label = f"{attribute}={group}"
         try:
-            panels[label] = seat_panel(population, n, where={attribute: group}, seed=stable_seed(config.seed, label),
+            panels[label] = seat_panel(population, n, where={attribute: group}, seed=seed_for(config.seed, label),
                                        label=label, persona_fn=persona_fn)
         except PanelError as exc:
             skipped[label] = str(exc)
     if config.ignore_persona:
-        panels["population"] = seat_panel(population, n, where=None, seed=stable_seed(config.seed, "population"),
+        panels["population"] = seat_panel(population, n, where=None, seed=seed_for(config.seed, "population"),
                                           label="population", persona_fn=persona_fn)
     return panels, skipped
 

@@ -3,9 +3,10 @@
 One run per question (a run has one question): its participants are the seated jurors (with their attributes,
 persona and panel), its ballots are their private ballots (phase "pre"; each with its method and detail: orders
 shown, per-order distributions, vote draws), its llm_calls every model call (through
-`assembly.recorder.RecordingModel`). The run's summary holds the question's fidelity records. Writes are buffered
-during a question and committed in one short transaction at its end, so a long evaluation neither pays one
-transaction per call nor holds the store's lock while the model computes.
+`assembly.recorder.RecordingModel`). The run's summary holds the question's fidelity records. The question's run
+records through the run lifecycle's recorder, which buffers its events and writes them in one short transaction
+when the question ends, so a long evaluation neither pays one transaction per call nor holds the store's lock while
+the model computes.
 
 Each question's run has the lifecycle of every other mode (`assembly.run_lifecycle`): `completed` with its records,
 `interrupted` by Ctrl-C or a cancelled task, or `failed` with the reason, keeping what was recorded before.
@@ -19,25 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from assembly.ballot import Ballot
+from assembly.ballot_types import kind_of
 from assembly.evaluation.config import EvalConfig
 from assembly.evaluation.fidelity import EvalHooks
 from assembly.evaluation.panels import Juror
 from assembly.evaluation.survey import Survey, SurveyQuestion
+from assembly.events import BallotCast
 from assembly.run_lifecycle import RunLifecycle, run_lifecycle
-
-
-class _BufferedCalls:
-    """Stands in for the store inside RecordingModel: hands out call ids now, writes at flush()."""
-
-    def __init__(self) -> None:
-        self.pending: list[dict[str, Any]] = []
-
-    def add_llm_call(self, run_id: str, **fields) -> str:
-        from transcripts.store import new_id
-
-        call_id = new_id()
-        self.pending.append({"run_id": run_id, "call_id": call_id, **fields})
-        return call_id
 
 
 class EvalRecorder(EvalHooks):
@@ -49,8 +38,6 @@ class EvalRecorder(EvalHooks):
         self.store_path = store_path
         self.run_ids: dict[str, str] = {}
         self._current: RunLifecycle | None = None  # the question in progress
-        self._calls = _BufferedCalls()
-        self._ballots: list[dict[str, Any]] = []
 
     @classmethod
     def open(cls, path: str | Path, *, survey: Survey, config: EvalConfig, model) -> "EvalRecorder":
@@ -74,10 +61,9 @@ class EvalRecorder(EvalHooks):
             ])
             self._current = lifecycle
             try:
-                yield RecordingModel(model, self._calls, run_id)
-            finally:  # however the question ends, what was recorded is kept
+                yield RecordingModel(model, lifecycle.recorder)
+            finally:  # however the question ends, the lifecycle writes what was recorded
                 self._current = None
-                self._flush(run_id)
 
     def _begin(self, question: SurveyQuestion) -> str:
         from assembly.deliberation import versions
@@ -105,32 +91,16 @@ class EvalRecorder(EvalHooks):
     def on_ballot(self, question: SurveyQuestion, panel: str, juror: Juror | None, ballot: Ballot) -> None:
         if self.config.mode == "assembly" and juror is None:
             return  # the mini-assembly recorded its own run and ballots
-        self._ballots.append({
-            "participant_id": ballot.participant_id, "phase": ballot.phase, "ballot_type": ballot.type,
-            "status": ballot.status, "choice": ballot.choice, "ranking": ballot.ranking,
-            "approvals": ballot.approvals, "probabilities": ballot.probabilities, "rationale": ballot.rationale,
-            "reason": ballot.reason, "attempts": ballot.attempts, "method": ballot.method, "detail": ballot.detail,
-        })
+        self._current.recorder.record(BallotCast(ballot=ballot, speaker=ballot.participant_id,
+                                                 label=kind_of(ballot.type).label(ballot)))
 
-    def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
-        self._flush(self._current.run_id)
-        self._current.complete({"fidelity": records})
+    async def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
+        await self._current.complete({"fidelity": records})
 
     def assembly_db(self) -> str | None:
         return self.store_path
 
     # -- end of the evaluation --------------------------------------------------------------------------------------
-
-    def _flush(self, run_id: str) -> None:
-        calls, self._calls.pending = self._calls.pending, []
-        ballots, self._ballots = self._ballots, []
-        if not (calls or ballots):
-            return
-        with self.store.transaction():
-            for call in calls:
-                self.store.add_llm_call(**call)
-            for ballot in ballots:
-                self.store.add_ballot(run_id, **ballot)
 
     def finish(self, result, summary: dict[str, Any]) -> list[str]:
         """Store the whole evaluation's summary on every question's run; return the run ids."""

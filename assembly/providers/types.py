@@ -23,7 +23,7 @@ class GenerateRequest(BaseModel):
     `choices` asks for a constrained choice: the response's `choice` must be exactly one of them. Backends that
     score options (the local model by log-likelihood, OpenAI-compatible servers from a letter's top_logprobs) fill
     `choice_logprobs` and `raw["choice_method"]`; others fall back to structured output validated and re-asked by
-    the caller (see assembly.ballots).
+    the caller (see assembly.casting).
     `json_schema` asks for structured output; backends without native support ignore it and the caller validates.
     `top_logprobs` asks for each generated token's log-probability and its `top_logprobs` likeliest alternatives
     (0: the token's own only), returned in `response.raw["logprobs"]` by backends that can (the local model); others
