@@ -23,7 +23,7 @@ _EXPORTS = {
     "resume": "assembly.resuming",
     "aresume": "assembly.resuming",
     "build_graph": "assembly.graph",
-    "AssemblyContext": "assembly.graph",
+    "AssemblyContext": "assembly.graph_state",
     "as_subgraph": "assembly.subgraph",
     "as_tool": "assembly.langchain_tool",
     "AssemblyResult": "assembly.result",
@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from assembly.deliberation import adeliberate, deliberate, resolve_spec
     from assembly.distilled import adistill, distill
     from assembly.errors import AssemblyError, SpecError
-    from assembly.graph import AssemblyContext, build_graph
+    from assembly.graph import build_graph
+    from assembly.graph_state import AssemblyContext
     from assembly.langchain_tool import as_tool
     from assembly.result import AssemblyResult
     from assembly.resuming import aresume, resume

@@ -14,8 +14,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langgraph.config import get_stream_writer
-
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
 from assembly.casting import position_bias
@@ -23,14 +21,14 @@ from assembly.counting import choice_counts
 from assembly.checkpoints import DURABILITY, checkpointer, has_checkpoint, thread
 from assembly.config import AssemblySpec, apply_overrides, load_spec, parse_spec
 from assembly.errors import AssemblyError, SpecError
-from assembly.events import Event
-from assembly.graph import MODERATOR_ID, AssemblyContext, Participant, build_graph
+from assembly.graph import build_graph
+from assembly.graph_state import MODERATOR_ID, AssemblyContext, Participant
 from assembly.layout import PROMPT_LAYOUT
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.registry import ModelPool
 from assembly.providers.replay_backend import ReplayBook
-from assembly.recorder import RecordingModel, usage_of
+from assembly.recorder import RecordingModel, to_graph_stream, usage_of
 from assembly.result import AssemblyResult, JurorSummary, Usage, Verdict
 from assembly.run_lifecycle import run_lifecycle
 from assembly.seat import HUMAN, HumanSeat, Terminal, check_seat
@@ -272,11 +270,6 @@ async def conduct(sitting: Sitting, on_event: Callable[[dict], None] | None = No
             await saver.adelete_thread(run_id)  # nothing left to resume
     return result
 
-
-def to_graph_stream(event: Event) -> None:
-    """Publish a run's event on the custom stream of the graph step that emits it (every event of the full mode
-    is emitted inside one)."""
-    get_stream_writer()(event)
 
 
 def recorded_usage(store, run_id: str, wall_seconds: float) -> Usage:

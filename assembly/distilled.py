@@ -107,7 +107,7 @@ async def adistill(
         resolve_spec,
         versions,
     )
-    from assembly.graph import MODERATOR_ID
+    from assembly.graph_state import MODERATOR_ID
     from assembly.providers.registry import ModelPool
     from assembly.recorder import RecordingModel, usage_of
     from assembly.run_lifecycle import run_lifecycle

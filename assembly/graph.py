@@ -5,21 +5,18 @@ and witness answers (fanned out) -> deliberation rounds (moderator opens the rou
 order; jurors speak in parallel, each answering the previous round; the moderator summarises) -> private
 post-ballot (fanned out) -> aggregation -> verdict and minority report.
 
-Models, the store and the jury live in the runtime context (not in checkpointed state). Fanned-out results merge
-into dicts keyed by juror id, so completion order never matters; transcript order is fixed up front by reserving
-sequence numbers in speaking order. The next free number is state (`next_seq`), not a counter in the context: a
-node re-run after a resume (assembly.resuming) reads the checkpointed value and reserves the numbers it reserved the
-first time, so its writes land on the same (run, seq) keys and the store ignores them as already written.
+This module holds the node bodies and the wiring; the state and runtime context are in assembly.graph_state, what
+each participant hears in assembly.hearing. Transcript order is fixed up front by reserving sequence numbers in
+speaking order. The next free number is state (`next_seq`), not a counter in the context: a node re-run after a
+resume (assembly.resuming) reads the checkpointed value and reserves the numbers it reserved the first time, so its
+writes land on the same (run, seq) keys and the store ignores them as already written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import operator
 import random
-from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -27,89 +24,16 @@ from langgraph.types import Send
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
-from assembly.casting import NeutralPriors, cast_ballot
-from assembly.config import AssemblySpec
+from assembly.casting import cast_ballot
 from assembly.counting import tally_phase
-from assembly.events import BallotCast, Event, PhaseStarted, Speaking, Tallied, Turn, VerdictReached
+from assembly.events import BallotCast, PhaseStarted, Speaking, Tallied, Turn, VerdictReached
 from assembly.layout import question_messages, statement_messages
 from assembly.prompts import render_prompt
-from assembly.providers.base import Model
+from assembly.graph_state import MODERATOR_ID, AssemblyContext, AssemblyState, Participant, free_seq
+from assembly.hearing import heard_turns, latest_summary, round_turns, testimony_digest
 from assembly.providers.types import GenerateRequest, Message
-from assembly.recorder import RunRecorder
 from assembly.seeds import seed_for
 from assembly.text import clean_turn
-
-MODERATOR_ID = "moderator"
-
-
-def merge(left: dict | None, right: dict | None) -> dict:
-    return {**(left or {}), **(right or {})}
-
-
-def furthest(left: int | None, right: int | None) -> int:
-    return max(left or 0, right or 0)
-
-
-class AssemblyState(TypedDict, total=False):
-    round: int
-    ballots: Annotated[dict[str, dict], merge]  # "pre:juror-01" -> Ballot dump
-    testimony: Annotated[dict[str, str], merge]  # witness id -> testimony
-    questions: Annotated[dict[str, dict], merge]  # juror id -> {witness, question, answer}
-    statements: Annotated[dict[str, dict], merge]  # "round:juror id" -> {speaker, content, seq}
-    floor: Annotated[dict[str, dict], merge]  # round -> {seed, order}
-    summaries: Annotated[list[str], operator.add]
-    prompts: Annotated[dict[str, str], merge]  # round -> the moderator's invitation
-    tallies: dict[str, list[dict]]  # phase -> tallies
-    verdict: dict
-    # The first transcript position not yet reserved. A reserving node returns its end; each fanned-out worker
-    # returns the end of its own positions, and the furthest of them is the end of the whole reservation.
-    next_seq: Annotated[int, furthest]
-
-
-@dataclass
-class Participant:
-    id: str
-    role: str
-    name: str
-    persona: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AssemblyContext:
-    """Run-scoped, not checkpointed: the spec, who sits, which model plays each role, the run's recorder."""
-
-    spec: AssemblySpec
-    jurors: list[Participant]
-    witnesses: list[Participant]
-    models: dict[str, Model]  # role -> model (already wrapped for recording)
-    recorder: RunRecorder
-    run_id: str
-    seed: int
-    documents: dict[str, str] = field(default_factory=dict)  # witness id -> document text
-    priors: NeutralPriors = field(default_factory=NeutralPriors)  # calibration priors, once per run
-
-    def name_of(self, participant_id: str) -> str:
-        if participant_id == MODERATOR_ID:
-            return "Moderator"
-        for p in (*self.jurors, *self.witnesses):
-            if p.id == participant_id:
-                return p.name
-        return participant_id
-
-    def speaker_names(self) -> list[str]:
-        """Who may label a turn "<name>:" (a label `clean_turn` strips): every participant and "Moderator"."""
-        return ["Moderator", *(p.name for p in (*self.jurors, *self.witnesses))]
-
-    def emit(self, event: Event) -> None:
-        self.recorder.record(event)
-
-
-def free_seq(state: AssemblyState) -> int:
-    """The first unreserved transcript position, as of the state this node or route was given."""
-    return state.get("next_seq") or 0
-
 
 def words_to_tokens(words: int) -> int:
     return int(words * 1.6) + 8
@@ -143,28 +67,6 @@ def moderator_system(ctx: AssemblyContext) -> str:
 
 def juror(ctx: AssemblyContext, juror_id: str) -> Participant:
     return next(j for j in ctx.jurors if j.id == juror_id)
-
-
-def testimony_digest(ctx: AssemblyContext, state: AssemblyState) -> str:
-    """A bounded digest: the opening of each witness's testimony, so prompts do not grow with the record."""
-    per_witness = max(20, ctx.spec.procedure.testimony_words // 2)
-    lines = []
-    for w in ctx.witnesses:
-        text = (state.get("testimony") or {}).get(w.id)
-        if text:
-            opening = clean_turn(text, per_witness, ctx.speaker_names())
-            lines.append(f"{w.name} ({w.extra.get('expertise', 'witness')}): {opening}")
-    return "\n".join(lines) or "(no expert testimony)"
-
-
-def latest_summary(state: AssemblyState) -> str:
-    summaries = state.get("summaries") or []
-    return summaries[-1] if summaries else ""
-
-
-def round_turns(ctx: AssemblyContext, state: AssemblyState, round_: int) -> list[dict]:
-    turns = [s for key, s in (state.get("statements") or {}).items() if key.startswith(f"{round_}:")]
-    return [{"speaker": ctx.name_of(t["speaker"]), "content": t["content"]} for t in sorted(turns, key=lambda t: t["seq"])]
 
 
 # --- ballots -----------------------------------------------------------------------------------------------------
@@ -321,41 +223,6 @@ def route_speakers(state: AssemblyState, runtime: Runtime[AssemblyContext]) -> l
     order = state["floor"][str(round_)]["order"]
     first = free_seq(state)
     return [Send("statement", {"juror_id": j, "round": round_, "seq": first + i}) for i, j in enumerate(order)]
-
-
-def heard_turns(ctx: AssemblyContext, state: AssemblyState, round_: int, juror_id: str) -> list[dict]:
-    """The turns one juror heard before speaking in `round_`: at most `recent_turns` of them, in speaking order.
-
-    From round 2, the previous round's statements of the jurors who sat nearest this juror in that round's
-    speaking order (circular distance; the juror's own statement is not among them). Before round 1, whole
-    question-and-answer exchanges, nearest first around a seeded position in the order they were asked. Each juror
-    hears a window of their own, so no fixed set of last speakers sets everyone's agenda, and prompts stay bounded.
-    """
-    keep = ctx.spec.procedure.recent_turns
-    if keep == 0:
-        return []
-    if round_ > 1:
-        order = state["floor"][str(round_ - 1)]["order"]
-        said = {s["speaker"]: s for key, s in (state.get("statements") or {}).items()
-                if key.startswith(f"{round_ - 1}:")}
-        units = [[said[j]] if j in said and j != juror_id else [] for j in order]
-        centre = order.index(juror_id)
-    else:
-        asked = sorted((state.get("questions") or {}).items(), key=lambda item: item[1].get("seq", 0))
-        units = [[{"speaker": j, "content": qa["question"]}, {"speaker": qa["witness"], "content": qa["answer"]}]
-                 for j, qa in asked]
-        if not units:
-            return []
-        centre = random.Random(seed_for(ctx.seed, "hears", round_, juror_id)).randrange(len(units))
-    n = len(units)
-    nearest = sorted(range(n), key=lambda i: (min((i - centre) % n, (centre - i) % n), (i - centre) % n))
-    chosen, count_ = set(), 0
-    for i in nearest:
-        if units[i] and count_ + len(units[i]) <= keep:
-            chosen.add(i)
-            count_ += len(units[i])
-    return [{"speaker": ctx.name_of(t["speaker"]), "content": t["content"]}
-            for i in sorted(chosen) for t in units[i]]
 
 
 async def statement(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:

@@ -21,11 +21,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from langgraph.config import get_stream_writer
+
 from assembly.events import BallotCast, Event, ModelCall, Tallied, Turn, VerdictReached
 from assembly.providers.base import Model
 from assembly.providers.replay_backend import ReplayBook, ReplayMissError, ReplayModel
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
 from assembly.result import Usage
+
+
+def to_graph_stream(event: Event) -> None:
+    """A recorder's `publish` for graph runs: the event goes out on the custom stream of the graph step that emits
+    it (`stream_mode="custom"`), where the live view and any parent graph read it."""
+    get_stream_writer()(event)
 
 
 class Recorder(Protocol):

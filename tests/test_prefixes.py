@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from assembly.providers import GenerateRequest, Message  # noqa: E402
 from assembly.providers.forward import MIN_SHARED_TOKENS  # noqa: E402
 from assembly.providers.local import LocalModel  # noqa: E402
-from assembly.providers.prefixes import PrefixStore, common_prefix_length  # noqa: E402
+from assembly.providers.prefixes import PrefixStore, common_prefix_length, prefix_groups  # noqa: E402
 from tests.fakes import build_tiny_llama  # noqa: E402
 
 WORDS = ("the jury heard the witness and voted yes the moderator asked the jury a question about the park "
@@ -90,6 +90,40 @@ def test_a_prefix_computed_once_serves_later_batches(tiny_dir):
     sent = m.stats["prompt_tokens"] - before["prompt_tokens"]
     assert m.stats["prefilled_tokens"] - before["prefilled_tokens"] == sent - sum(
         r.usage.cached_input_tokens for r in second)
+
+
+def test_several_juries_in_one_batch_share_each_jury_s_prefix(tiny_dir):
+    """A study batches several juries' prompts together: the same preamble, then each jury's own shared block. Each
+    group's prefix is computed once, and the answers are those of plain prefill."""
+    juries = [SHARED + " " + " ".join(WORDS), SHARED + " " + " ".join(reversed(WORDS))]
+    mixed = [r for pair in zip(*(prompts(block, choices=OPTIONS) for block in juries)) for r in pair]  # interleaved
+    (shared, m), (plain, p) = both(tiny_dir, mixed)
+    for a, b in zip(shared, plain):
+        assert a.choice == b.choice
+        assert a.choice_logprobs == pytest.approx(b.choice_logprobs, abs=1e-4)
+    tokens = [m.tokenizer(r.messages[0].content)["input_ids"] for r in mixed]
+    groups = prefix_groups(tokens, MIN_SHARED_TOKENS)
+    assert [rows for rows, _ in groups] == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
+    assert all(n > common_prefix_length(tokens) for _, n in groups)
+    cached = [r.usage.cached_input_tokens for r in shared]
+    assert all(cached[i] > common_prefix_length(tokens) for i in range(2, 10))  # each jury's block, not just the base
+    assert m.stats["prefilled_tokens"] == m.stats["prompt_tokens"] - sum(cached) < p.stats["prefilled_tokens"]
+
+    (texts, _), (plain_texts, _) = both(tiny_dir, [r.model_copy(update={"choices": None, "max_tokens": 8,
+                                                                         "temperature": 0.9}) for r in mixed])
+    assert [r.text for r in texts] == [r.text for r in plain_texts]
+
+
+def test_rows_are_grouped_by_the_prefix_they_share():
+    base = list(range(40))
+    a, b = base + [100] * 40, base + [200] * 40
+    rows = [a + [1], b + [2], a + [3, 4], b + [5]]
+    assert prefix_groups(rows, 32) == [([0, 2], 80), ([1, 3], 80)]
+    assert prefix_groups(rows + [base + [9]], 32) == [([0, 2], 80), ([1, 3], 80), ([4], 40)]  # alone: the base
+    assert prefix_groups(rows + [base + [9], base + [8]], 32) == [([0, 2], 80), ([1, 3], 80), ([4, 5], 40)]
+    assert prefix_groups([[7] * 50, a], 32) == [([0, 1], 0)]
+    assert prefix_groups([a, a], 32) == [([0, 1], 79)]  # each row keeps a token of its own
+    assert prefix_groups([], 32) == []
 
 
 def test_prompts_without_a_long_common_prefix_are_prefilled_whole(tiny_dir):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from assembly.providers.prefixes import common_prefix_length
+from assembly.providers.prefixes import prefix_groups
 
 log = logging.getLogger("assembly.providers.local")  # LocalModel's logger, as before the split
 
@@ -63,30 +63,46 @@ class ForwardMixin:
         """Run the prompts through the model: (cache, attention mask, next positions [B, 1], the last position's
         logits [B, V], per row the prompt tokens it did not compute). Only the last position's logits are computed.
 
-        With prefix sharing (assembly.providers.prefixes), the rows' common prefix is computed once — or taken from
-        the prefixes of earlier batches — and forked to every row; then the suffixes run together, left padded
-        behind the prefix: [prefix | pads | suffix], the pads masked and positions counted from the prefix.
+        With prefix sharing (assembly.providers.prefixes), the rows are grouped by shared prefix (`prefix_groups`);
+        each group's prefix is computed once — or taken from the prefixes of earlier batches — and forked to its
+        rows; then every row's suffix runs in one pass behind its prefix, [pads | prefix | pads | suffix], the pads
+        masked and positions counted from the row's own prefix.
         """
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
-        shared = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)  # every row keeps a token
-        if not self.prefix_sharing or shared < MIN_SHARED_TOKENS:
+        groups = [(rows, shared if shared >= MIN_SHARED_TOKENS else 0)
+                  for rows, shared in prefix_groups(prompts, MIN_SHARED_TOKENS)] if self.prefix_sharing else []
+        if not any(shared for _, shared in groups):
             ids, mask = self._left_pad(prompts)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = self._forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
             self.stats["prefilled_tokens"] += sum(len(p) for p in prompts)
             return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :], [0] * len(prompts)
-        layers, stored = self._prefix_states(prompts[0][:shared])
-        if layers is None:  # this model's cache cannot be forked: plain prefill from now on
-            return self._prefill(prompts)
+        width = max(shared for _, shared in groups)
+        lengths, cached = [0] * len(prompts), [0] * len(prompts)
+        per_row: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None] * len(prompts)
+        for rows, shared in groups:
+            if not shared:
+                continue
+            layers, stored = self._prefix_states(prompts[rows[0]][:shared])
+            if layers is None:  # this model's cache cannot be forked: plain prefill from now on
+                return self._prefill(prompts)
+            padded = [(_left_pad_states(k, width), _left_pad_states(v, width)) for k, v in layers]
+            for i in rows:
+                per_row[i], lengths[i], cached[i] = padded, shared, shared
+            cached[rows[0]] = stored  # the group's first row paid for the part of its prefix not stored
+        empty = _empty_like(next(r for r in per_row if r is not None), width)
+        layers = [(torch.cat([(r or empty)[layer][0] for r in per_row]), torch.cat([(r or empty)[layer][1]
+                                                                                    for r in per_row]))
+                  for layer in range(len(empty))]
         cache = DynamicCache(ddp_cache_data=layers)
-        cache.batch_repeat_interleave(len(prompts))
-        tails, tail_mask = self._left_pad([p[shared:] for p in prompts])
-        mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long, device=self._device), tail_mask], 1)
-        positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        tails, tail_mask = self._left_pad([p[n:] for p, n in zip(prompts, lengths)])
+        own = torch.tensor(lengths, dtype=torch.long, device=self._device)[:, None]
+        head_mask = (torch.arange(width, device=self._device)[None, :] >= width - own).long()
+        mask = torch.cat([head_mask, tail_mask], 1)
+        positions = own + (tail_mask.cumsum(-1) - 1).clamp(min=0)
         out = self._forward(input_ids=tails, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             logits_to_keep=1)
-        self.stats["prefilled_tokens"] += sum(len(p) - shared for p in prompts)
-        cached = [stored] + [shared] * (len(prompts) - 1)  # the first row paid for the part of the prefix not stored
+        self.stats["prefilled_tokens"] += sum(len(p) - n for p, n in zip(prompts, lengths))
         return out.past_key_values, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :], cached
 
     def _prefix_states(self, prefix: list[int]) -> tuple[list | None, int]:
@@ -116,3 +132,17 @@ class ForwardMixin:
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         self.prefixes.put(prefix, layers)
         return layers, stored
+
+
+def _left_pad_states(states: torch.Tensor, width: int) -> torch.Tensor:
+    """[1, heads, tokens, dim] states moved right to fill `width` positions, zeros (masked) before them."""
+    missing = width - states.shape[2]
+    if missing == 0:
+        return states
+    return torch.cat([states.new_zeros((*states.shape[:2], missing, states.shape[3])), states], dim=2)
+
+
+def _empty_like(layers, width: int):
+    """All-masked prefix states for rows that share no prefix with any other row."""
+    return [(k.new_zeros((*k.shape[:2], width, k.shape[3])), v.new_zeros((*v.shape[:2], width, v.shape[3])))
+            for k, v in layers]

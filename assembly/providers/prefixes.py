@@ -1,7 +1,8 @@
 """Prompt prefixes whose key/value states the local backend computes once and reuses.
 
 The prompts of one phase share a long common prefix (assembly.layout puts what every juror shares first). Within a
-batch, the backend prefills that prefix once at batch size 1, forks its cache to the rows and prefills only their
+batch, the backend prefills each group's prefix once at batch size 1 (`prefix_groups`: one group per jury when a
+study batches several juries' prompts together), forks its cache to the group's rows and prefills only their
 suffixes. Across batches, it keeps the prefixes it computed here, bounded in tokens and evicted least recently used,
 so a later batch starting the same way (the next phase's prompts, the fidelity eval's next group on one question,
 a juror's next ballot) computes only what is new. Entries match on any common leading run of tokens, not only
@@ -35,6 +36,30 @@ def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
         if n == 0:
             break
     return n
+
+
+def prefix_groups(rows: Sequence[Sequence[int]], min_gain: int) -> list[tuple[list[int], int]]:
+    """The rows of a batch grouped by the prefix each group can compute once: [(row indices in order, prefix
+    length)]. Every row shares the batch's common prefix; rows that share at least `min_gain` tokens more (the
+    jurors of one jury in a batch that holds several juries' prompts: the same preamble and question, then each jury's
+    own testimony) form a group whose prefix is their own common prefix; the other rows form one group. Sorted rows are
+    cut where neighbours share less than that. Every prefix leaves each row a token of its own."""
+    if not rows:
+        return []
+    base = common_prefix_length(rows)
+    order = sorted(range(len(rows)), key=lambda i: list(rows[i]))
+    runs, current = [], [order[0]]
+    for a, b in zip(order, order[1:]):
+        if _shared(rows[a], rows[b]) >= base + min_gain:
+            current.append(b)
+        else:
+            runs.append(current)
+            current = [b]
+    runs.append(current)
+    rest = [i for run in runs if len(run) == 1 for i in run]  # rows with no neighbour to share more with: one group
+    runs = [run for run in runs if len(run) > 1] + ([rest] if rest else [])
+    return sorted((sorted(run), min(common_prefix_length([rows[i] for i in run]), min(len(rows[i]) for i in run) - 1))
+                  for run in runs)
 
 
 def _shared(a: Sequence[int], b: Sequence[int]) -> int:
