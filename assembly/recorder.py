@@ -1,10 +1,10 @@
 """One recorder per run: every turn, ballot, tally, verdict and model call of a run reaches the store through it.
 
 Events (assembly.events) are buffered in the order they happen and written by `flush()`: one transaction per flush,
-in a worker thread, so a store locked by another process stalls the run's writes, not its event loop. The modes
-flush at the end of every phase — the full graph after every node, before LangGraph checkpoints the step, so a
-checkpointed step's records are always on disk — and `aclose()` writes what is left however the run ends
-(assembly.run_lifecycle). A kill -9 loses only the unflushed events of the phase in progress, which a resume
+in a worker thread, so a write waiting on a store another process holds waits off the event loop (a store call on
+the loop itself — the run's start and finish — still waits behind it). The modes flush at the end of every phase —
+the full graph after every node, before LangGraph checkpoints the step, so a checkpointed step's records are always
+on disk — and `aclose()` writes what is left however the run ends (assembly.run_lifecycle). A kill -9 loses only the unflushed events of the phase in progress, which a resume
 (assembly.resuming) re-runs from its checkpoint.
 
 `RecordingModel` wraps any Model for one run: each call becomes a `ModelCall` event whose id (made here, before the
@@ -17,6 +17,7 @@ answered reach the model.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -28,6 +29,8 @@ from assembly.providers.base import Model
 from assembly.providers.replay_backend import ReplayBook, ReplayMissError, ReplayModel
 from assembly.providers.types import GenerateRequest, GenerateResponse, ModelError
 from assembly.result import Usage
+
+log = logging.getLogger(__name__)
 
 
 def to_graph_stream(event: Event) -> None:
@@ -64,19 +67,49 @@ class RunRecorder:
 
     async def flush(self) -> None:
         """Write everything recorded so far, in a worker thread. Flushes that overlap share one write: whoever
-        takes the lock next writes all that is pending. A cancelled flush still finishes its write (shielded), so
-        a batch is never half taken."""
+        takes the lock next writes all that is pending. A cancelled flush still waits for its write to end before
+        it lets go of the lock (the write cannot be stopped midway), so a batch is never half taken."""
         async with self._lock:
-            if self._pending:
-                await asyncio.shield(asyncio.to_thread(self.write_pending))
+            if not self._pending:
+                return
+            write = asyncio.ensure_future(asyncio.to_thread(self.write_pending))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                while not write.done():
+                    try:
+                        await asyncio.wait({write})
+                    except asyncio.CancelledError:
+                        pass
+                write.exception()  # a failed write put its batch back; aclose() retries it
+                raise
 
-    async def aclose(self) -> None:
-        """The last flush of a run, however it ends."""
+    async def aclose(self) -> list[str]:
+        """The last flush of a run, however it ends: the buffered events in one transaction or, when that fails,
+        one at a time, so one bad record cannot take the others with it. Returns what could not be written (each
+        also logged), for the run's status to say so; it never raises over the run's own exception."""
         try:
             await self.flush()
+            return []
         except asyncio.CancelledError:  # the run is being torn down: write on this thread rather than lose it
-            self.write_pending()
+            self.write_each()
             raise
+        except Exception:
+            return self.write_each()
+
+    def write_each(self) -> list[str]:
+        """Write the buffered events one transaction each; return the errors of those that failed."""
+        batch, self._pending = self._pending, []
+        errors = []
+        for event in batch:
+            try:
+                with self.store.transaction():
+                    self._write(event)
+                self.written += 1
+            except Exception as exc:
+                errors.append(f"{event.kind}: {exc}")
+                log.error("run %s: a %s record could not be written: %s", self.run_id, event.kind, exc)
+        return errors
 
     def write_pending(self) -> None:
         """Write the buffered events in one transaction (on the calling thread). On a failed write nothing was

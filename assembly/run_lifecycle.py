@@ -63,9 +63,12 @@ async def run_lifecycle(store, run_id: str, *, pool=None, close_store: bool = Tr
         raise
     finally:
         try:
+            lost: list[str] = []
             try:
-                await lifecycle.recorder.aclose()
+                lost = await lifecycle.recorder.aclose()
             finally:
+                if lost:
+                    reason = f"{reason}; {len(lost)} record(s) could not be written, the first: {lost[0]}"
                 if not lifecycle.completed:
                     store.finish_run(run_id, status=status, reason=reason)
         finally:

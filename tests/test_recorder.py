@@ -57,7 +57,7 @@ def test_flush_writes_on_a_worker_thread_in_one_transaction(tmp_path):
     assert [e.kind for e in published] == ["phase", "call", "turn", "turn", "turn", "ballot"]
 
 
-def test_a_failed_write_keeps_the_events_for_the_next_flush(tmp_path):
+def test_a_failed_write_keeps_the_events_and_the_last_flush_saves_the_good_ones(tmp_path):
     from transcripts import Store, StoreError
 
     store = Store(tmp_path / "s.duckdb")
@@ -65,12 +65,74 @@ def test_a_failed_write_keeps_the_events_for_the_next_flush(tmp_path):
     recorder = RunRecorder(store, run_id)
     recorder.record(_turn(0))
     recorder.record(Turn(seq=1, phase="p", round=None, speaker_id="j", speaker="J", content=None))  # not a string
+    recorder.record(_turn(2))
     with pytest.raises(StoreError, match="content must be a string"):
         asyncio.run(recorder.flush())
-    assert recorder.pending == 2 and store.sql("SELECT count(*) FROM turns").item() == 0  # rolled back, kept
-    recorder._pending.pop()  # what the caller would repair
-    asyncio.run(recorder.aclose())
+    assert recorder.pending == 3 and store.sql("SELECT count(*) FROM turns").item() == 0  # rolled back, kept
+    lost = asyncio.run(recorder.aclose())  # one bad record does not take the others with it
+    assert len(lost) == 1 and "content must be a string" in lost[0] and recorder.pending == 0
+    assert store.sql("SELECT content FROM turns ORDER BY seq").rows() == [("turn 0",), ("turn 2",)]
+
+
+def test_the_run_says_when_records_could_not_be_written(tmp_path):
+    from assembly.run_lifecycle import run_lifecycle
+    from transcripts import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    run_id = store.begin_run(question="Q?", spec={})
+
+    async def run():
+        async with run_lifecycle(store, run_id, close_store=False) as lifecycle:
+            lifecycle.recorder.record(_turn(0))
+            lifecycle.recorder.record(Turn(seq=1, phase="p", round=None, speaker_id="j", speaker="J", content=None))
+            raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        asyncio.run(run())
+    status, reason = store.sql("SELECT status, reason FROM runs").rows()[0]
+    assert status == "failed" and reason.startswith("KeyError") and "1 record(s) could not be written" in reason
     assert store.sql("SELECT content FROM turns").rows() == [("turn 0",)]
+
+
+def test_a_cancelled_flush_lets_its_write_finish_before_anyone_else_writes(tmp_path):
+    from transcripts import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    run_id = store.begin_run(question="Q?", spec={})
+    recorder = RunRecorder(store, run_id)
+    started, release = threading.Event(), threading.Event()
+    transaction = store.transaction
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return transaction()
+
+    store.transaction = slow
+    recorder.record(_turn(0))
+
+    async def main():
+        flushing = asyncio.ensure_future(recorder.flush())
+        await asyncio.to_thread(started.wait, 5)
+        flushing.cancel()
+        await asyncio.sleep(0.05)
+        assert not flushing.done()  # still waiting for the write it started
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await flushing
+
+    asyncio.run(main())
+    assert recorder.pending == 0 and store.sql("SELECT count(*) FROM turns").item() == 1
+
+
+def test_a_call_written_twice_is_recorded_once(tmp_path):
+    from transcripts import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    run_id = store.begin_run(question="Q?", spec={})
+    for _ in range(2):
+        store.add_llm_call(run_id, model="m", request_hash="h", call_id="c1")
+    assert store.sql("SELECT id, seq FROM llm_calls").rows() == [("c1", 1)]
 
 
 def test_the_live_view_sees_what_the_store_records(tmp_path):

@@ -449,7 +449,8 @@ class Store:
         cached_input_tokens: int = 0,
         cache_write_tokens: int = 0,
     ) -> str:
-        """Record one model call (in call order) and return its id, for turns and ballots to point at.
+        """Record one model call (in call order) and return its id, for turns and ballots to point at; once per
+        `call_id` (writing a recorded id again writes nothing).
         `input_tokens` counts every prompt token sent; `cached_input_tokens` (read from a prompt cache) and
         `cache_write_tokens` (written to one) are among them."""
         messages = list(messages)
@@ -458,6 +459,8 @@ class Store:
         call_id = call_id or new_id()
         with self._session(write=True) as con:
             self._require_run(con, run_id)
+            if con.execute("SELECT 1 FROM llm_calls WHERE id = ?", [call_id]).fetchall():
+                return call_id  # written already (a retried batch): once per id
             # In the write transaction, which holds the file (other processes) and this process's store lock
             # (other threads) until it commits: no two calls of a run get one number, whoever else writes to it.
             seq = con.execute(
