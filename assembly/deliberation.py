@@ -271,7 +271,6 @@ async def conduct(sitting: Sitting, on_event: Callable[[dict], None] | None = No
     return result
 
 
-
 def recorded_usage(store, run_id: str, wall_seconds: float) -> Usage:
     """A run's usage summed over its recorded calls (failed ones excluded, as the recorders count them)."""
     calls, inp, cached, written, out, seconds, cost = store.sql(

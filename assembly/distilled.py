@@ -160,7 +160,7 @@ async def adistill(
                 if ballot.reason.startswith(MODEL_ERROR):  # recorded as the full mode records a model error
                     raise ModelError(ballot.reason.removeprefix(MODEL_ERROR))
                 raise AssemblyError(f"run {run_id} failed: {j.id}'s distilled ballot: {ballot.reason}")
-            emit(BallotCast(ballot=ballot, speaker=j.persona.name, label=kind.label(ballot)))
+            emit(BallotCast(ballot=ballot, speaker=j.persona.name))
         emit(PhaseStarted(phase="aggregation"))
         tallies = tally_phase(ballots, spec.ballot.options, spec.ballot.rules,
                               seed=seed_for(spec.jury.seed, "redraws", PHASE))

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from assembly.ballot import Ballot
+from assembly.ballot_types import kind_of
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,10 @@ class BallotCast(Event):
     kind: ClassVar[str] = "ballot"
     ballot: Ballot
     speaker: str  # the juror's display name
-    label: str | None  # the ballot as one line (its choice, ranking or approvals)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:  # "choice": the ballot as one line (its choice, ranking or approvals)
         return {"kind": self.kind, "phase": f"ballot-{self.ballot.phase}", "speaker": self.speaker,
-                "choice": self.label, "status": self.ballot.status}
+                "choice": kind_of(self.ballot.type).label(self.ballot), "status": self.ballot.status}
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from assembly.ballot_types import kind_of
 from assembly.casting import cast_ballot
 from assembly.counting import tally_phase
 from assembly.events import BallotCast, PhaseStarted, Speaking, Tallied, Turn, VerdictReached
-from assembly.layout import question_messages, statement_messages
-from assembly.prompts import render_prompt
 from assembly.graph_state import MODERATOR_ID, AssemblyContext, AssemblyState, Participant, free_seq
 from assembly.hearing import heard_turns, latest_summary, round_turns, testimony_digest
+from assembly.layout import question_messages, statement_messages
+from assembly.prompts import render_prompt
 from assembly.providers.types import GenerateRequest, Message
 from assembly.seeds import seed_for
 from assembly.text import clean_turn
@@ -93,7 +93,7 @@ async def _ballot(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
         procedure=spec.procedure.ballot_procedure(),
         priors=ctx.priors,
     )
-    ctx.emit(BallotCast(ballot=ballot, speaker=member.name, label=kind_of(ballot.type).label(ballot)))
+    ctx.emit(BallotCast(ballot=ballot, speaker=member.name))
     return {"ballots": {f"{phase}:{member.id}": ballot.model_dump(mode="json")}}
 
 

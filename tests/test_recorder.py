@@ -42,7 +42,7 @@ def test_flush_writes_on_a_worker_thread_in_one_transaction(tmp_path):
         recorder.record(Turn(seq=seq, phase="deliberation", round=1, speaker_id="juror-01", speaker="Ann",
                              content=f"turn {seq}", call_id="c1"))
     recorder.record(BallotCast(ballot=Ballot(participant_id="juror-01", phase="pre", type="yes_no", choice="yes"),
-                               speaker="Ann", label="yes"))
+                               speaker="Ann"))
     assert recorder.pending == 5 and store.sql("SELECT count(*) FROM turns").item() == 0  # buffered, not written
 
     async def main():  # overlapping flushes share one write

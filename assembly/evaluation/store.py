@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from assembly.ballot import Ballot
-from assembly.ballot_types import kind_of
 from assembly.evaluation.config import EvalConfig
 from assembly.evaluation.fidelity import EvalHooks
 from assembly.evaluation.panels import Juror
@@ -91,8 +90,7 @@ class EvalRecorder(EvalHooks):
     def on_ballot(self, question: SurveyQuestion, panel: str, juror: Juror | None, ballot: Ballot) -> None:
         if self.config.mode == "assembly" and juror is None:
             return  # the mini-assembly recorded its own run and ballots
-        self._current.recorder.record(BallotCast(ballot=ballot, speaker=ballot.participant_id,
-                                                 label=kind_of(ballot.type).label(ballot)))
+        self._current.recorder.record(BallotCast(ballot=ballot, speaker=ballot.participant_id))
 
     async def end_question(self, question: SurveyQuestion, records: list[dict[str, Any]]) -> None:
         await self._current.complete({"fidelity": records})

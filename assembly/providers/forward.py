@@ -90,10 +90,11 @@ class ForwardMixin:
             for i in rows:
                 per_row[i], lengths[i], cached[i] = padded, shared, shared
             cached[rows[0]] = stored  # the group's first row paid for the part of its prefix not stored
-        empty = _empty_like(next(r for r in per_row if r is not None), width)
-        layers = [(torch.cat([(r or empty)[layer][0] for r in per_row]), torch.cat([(r or empty)[layer][1]
-                                                                                    for r in per_row]))
-                  for layer in range(len(empty))]
+        if None in per_row:  # rows that share no prefix with another: all-masked states in front of them
+            empty = _empty_like(next(r for r in per_row if r is not None), width)
+            per_row = [r or empty for r in per_row]
+        layers = [(torch.cat([r[layer][0] for r in per_row]), torch.cat([r[layer][1] for r in per_row]))
+                  for layer in range(len(per_row[0]))]
         cache = DynamicCache(ddp_cache_data=layers)
         tails, tail_mask = self._left_pad([p[n:] for p, n in zip(prompts, lengths)])
         own = torch.tensor(lengths, dtype=torch.long, device=self._device)[:, None]
