@@ -30,11 +30,18 @@ from assembly.providers.local import EmbeddedModel  # noqa: E402
 from assembly.study.runner import arun_study  # noqa: E402
 from host import machine  # noqa: E402
 
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 async def one_mode(args, concurrency: int, folder: Path) -> dict:
-    model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch)
+    model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch,
+                          continuous_batching=not args.no_continuous_batching)
     try:
         await model.generate(GenerateRequest(messages=[Message(role="user", content="Hello")], max_tokens=2))
         model.stats.clear()  # count the study only, not the warm-up
@@ -55,9 +62,14 @@ async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="study-throughput-") as tmp:
         folder = Path(tmp)
         side_by_side = await one_mode(args, args.concurrency, folder)
+        if args.side_by_side_only:
+            return {"question": str(args.question), "draws": args.draws, "jurors": args.jurors,
+                    "rounds": args.rounds, "continuous_batching": not args.no_continuous_batching,
+                    "side_by_side": side_by_side, "machine": machine()}
         one_after_another = await one_mode(args, 1, folder)
     ratio = side_by_side["assemblies_per_hour"] / max(one_after_another["assemblies_per_hour"], 1e-9)
     return {"question": str(args.question), "draws": args.draws, "jurors": args.jurors, "rounds": args.rounds,
+            "continuous_batching": not args.no_continuous_batching,
             "side_by_side": side_by_side, "one_after_another": one_after_another, "speedup": round(ratio, 2),
             "machine": machine()}
 
@@ -71,21 +83,27 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="draws side by side (the study default: 8)")
     parser.add_argument("--max-batch", type=int, default=64, help="the local backend's batch limit")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--no-continuous-batching", action="store_true",
+                        help="later requests wait for the next batch instead of joining a decoding one (ablation)")
+    parser.add_argument("--side-by-side-only", action="store_true", help="skip the one-after-another run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     result = asyncio.run(main_async(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    s, o, m = result["side_by_side"], result["one_after_another"], result["machine"]
+    s, o, m = result["side_by_side"], result.get("one_after_another"), result["machine"]
     print(f"{args.draws} draws of {args.question.name} ({args.jurors} jurors, {args.rounds} round(s)) on the embedded "
           "model")
     print(f"  side by side ({s['concurrency']} at once): {s['wall_s']} s, {s['assemblies_per_hour']} assemblies/h, "
-          f"{s['model_stats'].get('batches')} batches, largest {s['model_stats'].get('max_batch_seen')}")
+          f"{s['model_stats'].get('batches')} batches, largest {s['model_stats'].get('max_batch_seen')}, "
+          f"{s['model_stats'].get('joined_requests', 0)} requests joined a decoding batch")
+    if o is None:
+        return 0
     print(f"  one after another:       {o['wall_s']} s, {o['assemblies_per_hour']} assemblies/h, "
           f"{o['model_stats'].get('batches')} batches, largest {o['model_stats'].get('max_batch_seen')}")
     print(f"  speedup: {result['speedup']}x (target >= 3x on 2 cores)")
-    print(f"machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']} ({m['torch_threads']} threads), load "
+    print(f"machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']} ({torch_threads()} threads), load "
           f"average {m['load_average_1m']}")
     return 0
 

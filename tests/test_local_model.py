@@ -286,3 +286,38 @@ def test_callers_on_other_threads_and_loops_batch_together(tiny):
     assert len(out) == 4 and tiny.stats["batches"] < 4
     asyncio.run(tiny.aclose())
     assert asyncio.run(tiny.generate(ask("after close", max_tokens=2))).usage.output_tokens >= 1  # reloads
+
+
+def test_packed_attention_decodes_like_transformers_sdpa(tiny_dir):
+    """The CPU attention (an all-true mask on maskless decoding steps, so GQA takes the packed path) computes the
+    same attention as transformers' own SDPA: same greedy answer, logits equal within rounding."""
+    from transformers import AutoModelForCausalLM
+
+    from assembly.providers.attention import NAME, use_packed_attention
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    packed = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    assert plain.config.num_key_value_heads < plain.config.num_attention_heads  # grouped-query attention
+    assert use_packed_attention(packed, "cpu") and packed.config._attn_implementation == NAME
+    assert not use_packed_attention(plain, "meta")  # only on CPU
+    ids = torch.tensor([[5, 9, 3, 12, 7, 8, 4]])
+    with torch.inference_mode():
+        a = plain.generate(ids, max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
+        b = packed.generate(ids, max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    assert a.sequences.tolist() == b.sequences.tolist()
+    assert max(float((x - y).abs().max()) for x, y in zip(a.logits, b.logits)) < 1e-4
+    # the maskless single-token step is the one that changes: it must now go through the packed path
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("enable_gqa", False))
+        return original(*args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.inference_mode():
+            packed.generate(ids, max_new_tokens=2, do_sample=False)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+    assert calls and not calls[-1]

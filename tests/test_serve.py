@@ -666,6 +666,7 @@ def test_streaming_sends_text_while_the_model_decodes(tiny_model_dir):
 
 def test_a_cancelled_request_leaves_its_batch_and_the_queue(tiny_model_dir):
     local = _local(tiny_model_dir)
+    local.max_batch = 2  # a full batch: the third request cannot join it and waits in the queue
     _never_ends(local)
     _slow(local, 0.01)
 
@@ -682,7 +683,7 @@ def test_a_cancelled_request_leaves_its_batch_and_the_queue(tiny_model_dir):
         long.cancel()
         queued.cancel()
         start = time.monotonic()
-        answer = await short  # a batch delivers when its last row ends: the long row must be gone
+        answer = await short
         return answer, time.monotonic() - start
 
     answer, waited = asyncio.run(run())
@@ -805,3 +806,40 @@ def test_serve_command_passes_its_limits(serve_cli):
     assert (kw["max_queue"], kw["max_prompt_tokens"], kw["max_choices"], kw["max_choice_chars"]) == (5, 100, 4, 50)
     result, calls = serve_cli("--model", "scripted:x", "--max-queue", "0")
     assert isinstance(result.exception, SpecError) and "--max-queue" in str(result.exception) and len(calls) == 1
+
+
+def test_a_request_that_arrives_while_a_batch_decodes_joins_it_and_returns_before_it_ends(tiny_model_dir):
+    local = _local(tiny_model_dir)
+    _never_ends(local)
+    _slow(local, 0.01)
+
+    def ask(max_tokens, seed, **kw):
+        return GenerateRequest(messages=[Message(role="user", content="hello " * seed)], max_tokens=max_tokens,
+                               temperature=1.0, seed=seed, **kw)
+
+    async def run():
+        long = asyncio.ensure_future(local.generate(ask(200, 1)))
+        await asyncio.sleep(0.2)  # decoding
+        late = await local.generate(ask(10, 7))  # a text request: joins the decoding batch
+        scored = await local.generate(ask(1, 2, choices=["yes", "no"]))  # scored between two decoding steps
+        done_early = not long.done()
+        return late, scored, done_early, await long
+
+    late, scored, done_early, long = asyncio.run(run())
+    joined = local.stats["joined_requests"]
+    asyncio.run(local.aclose())
+    assert done_early  # both came back while the long row was still decoding
+    assert late.usage.output_tokens == 10 and long.usage.output_tokens == 200
+    assert scored.choice in ("yes", "no")
+    assert joined == 1 and local.stats["batches"] == 2  # the long row's batch and the scoring pass inside it
+    alone = asyncio.run(_one(tiny_model_dir, ask(10, 7)))
+    assert late.text == alone.text  # its own seed: the same answer as when it runs alone
+
+
+async def _one(folder, request):
+    local = _local(folder)
+    _never_ends(local)
+    try:
+        return await local.generate(request)
+    finally:
+        await local.aclose()

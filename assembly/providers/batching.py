@@ -3,11 +3,14 @@
 `generate` puts the request in an inbox and awaits a future. A dedicated thread takes everything pending (up to
 `max_batch`, waiting `batch_wait_ms` after the latest arrival for stragglers), runs ONE batched computation and hands
 each result back to its caller's event loop (`call_soon_threadsafe`). The event loop never blocks; jurors fanned out
-with LangGraph's `Send` arrive together and share one batch; requests that arrive while a batch runs form the next
-one. Because the thread is not tied to an event loop, callers on different loops or threads (e.g. sync nodes
-wrapping `asyncio.run`) batch together too, and one instance can be shared by every role. A lock serialises compute
-(also for `load()` and direct use of `hf_model`). A caller that gives up (its task cancelled: `assembly serve` does
-this when a client hangs up) is skipped if still queued, and dropped from the decoding loop at the next token.
+with LangGraph's `Send` arrive together and share one batch. Requests that arrive while a batch decodes do not wait
+for it to end (continuous batching): between two decoding steps, text requests join the decoding batch while it has
+room, and scored choices (no decoding) are computed at once; each row's result goes back to its caller as soon as
+that row ends. Because the thread is not tied to an event loop, callers on different loops or threads (e.g. sync
+nodes wrapping `asyncio.run`) batch together too, and one instance can be shared by every role. A lock serialises
+compute (also for `load()` and direct use of `hf_model`). A caller that gives up (its task cancelled: `assembly
+serve` does this when a client hangs up) is skipped if still queued, and dropped from the decoding loop at the next
+token.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Pending:
     cancelled: bool = False  # set on the caller's loop when it gives up; the batcher skips it or drops its row
     deltas: asyncio.Queue | None = None  # `stream`: the decoding loop puts each stable text delta here
     sent: str = ""  # the text put on `deltas` so far (decoding thread only)
+    settled: bool = False  # its result or error was handed back (batching thread only)
 
 
 @dataclass
@@ -55,7 +59,11 @@ class Result:
 
 
 def deliver(pending: Pending, result: Result | None, error: BaseException | None) -> None:
-    """Hand a result to the caller's event loop from the batching thread (its loop may be gone: then drop it)."""
+    """Hand a result to the caller's event loop from the batching thread (its loop may be gone: then drop it).
+    A request is settled once: a row delivered when it ended is not delivered again with its batch."""
+    if pending.settled:
+        return
+    pending.settled = True
 
     def settle() -> None:
         if pending.future.done():
@@ -74,10 +82,11 @@ def deliver(pending: Pending, result: Result | None, error: BaseException | None
 class BatchingMixin:
     """LocalModel's async front: `generate`, `stream` and `generate_many` through the inbox, and the batching thread
     that runs `_score_batch` (requests with `choices`) or `_generate_batch` (the others) on each batch, under
-    `_compute_lock` after `_load_locked`. Needs from the class: those four, `name`, `max_batch`, `batch_wait_s` and
-    `stats`."""
+    `_compute_lock` after `_load_locked`. Needs from the class: those four, `name`, `max_batch`, `batch_wait_s`,
+    `continuous_batching` and `stats`."""
 
-    _rows: list[Pending] | None = None  # the batch being computed, in request order (streaming, cancellation)
+    _rows: list[Pending] | None = None  # the batch being decoded, in request order, joined rows appended
+    _stop_after_batch = False  # the stop marker was taken from the inbox while a batch decoded
 
     def _init_batching(self) -> None:
         self._inbox: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
@@ -139,6 +148,8 @@ class BatchingMixin:
 
     def _serve(self, inbox: queue.SimpleQueue) -> None:
         """The one batching thread: take what is pending, wait briefly for stragglers, compute, deliver, repeat."""
+        self._serving_inbox = inbox
+        self._stop_after_batch = False
         while True:
             first = inbox.get()
             if first is None:
@@ -163,19 +174,48 @@ class BatchingMixin:
             for group, fn in ((choices, self._score_batch), (texts, self._generate_batch)):
                 if group:
                     self._run_group(fn, group)
-            if stop:
+            if stop or self._stop_after_batch:
                 return
 
-    def _run_group(self, fn, group: list[Pending]) -> None:
-        self._rows = group
+    def _admit(self, room: int) -> list[Pending]:
+        """Between two decoding steps: what arrived since the batch began. Scored choices are computed now (they
+        need no decoding); text requests, up to `room` of them, are returned to join the decoding batch (and added
+        to `_rows`, so an error of the batch reaches them too). Called by the decoding loop, under the compute lock."""
+        inbox = getattr(self, "_serving_inbox", None)
+        if not self.continuous_batching or inbox is None or self._rows is None or room < 1 or inbox.empty():
+            return []
+        joined, choices = [], []
+        while len(joined) < room:
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # stop once this batch is done
+                self._stop_after_batch = True
+                break
+            if not item.cancelled:
+                (choices if item.request.choices else joined).append(item)
+        if choices:
+            self._run_group(self._score_batch, choices, locked=True)
+        self._rows.extend(joined)
+        self.stats["requests"] += len(joined)
+        self.stats["joined_requests"] += len(joined)
+        return joined
+
+    def _run_group(self, fn, group: list[Pending], locked: bool = False) -> None:
+        """Compute `fn` on a group and deliver each result (every caller gets the error, if one is raised).
+        `locked`: the compute lock is already held (a group scored between two decoding steps)."""
+        outer, self._rows = self._rows, group
         try:
-            results = self._run_locked(fn, [p.request for p in group])
+            requests = [p.request for p in group]
+            results = self._run_unlocked(fn, requests) if locked else self._run_locked(fn, requests)
         except Exception as exc:  # noqa: BLE001 - every caller in the batch gets the error
-            if isinstance(exc, ModelError) and exc.status == 400 and len(group) > 1:
+            pending = [p for p in group if not p.settled]
+            if isinstance(exc, ModelError) and exc.status == 400 and len(pending) > 1:
                 # one request is at fault (a prompt that cannot fit, a schema that cannot compile): run them one
                 # by one, so its batch-mates do not fail with it
-                for p in group:
-                    self._run_group(fn, [p])
+                for p in pending:
+                    self._run_group(fn, [p], locked)
                 return
             error = exc
             if not isinstance(exc, (ModelError, MissingExtraError)):
@@ -185,21 +225,25 @@ class BatchingMixin:
                 deliver(p, None, error)
             return
         finally:
-            self._rows = None
+            self._rows = outer
         for p, r in zip(group, results):
             deliver(p, r, None)
 
     def _run_locked(self, fn, requests: list[GenerateRequest]) -> list[Result]:
         with self._compute_lock:
             self._load_locked()
-            start = time.perf_counter()
-            results = fn(requests)
-            elapsed = time.perf_counter() - start
-            self.stats["batches"] += 1
-            self.stats["requests"] += len(requests)
-            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(requests))
-        for r in results:
-            r.raw.update(batch_size=len(requests), batch_s=round(elapsed, 4))
+            return self._run_unlocked(fn, requests)
+
+    def _run_unlocked(self, fn, requests: list[GenerateRequest]) -> list[Result]:
+        self.stats["batches"] += 1  # counted first: rows that end early are handed back while `fn` still runs
+        self.stats["requests"] += len(requests)
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(requests))
+        start = time.perf_counter()
+        results = fn(requests)
+        elapsed = time.perf_counter() - start
+        for r in results:  # the decoding loop sets these itself for the rows it delivered as they ended
+            r.raw.setdefault("batch_size", len(requests))
+            r.raw.setdefault("batch_s", round(elapsed, 4))
         return results
 
     def _response(self, pending: Pending, result: Result) -> GenerateResponse:

@@ -122,8 +122,7 @@ class ForwardMixin:
                             position_ids=torch.arange(stored, len(prefix), device=self._device)[None, :],
                             past_key_values=cache, logits_to_keep=1)
         cache = out.past_key_values
-        if not all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in getattr(cache, "layers", [])) \
-                or not getattr(cache, "layers", None):
+        if not joinable(cache):
             self.prefix_sharing = False
             log.info("model %s: its cache (%s) cannot be forked; prefix sharing is off", self.name,
                      type(cache).__name__)
@@ -135,8 +134,28 @@ class ForwardMixin:
         return layers, stored
 
 
+def join_states(a, b):
+    """Two decoding batches as one: each is (cache, attention mask, next positions, next-token logits); the rows of
+    `b` go after those of `a`, and the narrower cache is left-padded with masked zeros to the wider one's width."""
+    cache_a, mask_a, pos_a, logits_a = a
+    cache_b, mask_b, pos_b, logits_b = b
+    width = max(mask_a.shape[1], mask_b.shape[1])
+    layers = [(torch.cat([_left_pad_states(la.keys, width), _left_pad_states(lb.keys, width)]),
+               torch.cat([_left_pad_states(la.values, width), _left_pad_states(lb.values, width)]))
+              for la, lb in zip(cache_a.layers, cache_b.layers)]
+    masks = [torch.cat([m.new_zeros((m.shape[0], width - m.shape[1])), m], dim=1) for m in (mask_a, mask_b)]
+    return (DynamicCache(ddp_cache_data=layers), torch.cat(masks), torch.cat([pos_a, pos_b]),
+            torch.cat([logits_a, logits_b]))
+
+
+def joinable(cache) -> bool:
+    """Whether a decoding cache can take rows from another one (plain per-layer key/value states)."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in layers)
+
+
 def _left_pad_states(states: torch.Tensor, width: int) -> torch.Tensor:
-    """[1, heads, tokens, dim] states moved right to fill `width` positions, zeros (masked) before them."""
+    """[batch, heads, tokens, dim] states moved right to fill `width` positions, zeros (masked) before them."""
     missing = width - states.shape[2]
     if missing == 0:
         return states

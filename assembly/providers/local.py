@@ -43,7 +43,7 @@ __all__ = ["CHOICE_METHODS", "EmbeddedModel", "LocalModel", "embedded_model_path
 
 # Options a LocalModel understands; others given to load_model/ModelPool (meant for other backends) are ignored.
 _OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter",
-            "prefix_sharing", "prefix_cache_tokens")
+            "prefix_sharing", "prefix_cache_tokens", "continuous_batching")
 MIN_KEPT_TOKENS = 16  # a prompt cut from the middle keeps at least this much beside its system message
 
 
@@ -60,6 +60,8 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
       device         "auto" (cuda if available, else cpu), "cpu", "cuda", ...
       choice_method  "sum" (default), "mean" or "letter": how options are scored (see choice_scoring.py).
       merge_adapter  merge a peft adapter into the weights after loading (default True: faster inference).
+      continuous_batching  let requests that arrive while a batch decodes join it between two tokens (default
+                     True; False: they wait for the next batch, as before turn 7).
     Weights load lazily on first use (in the worker thread), or eagerly with `load()`.
     `stats` counts batches, requests, forward passes and tokens (tests and benchmarks read it).
     """
@@ -85,6 +87,7 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
         merge_adapter: bool = True,
         prefix_sharing: bool = True,
         prefix_cache_tokens: int = 8192,
+        continuous_batching: bool = True,
     ):
         if choice_method not in CHOICE_METHODS:
             raise SpecError(f"choice_method {choice_method!r} is not one of {', '.join(CHOICE_METHODS)}")
@@ -102,6 +105,7 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
         self.merge_adapter = merge_adapter
         self.prefix_sharing = bool(prefix_sharing)
         self.prefixes = PrefixStore(prefix_cache_tokens)
+        self.continuous_batching = bool(continuous_batching)
         self.stats: Counter[str] = Counter()
         self.load_seconds: float | None = None
         self._model = None
@@ -163,6 +167,8 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 
+        from assembly.providers.attention import use_packed_attention
+
         start = time.perf_counter()
         if self.threads:
             torch.set_num_threads(int(self.threads))
@@ -174,6 +180,7 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except OSError as exc:
             raise ModelError(f"model {self.name}: cannot load {path}: {exc}") from exc
+        use_packed_attention(model, device)
         if self.adapter:
             try:
                 from peft import PeftModel
