@@ -20,6 +20,7 @@ def machine() -> dict:
         import torch
 
         found["torch"] = torch.__version__
+        found["torch_threads"] = torch.get_num_threads()
         found["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass

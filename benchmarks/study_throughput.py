@@ -30,12 +30,6 @@ from assembly.providers.local import EmbeddedModel  # noqa: E402
 from assembly.study.runner import arun_study  # noqa: E402
 from host import machine  # noqa: E402
 
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,17 +55,14 @@ async def one_mode(args, concurrency: int, folder: Path) -> dict:
 async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="study-throughput-") as tmp:
         folder = Path(tmp)
-        side_by_side = await one_mode(args, args.concurrency, folder)
-        if args.side_by_side_only:
-            return {"question": str(args.question), "draws": args.draws, "jurors": args.jurors,
-                    "rounds": args.rounds, "continuous_batching": not args.no_continuous_batching,
-                    "side_by_side": side_by_side, "machine": machine()}
-        one_after_another = await one_mode(args, 1, folder)
-    ratio = side_by_side["assemblies_per_hour"] / max(one_after_another["assemblies_per_hour"], 1e-9)
-    return {"question": str(args.question), "draws": args.draws, "jurors": args.jurors, "rounds": args.rounds,
-            "continuous_batching": not args.no_continuous_batching,
-            "side_by_side": side_by_side, "one_after_another": one_after_another, "speedup": round(ratio, 2),
-            "machine": machine()}
+        result = {"question": str(args.question), "draws": args.draws, "jurors": args.jurors, "rounds": args.rounds,
+                  "continuous_batching": not args.no_continuous_batching,
+                  "side_by_side": await one_mode(args, args.concurrency, folder)}
+        if not args.side_by_side_only:
+            result["one_after_another"] = o = await one_mode(args, 1, folder)
+            ratio = result["side_by_side"]["assemblies_per_hour"] / max(o["assemblies_per_hour"], 1e-9)
+            result["speedup"] = round(ratio, 2)
+    return {**result, "machine": machine()}
 
 
 def main(argv=None) -> int:
@@ -98,12 +89,11 @@ def main(argv=None) -> int:
     print(f"  side by side ({s['concurrency']} at once): {s['wall_s']} s, {s['assemblies_per_hour']} assemblies/h, "
           f"{s['model_stats'].get('batches')} batches, largest {s['model_stats'].get('max_batch_seen')}, "
           f"{s['model_stats'].get('joined_requests', 0)} requests joined a decoding batch")
-    if o is None:
-        return 0
-    print(f"  one after another:       {o['wall_s']} s, {o['assemblies_per_hour']} assemblies/h, "
-          f"{o['model_stats'].get('batches')} batches, largest {o['model_stats'].get('max_batch_seen')}")
-    print(f"  speedup: {result['speedup']}x (target >= 3x on 2 cores)")
-    print(f"machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']} ({torch_threads()} threads), load "
+    if o is not None:
+        print(f"  one after another:       {o['wall_s']} s, {o['assemblies_per_hour']} assemblies/h, "
+              f"{o['model_stats'].get('batches')} batches, largest {o['model_stats'].get('max_batch_seen')}")
+        print(f"  speedup: {result['speedup']}x (target >= 3x on 2 cores)")
+    print(f"machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']} ({m['torch_threads']} threads), load "
           f"average {m['load_average_1m']}")
     return 0
 
