@@ -28,7 +28,7 @@ from assembly.casting import cast_ballot
 from assembly.counting import tally_phase
 from assembly.events import BallotCast, PhaseStarted, Speaking, Tallied, Turn, VerdictReached
 from assembly.graph_state import MODERATOR_ID, AssemblyContext, AssemblyState, Participant, free_seq
-from assembly.hearing import heard_turns, latest_summary, round_turns, testimony_digest
+from assembly.hearing import heard_turns, latest_summary, questions_digest, round_turns, testimony_digest
 from assembly.layout import question_messages, statement_messages
 from assembly.prompts import render_prompt
 from assembly.providers.types import GenerateRequest, Message
@@ -232,8 +232,8 @@ async def statement(payload: dict, runtime: Runtime[AssemblyContext]) -> dict:
     member = juror(ctx, payload["juror_id"])
     round_ = payload["round"]
     messages = statement_messages(persona=member.persona, question=spec.question, options=spec.ballot.options,
-                                  testimony=testimony_digest(ctx, state), summary=latest_summary(state),
-                                  heard=heard_turns(ctx, state, round_, member.id),
+                                  testimony=testimony_digest(ctx, state), exchanges=questions_digest(ctx, state),
+                                  summary=latest_summary(state), heard=heard_turns(ctx, state, round_, member.id),
                                   prompt=state["prompts"][str(round_)], words=spec.procedure.words_per_turn)
     content, _ = await speak(ctx, "juror", member.id, None, messages, phase="deliberation", round_=round_,
                              seq=payload["seq"], words=spec.procedure.words_per_turn)

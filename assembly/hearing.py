@@ -1,14 +1,15 @@
-"""What a participant hears when it speaks or votes: a bounded digest of the testimony, the moderator's latest
-summary, a round's statements, and each juror's own window of earlier turns. Everything here keeps prompts bounded
-however long the record grows.
+"""What a participant hears when it speaks or votes: bounded digests of the testimony and of the questions put to
+the witnesses, the moderator's latest summary, a round's statements, and each juror's own window of earlier turns.
+Everything here keeps prompts bounded however long the record grows.
+
+What happens in plenary (testimony, the witnesses' questioning, the moderator's summaries and invitations) every
+juror heard, so it goes in the shared block of their prompts; only the statements of the jurors nearest them are a
+juror's own.
 """
 
 from __future__ import annotations
 
-import random
-
 from assembly.graph_state import AssemblyContext, AssemblyState
-from assembly.seeds import seed_for
 from assembly.text import clean_turn
 
 
@@ -24,6 +25,25 @@ def testimony_digest(ctx: AssemblyContext, state: AssemblyState) -> str:
     return "\n".join(lines) or "(no expert testimony)"
 
 
+def questions_digest(ctx: AssemblyContext, state: AssemblyState) -> str:
+    """Every question put to a witness and its answer, in the order asked, heard by the whole jury in plenary.
+
+    Each exchange is clipped to its share of a fixed budget (twice `testimony_words`, a third for the question), so
+    the digest stays bounded however many jurors ask; "" when nobody asked."""
+    asked = sorted((state.get("questions") or {}).items(), key=lambda item: item[1].get("seq", 0))
+    if not asked:
+        return ""
+    per_exchange = max(15, 2 * ctx.spec.procedure.testimony_words // len(asked))
+    names = ctx.speaker_names()
+    lines = []
+    for juror_id, qa in asked:
+        question = clean_turn(qa["question"], max(5, per_exchange // 3), names)
+        answer = clean_turn(qa["answer"], per_exchange - per_exchange // 3, names)
+        lines.append(f"{ctx.name_of(juror_id)} asked {ctx.name_of(qa['witness'])}: {question}\n"
+                     f"{ctx.name_of(qa['witness'])}: {answer}")
+    return "\n".join(lines)
+
+
 def latest_summary(state: AssemblyState) -> str:
     summaries = state.get("summaries") or []
     return summaries[-1] if summaries else ""
@@ -31,39 +51,25 @@ def latest_summary(state: AssemblyState) -> str:
 
 def round_turns(ctx: AssemblyContext, state: AssemblyState, round_: int) -> list[dict]:
     turns = [s for key, s in (state.get("statements") or {}).items() if key.startswith(f"{round_}:")]
-    return [{"speaker": ctx.name_of(t["speaker"]), "content": t["content"]} for t in sorted(turns, key=lambda t: t["seq"])]
+    return [{"speaker": ctx.name_of(t["speaker"]), "content": t["content"]}
+            for t in sorted(turns, key=lambda t: t["seq"])]
 
 
 def heard_turns(ctx: AssemblyContext, state: AssemblyState, round_: int, juror_id: str) -> list[dict]:
-    """The turns one juror heard before speaking in `round_`: at most `recent_turns` of them, in speaking order.
+    """The statements one juror heard from the jurors nearest them before speaking in `round_`, in speaking order.
 
-    From round 2, the previous round's statements of the jurors who sat nearest this juror in that round's
-    speaking order (circular distance; the juror's own statement is not among them). Before round 1, whole
-    question-and-answer exchanges, nearest first around a seeded position in the order they were asked. Each juror
-    hears a window of their own, so no fixed set of last speakers sets everyone's agenda, and prompts stay bounded.
+    From round 2: at most `recent_turns` statements of the previous round, those of the jurors who sat nearest this
+    juror in that round's speaking order (circular distance; the juror's own statement is not among them), so no
+    fixed set of last speakers sets everyone's agenda and prompts stay bounded. Round 1 has none: what came before
+    it (testimony and questions) was heard in plenary and is in the shared block (`questions_digest`).
     """
     keep = ctx.spec.procedure.recent_turns
-    if keep == 0:
+    if keep == 0 or round_ <= 1:
         return []
-    if round_ > 1:
-        order = state["floor"][str(round_ - 1)]["order"]
-        said = {s["speaker"]: s for key, s in (state.get("statements") or {}).items()
-                if key.startswith(f"{round_ - 1}:")}
-        units = [[said[j]] if j in said and j != juror_id else [] for j in order]
-        centre = order.index(juror_id)
-    else:
-        asked = sorted((state.get("questions") or {}).items(), key=lambda item: item[1].get("seq", 0))
-        units = [[{"speaker": j, "content": qa["question"]}, {"speaker": qa["witness"], "content": qa["answer"]}]
-                 for j, qa in asked]
-        if not units:
-            return []
-        centre = random.Random(seed_for(ctx.seed, "hears", round_, juror_id)).randrange(len(units))
-    n = len(units)
+    order = state["floor"][str(round_ - 1)]["order"]
+    said = {s["speaker"]: s for key, s in (state.get("statements") or {}).items() if key.startswith(f"{round_ - 1}:")}
+    centre, n = order.index(juror_id), len(order)
     nearest = sorted(range(n), key=lambda i: (min((i - centre) % n, (centre - i) % n), (i - centre) % n))
-    chosen, count_ = set(), 0
-    for i in nearest:
-        if units[i] and count_ + len(units[i]) <= keep:
-            chosen.add(i)
-            count_ += len(units[i])
-    return [{"speaker": ctx.name_of(t["speaker"]), "content": t["content"]}
-            for i in sorted(chosen) for t in units[i]]
+    chosen = [i for i in nearest if order[i] in said and order[i] != juror_id][:keep]
+    return [{"speaker": ctx.name_of(said[order[i]]["speaker"]), "content": said[order[i]]["content"]}
+            for i in sorted(chosen)]

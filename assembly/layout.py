@@ -1,19 +1,23 @@
 """How a juror's prompt is laid out: what every juror of a phase shares comes first, what is the juror's own last.
 
 The first system message is a fixed preamble followed by the phase's shared block (question, background, options,
-testimony digest, the moderator's latest summary); a second system message says who the juror is (their persona);
-the user message holds what that juror heard and the instruction. Local chat templates and OpenAI-compatible
-servers see the two system messages joined (assembly.providers.chat.joined_system); the Anthropic backend sends
-them as two blocks and marks the first for caching. So the prompts of one phase share a long common prefix, which the local backend
-prefills once per batch and which vLLM's automatic prefix caching and OpenAI's and Anthropic's prompt caching
-reuse (the Anthropic backend marks the system block `cache_control`). Witness and moderator prompts were already
-laid out this way: their system message is the participant's own and shared by all their calls.
+testimony digest, the questions put to the witnesses, the moderator's latest summary and the question the moderator
+puts to the round); a second system message says who the juror is (their persona); the user message holds what only
+that juror heard (the statements of the jurors nearest them) and the instruction. Local chat templates and OpenAI-
+compatible servers see the two system messages joined (assembly.providers.chat.joined_system); the Anthropic backend
+sends them as two blocks and marks the first for caching. So the prompts of one phase share a long common prefix,
+which the local backend prefills once per batch and which vLLM's automatic prefix caching and OpenAI's and
+Anthropic's prompt caching reuse (the Anthropic backend marks the system block `cache_control`). Witness and
+moderator prompts were already laid out this way: their system message is the participant's own and shared by all
+their calls.
 
 `PROMPT_LAYOUT` is recorded with every run (`runs.versions.prompt_layout`) and in adapter cards; a local model
 loading an adapter tuned on another layout logs a warning. Layout 1 (runs recorded without the field): the persona
-first, in the system message, and everything else after it. Why the persona sits in the system message, after the
-shared block, and not in the user message: on the embedded model that placement measured R 0.769 against 0.801
-here (docs/fidelity.md, "Prompt layout").
+first, in the system message, and everything else after it. Layout 2: as 3, but the moderator's question was in the
+user message and, before round 1, each juror heard a window of their own of the witness exchanges (`recent_turns`
+turns) instead of all of them in the shared block. Why the persona sits in the system message, after the shared
+block, and not in the user message: on the embedded model that placement measured R 0.769 against 0.801 here
+(docs/fidelity.md, "Prompt layout").
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from assembly.prompts import render_prompt
 from assembly.providers.types import Message
 
-PROMPT_LAYOUT = 2
+PROMPT_LAYOUT = 3
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +45,19 @@ def juror_messages(shared: str, persona: str, own: str) -> list[Message]:
 
 
 def shared_block(*, question: str, background: str = "", options: Sequence[str] = (), testimony: str = "",
-                 summary: str = "", context: str | None = None) -> str:
+                 exchanges: str = "", summary: str = "", context: str | None = None, prompt: str = "") -> str:
     return render_prompt("juror_shared", question=question, background=background, options=list(options),
-                         testimony=testimony, summary=summary, context=context)
+                         testimony=testimony, exchanges=exchanges, summary=summary, context=context, prompt=prompt)
 
 
 def statement_messages(*, persona: str, question: str, options: Sequence[str], testimony: str, summary: str,
-                       heard: Sequence[dict], prompt: str, words: int) -> list[Message]:
-    """A juror's deliberation turn: `heard` is the window of turns this juror heard ({speaker, content})."""
-    shared = shared_block(question=question, options=options, testimony=testimony, summary=summary)
-    own = render_prompt("juror_statement", heard=list(heard), prompt=prompt, words=words)
+                       heard: Sequence[dict], prompt: str, words: int, exchanges: str = "") -> list[Message]:
+    """A juror's deliberation turn: `prompt` is the moderator's question to the round and `exchanges` the questions
+    put to the witnesses (both heard by the whole jury); `heard` is the window of turns this juror heard
+    ({speaker, content})."""
+    shared = shared_block(question=question, options=options, testimony=testimony, exchanges=exchanges,
+                          summary=summary, prompt=prompt)
+    own = render_prompt("juror_statement", heard=list(heard), words=words)
     return juror_messages(shared, persona, own)
 
 
@@ -75,7 +82,8 @@ def warn_on_other_layout(model: str, adapter: Path) -> bool:
     if layout == PROMPT_LAYOUT:
         return False
     log.warning("model %s: adapter %s was tuned on prompt layout %d, but assembly now lays prompts out as layout %d "
-                "(shared block first, persona after it); expect it to follow personas less well until retuned",
+                "(shared block and the moderator's question first, persona after them); expect it to follow personas "
+                "less well until retuned",
                 model, adapter, layout, PROMPT_LAYOUT)
     return True
 

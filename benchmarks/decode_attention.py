@@ -1,5 +1,6 @@
-"""One decoding step of the embedded model at several batch sizes, with transformers' SDPA attention and with the
-local backend's packed attention (assembly.providers.attention), over a long cache, with and without padding.
+"""One decoding step of the embedded model at several batch sizes, with transformers' SDPA attention, with the
+local backend's packed attention (assembly.providers.attention), and with packed attention over the backend's
+in-place decoding cache (assembly.providers.reserved_cache), over a long cache, with and without padding.
 
     .venv/bin/python benchmarks/decode_attention.py [--cache-tokens 700] [--batches 1 6 12 48] [--steps 9] \
         [--threads 2] [--json]
@@ -7,7 +8,7 @@ local backend's packed attention (assembly.providers.attention), over a long cac
 Each case: one prompt of `cache-tokens` random token ids prefilled, its cache forked to the batch's rows, then
 `steps` decoding steps; the median step time after the first. "padded" masks the first 5 positions of one row (what a
 batch of prompts of different lengths looks like); "unpadded" is a single row, or rows of one length, where
-transformers drops the all-ones mask. Prints milliseconds per step and tokens/s, and the packed/SDPA speedup.
+transformers drops the all-ones mask. Prints milliseconds per step and tokens/s, and the speedups over SDPA.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from assembly.providers.local import EmbeddedModel  # noqa: E402
+from assembly.providers.reserved_cache import reserve  # noqa: E402
 from host import machine  # noqa: E402
 
 
-def step_ms(model, rows: int, cache_tokens: int, padded: bool, steps: int) -> float:
+def step_ms(model, rows: int, cache_tokens: int, padded: bool, steps: int, reserved: int = 0) -> float:
     ids = torch.randint(100, 20000, (1, cache_tokens), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
@@ -40,6 +42,7 @@ def step_ms(model, rows: int, cache_tokens: int, padded: bool, steps: int) -> fl
         for _ in range(steps):
             mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long)], 1)
             start = time.perf_counter()
+            reserve(cache, reserved)
             out = model(input_ids=token, attention_mask=mask, position_ids=positions, past_key_values=cache,
                         use_cache=True)
             times.append(time.perf_counter() - start)
@@ -61,15 +64,19 @@ def main(argv=None) -> int:
     for rows_n in args.batches:
         for padded in ((False,) if rows_n == 1 else (False, True)):
             case = {"rows": rows_n, "padded": padded}
-            for attention in ("sdpa", "assembly_packed_sdpa"):
+            for attention, reserved, key in (("sdpa", 0, "sdpa"), ("assembly_packed_sdpa", 0, "packed"),
+                                             ("assembly_packed_sdpa", 64, "packed_reserved")):
                 model.set_attn_implementation(attention)
-                case[attention] = round(step_ms(model, rows_n, args.cache_tokens, padded, args.steps), 1)
-            case["speedup"] = round(case["sdpa"] / case["assembly_packed_sdpa"], 2)
+                case[key] = round(step_ms(model, rows_n, args.cache_tokens, padded, args.steps, reserved), 1)
+            case["speedup"] = round(case["sdpa"] / case["packed"], 2)
+            case["speedup_reserved"] = round(case["sdpa"] / case["packed_reserved"], 2)
             rows.append(case)
             if not args.json:
                 print(f"rows {rows_n:3d} {'padded  ' if padded else 'unpadded'}  sdpa {case['sdpa']:7.1f} ms "
-                      f"({rows_n / case['sdpa'] * 1000:6.1f} tok/s)  packed {case['assembly_packed_sdpa']:7.1f} ms "
-                      f"({rows_n / case['assembly_packed_sdpa'] * 1000:6.1f} tok/s)  x{case['speedup']}", flush=True)
+                      f"({rows_n / case['sdpa'] * 1000:6.1f} tok/s)  packed {case['packed']:7.1f} ms "
+                      f"({rows_n / case['packed'] * 1000:6.1f} tok/s)  x{case['speedup']}  + in-place cache "
+                      f"{case['packed_reserved']:7.1f} ms ({rows_n / case['packed_reserved'] * 1000:6.1f} tok/s)  "
+                      f"x{case['speedup_reserved']}", flush=True)
     result = {"cache_tokens": args.cache_tokens, "cases": rows, "dtype": str(model.dtype), "machine": machine()}
     print(json.dumps(result, indent=2) if args.json else json.dumps(result["machine"]))
     return 0

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def one_mode(args, concurrency: int, folder: Path) -> dict:
     model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch,
-                          continuous_batching=not args.no_continuous_batching)
+                          continuous_batching=not args.no_continuous_batching, cache_reserve=args.cache_reserve)
     try:
         await model.generate(GenerateRequest(messages=[Message(role="user", content="Hello")], max_tokens=2))
         model.stats.clear()  # count the study only, not the warm-up
@@ -56,7 +56,7 @@ async def main_async(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="study-throughput-") as tmp:
         folder = Path(tmp)
         result = {"question": str(args.question), "draws": args.draws, "jurors": args.jurors, "rounds": args.rounds,
-                  "continuous_batching": not args.no_continuous_batching,
+                  "continuous_batching": not args.no_continuous_batching, "cache_reserve": args.cache_reserve,
                   "side_by_side": await one_mode(args, args.concurrency, folder)}
         if not args.side_by_side_only:
             result["one_after_another"] = o = await one_mode(args, 1, folder)
@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-continuous-batching", action="store_true",
                         help="later requests wait for the next batch instead of joining a decoding one (ablation)")
+    parser.add_argument("--cache-reserve", type=int, default=64,
+                        help="in-place decoding cache reserve in positions (0: concatenate per token, the ablation)")
     parser.add_argument("--side-by-side-only", action="store_true", help="skip the one-after-another run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ import yaml
 
 import assembly
 from assembly.clauses import CLAUSE_SCHEMA, Clause, clause_for
+from assembly.layout import PROMPT_LAYOUT
 from assembly.providers.scripted import ScriptedModel
 from tests.conftest import MINIMAL
 from tests.test_cli import call
@@ -57,7 +58,7 @@ def test_run_clause_says_what_the_store_says(tmp_path, capsys):
     assert {a: sum(g.values()) for a, g in p.jury.items()} == {"party": 6, "sex": 6}
     juror = next(m for m in p.models if m.role == "juror")
     assert juror.spec == "scripted:a" and juror.reported == ["scripted:a"] and juror.calls > 0
-    assert p.prompt_layout == 2 and p.procedure["rounds"] == 2 and p.finished_at is not None
+    assert p.prompt_layout == PROMPT_LAYOUT and p.procedure["rounds"] == 2 and p.finished_at is not None
 
     code, out, err = call(capsys, "spec", result.run_id[:12], "--db", str(db))
     assert code == 0, err

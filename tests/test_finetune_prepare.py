@@ -158,7 +158,7 @@ def test_every_type_and_source_with_exact_prompts(store, tmp_path):
     turn = next(e for e in examples if e["type"] == "juror_turn" and e["source"] == "testchat" and
                 "What you heard just now" in e["messages"][2]["content"])
     assert "You are a member of a citizens' jury" in turn["messages"][0]["content"]
-    assert "Answer as yourself in at most 60 words" in turn["messages"][2]["content"]
+    assert "as yourself in at most 60 words" in turn["messages"][2]["content"]
     assert turn["messages"][1]["content"].startswith("Who you are:")
     assert any("Do you agree with this statement?" in e["messages"][0]["content"] for e in examples
                if e["source"] == "testchat")

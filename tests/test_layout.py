@@ -30,6 +30,7 @@ def test_the_persona_and_what_a_juror_heard_come_after_the_shared_block():
     a = messages("You are Ann.", [{"speaker": "Bo", "content": "No cars."}])
     b = messages("You are Cy.", [])
     assert a[0] == b[0] and "Ban cars?" in a[0].content and "S." in a[0].content  # identical shared block
+    assert a[0].content.rstrip().endswith("The moderator asks: Speak.") and "Speak." not in a[2].content
     assert [m.role for m in a] == ["system", "system", "user"] and a[1].content == "Who you are:\nYou are Ann."
     assert "Bo: No cars." in a[2].content and "Bo:" not in b[2].content and "Ann" not in a[2].content
     joined = joined_system([m.model_dump() for m in a])  # what a chat template or an OpenAI server is sent

@@ -321,3 +321,76 @@ def test_packed_attention_decodes_like_transformers_sdpa(tiny_dir):
     finally:
         torch.nn.functional.scaled_dot_product_attention = original
     assert calls and not calls[-1]
+
+
+def test_reserved_cache_layer_holds_what_concatenation_holds():
+    """Writing in place into reserved buffers gives the same states as transformers' concatenation, through
+    cropping, dropping rows and forking, and a step within the reserve reuses the buffer instead of copying."""
+    from transformers.cache_utils import DynamicLayer
+
+    from assembly.providers.reserved_cache import ReservedLayer, reserve
+
+    g = torch.Generator().manual_seed(0)
+    states = lambda rows, n: torch.randn(rows, 2, n, 4, generator=g)  # noqa: E731
+    plain, reserved = DynamicLayer(), DynamicLayer()
+    first = (states(3, 5), states(3, 5))
+    plain.update(*first)
+    reserved.update(*first)
+    cache = type("Cache", (), {"layers": [reserved]})()
+    reserve(cache, 3)
+    assert isinstance(reserved, ReservedLayer) and reserved.reserve == 3
+    pointers = []
+    for step in range(7):
+        if step == 3:
+            for layer in (plain, reserved):
+                layer.crop(-2)  # two positions removed: the next write overwrites what was cut
+        if step == 5:
+            for layer in (plain, reserved):
+                layer.batch_select_indices(torch.tensor([0, 2]))  # a row finished
+        new = (states(plain.keys.shape[0], 1), states(plain.keys.shape[0], 1))
+        k1, v1 = plain.update(*new)
+        k2, v2 = reserved.update(*new)
+        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+        pointers.append(k2.data_ptr())
+    assert pointers[1] == pointers[0] and pointers[2] == pointers[0]  # 5 + 3 reserved: three steps in place
+    assert len(set(pointers)) < len(pointers)
+    forked = ReservedLayer()
+    forked.update(*first)
+    forked.batch_repeat_interleave(2)  # new tensors, not views of the buffers: the next write reallocates
+    k, _ = forked.update(states(6, 1), states(6, 1))
+    assert k.shape == (6, 2, 6, 4) and torch.equal(k[:, :, :5], first[0].repeat_interleave(2, 0))
+
+
+def test_reserved_decoding_cache_generates_what_concatenation_generates(tiny_dir, monkeypatch):
+    """The local backend's decoding with the in-place cache (a reserve small enough to regrow mid-answer) gives the
+    same tokens and log-probabilities as transformers' concatenating cache, in a batch whose rows end at different
+    steps."""
+    requests = [ask(text, max_tokens=n, temperature=0, top_logprobs=2)
+                for text, n in (("should the city build the park", 12), ("the jury voted", 3),
+                                ("no tax on cars", 7))]
+    from assembly.providers.reserved_cache import ReservedLayer
+
+    writes = []
+    update = ReservedLayer.update
+    monkeypatch.setattr(ReservedLayer, "update", lambda self, *a, **kw: writes.append(1) or update(self, *a, **kw))
+    answers, in_place = {}, {}
+    for reserve_ in (0, 2, 64):
+        model = LocalModel(tiny_dir, dtype="float32", threads=1, cache_reserve=reserve_)
+        writes.clear()
+        try:
+            answers[reserve_] = asyncio.run(model.generate_many(requests))
+        finally:
+            asyncio.run(model.aclose())
+        in_place[reserve_] = len(writes)
+    assert in_place[0] == 0 and in_place[2] > 0 and in_place[64] > 0  # the decoding steps wrote in place
+    base = answers[0]
+    assert len({r.usage.output_tokens for r in base}) > 1  # the rows end at different steps
+    for reserve_ in (2, 64):
+        for a, b in zip(base, answers[reserve_]):
+            assert a.text == b.text
+            assert [e["logprob"] for e in a.raw["logprobs"]] == pytest.approx(
+                [e["logprob"] for e in b.raw["logprobs"]], abs=1e-5)
+    from assembly.errors import SpecError
+
+    with pytest.raises(SpecError, match="cache_reserve"):
+        LocalModel(tiny_dir, cache_reserve=-1)

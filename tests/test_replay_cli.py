@@ -58,3 +58,17 @@ def test_replay_unknown_run(question_file, tmp_path):
     cli("run", str(question_file), "--model", "scripted:demo", "--db", str(db))
     again = cli("run", str(question_file), "--replay", "01NOTARUN", "--db", str(db))
     assert again.returncode == 2 and "01NOTARUN" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_replay_of_another_prompt_layout_is_refused(question_file, tmp_path):
+    db = tmp_path / "r.duckdb"
+    first = json.loads(cli("run", str(question_file), "--model", "scripted:demo", "--db", str(db), "--json").stdout)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("update runs set versions = json_merge_patch(versions, '{\"prompt_layout\": \"2\"}') where id = ?",
+                    [first["run_id"]])
+    finally:
+        con.close()
+    again = cli("run", str(question_file), "--replay", first["run_id"], "--db", str(db))
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "prompt layout 2" in again.stderr and again.stderr.strip().splitlines()[-1].startswith("error:")

@@ -27,6 +27,7 @@ import torch
 
 from assembly.providers.batching import Result
 from assembly.providers.letters import LETTERS, with_letter_listing
+from assembly.providers.reserved_cache import reserve
 from assembly.providers.types import GenerateRequest, Message, ModelError
 
 CHOICE_METHODS = ("sum", "mean", "letter")
@@ -41,8 +42,8 @@ CHOICE_METHOD_NOTE = (
 
 class ChoiceScoringMixin:
     """`_score_batch`: the scored choices of one batch. Needs from the class: `_prefill` and `_forward`
-    (ForwardMixin), `_prompt_ids`, `_reply_ids`, `_context_limit`, `_device`, `_pad_id`, `_closing` and
-    `choice_method`."""
+    (ForwardMixin), `_prompt_ids`, `_reply_ids`, `_context_limit`, `_device`, `_pad_id`, `_closing`,
+    `cache_reserve` and `choice_method`."""
 
     def _choice_messages(self, request: GenerateRequest) -> tuple[list[Message], list[str]]:
         """Messages to score against, and the reply text that stands for each option."""
@@ -69,6 +70,8 @@ class ChoiceScoringMixin:
         for b, reps in enumerate(replies):
             for k, rep in enumerate(reps):
                 token_lp[b][k].append(float(first[b, rep[0]]))
+        # Each option's pass is cropped off again, so the cache can take every option's tokens in place.
+        reserve(cache, max(len(rep) for reps in replies for rep in reps) if self.cache_reserve else 0)
         for k in range(max(len(reps) for reps in replies)):
             if self._closing.is_set():
                 raise ModelError(f"model {self.name} was closed while scoring")

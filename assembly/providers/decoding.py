@@ -28,6 +28,7 @@ import torch
 from assembly.providers import constrained
 from assembly.providers.batching import Pending, Result, deliver
 from assembly.providers.forward import join_states, joinable
+from assembly.providers.reserved_cache import reserve
 from assembly.providers.sampling import logprob_entries, note_logprobs, sample_tokens
 from assembly.providers.streaming import stable_text
 from assembly.providers.types import GenerateRequest, ModelError
@@ -81,7 +82,7 @@ class Slot:
 class DecodingMixin:
     """`_generate_batch`: the text answers of one batch. Needs from the class: `_prefill` and `_forward`
     (ForwardMixin), `_admit` and `_rows` (BatchingMixin), `_prompt_ids`, `_context_limit`, `_tokenizer`, `_eos_ids`,
-    `_device`, `_closing`, `max_batch`, `name` and `stats`."""
+    `_device`, `_closing`, `max_batch`, `cache_reserve`, `name` and `stats`."""
 
     @torch.inference_mode()
     def _generate_batch(self, requests: list[GenerateRequest]) -> list[Result]:
@@ -130,6 +131,7 @@ class DecodingMixin:
                 live = [live[j] for j in keep]
             step = torch.tensor([[s.out[-1]] for s in live], device=self._device)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            reserve(cache, self.cache_reserve)
             out = self._forward(input_ids=step, attention_mask=mask, position_ids=next_pos,
                                 past_key_values=cache)
             state = (out.past_key_values, mask, next_pos + 1, out.logits[:, -1, :])

@@ -43,7 +43,7 @@ __all__ = ["CHOICE_METHODS", "EmbeddedModel", "LocalModel", "embedded_model_path
 
 # Options a LocalModel understands; others given to load_model/ModelPool (meant for other backends) are ignored.
 _OPTIONS = ("threads", "max_batch", "batch_wait_ms", "dtype", "device", "choice_method", "merge_adapter",
-            "prefix_sharing", "prefix_cache_tokens", "continuous_batching")
+            "prefix_sharing", "prefix_cache_tokens", "continuous_batching", "cache_reserve")
 MIN_KEPT_TOKENS = 16  # a prompt cut from the middle keeps at least this much beside its system message
 
 
@@ -62,6 +62,9 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
       merge_adapter  merge a peft adapter into the weights after loading (default True: faster inference).
       continuous_batching  let requests that arrive while a batch decodes join it between two tokens (default
                      True; False: they wait for the next batch, as before turn 7).
+      cache_reserve  decoding writes each token's key/value states in place, into buffers this many positions
+                     longer than the cache (default 64; 0: transformers' concatenation per token). See
+                     reserved_cache.py.
     Weights load lazily on first use (in the worker thread), or eagerly with `load()`.
     `stats` counts batches, requests, forward passes and tokens (tests and benchmarks read it).
     """
@@ -88,11 +91,14 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
         prefix_sharing: bool = True,
         prefix_cache_tokens: int = 8192,
         continuous_batching: bool = True,
+        cache_reserve: int = 64,
     ):
         if choice_method not in CHOICE_METHODS:
             raise SpecError(f"choice_method {choice_method!r} is not one of {', '.join(CHOICE_METHODS)}")
         if max_batch < 1:
             raise SpecError(f"max_batch must be at least 1, got {max_batch}")
+        if int(cache_reserve) < 0:
+            raise SpecError(f"cache_reserve must be 0 or more positions, got {cache_reserve}")
         self.model_path = str(model)
         self.adapter = str(adapter) if adapter else None
         self.name = name or (f"local:{model}" + (f"+{adapter}" if adapter else ""))
@@ -106,6 +112,7 @@ class LocalModel(BatchingMixin, DecodingMixin, ChoiceScoringMixin, ForwardMixin,
         self.prefix_sharing = bool(prefix_sharing)
         self.prefixes = PrefixStore(prefix_cache_tokens)
         self.continuous_batching = bool(continuous_batching)
+        self.cache_reserve = int(cache_reserve)
         self.stats: Counter[str] = Counter()
         self.load_seconds: float | None = None
         self._model = None
