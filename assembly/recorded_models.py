@@ -10,15 +10,16 @@ from assembly.errors import AssemblyError
 from assembly.layout import PROMPT_LAYOUT
 
 
-def check_layout(run_id: str, versions) -> None:
-    """Refuse to replay a run whose prompts were laid out by another version: none of its requests would match."""
+def check_layout(run_id: str, versions, doing: str = "replay") -> None:
+    """Refuse to replay or resume a run whose prompts were laid out by another version: none of its recorded
+    requests would match, and a resumed run would mix two layouts in one record."""
     if isinstance(versions, str):
         versions = json.loads(versions or "{}")
     layout = int((versions or {}).get("prompt_layout") or 1)
     if layout != PROMPT_LAYOUT:
         raise AssemblyError(f"run {run_id} was recorded with prompt layout {layout}, and this version of assembly "
                             f"builds layout {PROMPT_LAYOUT} prompts, so its recorded calls cannot answer them; "
-                            "replay it with the assembly version that recorded it, or run the question again")
+                            f"{doing} it with the assembly version that recorded it, or run the question again")
 
 
 def replay_arguments(run_id: str, db: str | Path | None) -> dict:

@@ -21,6 +21,7 @@ from assembly.deliberation import Sitting, _models_by_role, _witnesses, conduct,
 from assembly.errors import AssemblyError
 from assembly.providers.base import Model
 from assembly.providers.registry import ModelPool
+from assembly.recorded_models import check_layout
 from assembly.result import AssemblyResult
 
 
@@ -53,6 +54,7 @@ async def aresume(
                                 f"{recorded['provenance']}); only those runs can be resumed")
         if recorded["status"] == "completed":  # before loading any model; reopen_run checks it again, atomically
             raise AssemblyError(f"run {run_id} is already completed; there is nothing to resume")
+        check_layout(run_id, recorded["versions"], doing="resume")
         spec = parse_spec(recorded["spec"], f"run {run_id} (recorded spec)")
         source = question or recorded["config_path"]
         if question is not None or (source and Path(source).is_file()):

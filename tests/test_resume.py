@@ -16,6 +16,7 @@ import pytest
 from assembly.cli.app import main
 from assembly.deliberation import adeliberate
 from assembly.errors import AssemblyError
+from assembly.layout import PROMPT_LAYOUT
 from assembly.providers.scripted import ScriptedModel
 from assembly.providers.types import ModelError
 from assembly.resuming import aresume
@@ -51,6 +52,15 @@ def store_of(db, run_id):
                             "ORDER BY phase, rule", [run_id]),
         "verdicts": rows(db, "SELECT text, minority_report, winner, rule FROM verdicts WHERE run_id = ?", [run_id]),
     }
+
+
+def set_layout(db, run_id, layout):
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("UPDATE runs SET versions = json_merge_patch(versions, json_object('prompt_layout', ?)) "
+                    "WHERE id = ?", [layout, run_id])
+    finally:
+        con.close()
 
 
 def calls_of(db, run_id):
@@ -205,6 +215,10 @@ def test_a_failed_run_resumes_and_refusals_are_one_line(question_file, tmp_path,
     with pytest.raises(AssemblyError, match=r"changed since run .* began \(procedure.words_per_turn differs\)"):
         asyncio.run(aresume(run_id, db=db, models=ScriptedModel(digest_reply, name="m")))
     question_file.write_text(original)
+    set_layout(db, run_id, "2")  # recorded by an older assembly: resuming would mix two prompt layouts
+    with pytest.raises(AssemblyError, match=r"prompt layout 2, .* resume it with the assembly version"):
+        asyncio.run(aresume(run_id, db=db, models=ScriptedModel(digest_reply, name="m")))
+    set_layout(db, run_id, str(PROMPT_LAYOUT))
 
     result = asyncio.run(aresume(run_id, db=db, models=ScriptedModel(digest_reply, name="m")))
     assert result.status == "completed"
