@@ -8,6 +8,7 @@ import subprocess
 import duckdb
 
 from tests.scripted_cli import SCRIPTED_CLI
+from tests.test_resume import set_layout
 
 
 def cli(*args):
@@ -63,12 +64,7 @@ def test_replay_unknown_run(question_file, tmp_path):
 def test_replay_of_another_prompt_layout_is_refused(question_file, tmp_path):
     db = tmp_path / "r.duckdb"
     first = json.loads(cli("run", str(question_file), "--model", "scripted:demo", "--db", str(db), "--json").stdout)
-    con = duckdb.connect(str(db))
-    try:
-        con.execute("update runs set versions = json_merge_patch(versions, '{\"prompt_layout\": \"2\"}') where id = ?",
-                    [first["run_id"]])
-    finally:
-        con.close()
+    set_layout(db, first["run_id"], "2")
     again = cli("run", str(question_file), "--replay", first["run_id"], "--db", str(db))
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "prompt layout 2" in again.stderr and again.stderr.strip().splitlines()[-1].startswith("error:")

@@ -55,6 +55,7 @@ def store_of(db, run_id):
 
 
 def set_layout(db, run_id, layout):
+    """Mark a recorded run as laid out by prompt layout `layout` (what an older assembly would have recorded)."""
     con = duckdb.connect(str(db))
     try:
         con.execute("UPDATE runs SET versions = json_merge_patch(versions, json_object('prompt_layout', ?)) "
