@@ -361,6 +361,44 @@ def test_reserved_cache_layer_holds_what_concatenation_holds():
     assert k.shape == (6, 2, 6, 4) and torch.equal(k[:, :, :5], first[0].repeat_interleave(2, 0))
 
 
+def test_reserved_cache_drops_rows_in_place():
+    """Dropping rows that ended moves the kept rows down within the reserved buffers: the states equal
+    concatenation's, and the next steps still write in place; rows kept out of order are selected as transformers
+    does."""
+    from transformers.cache_utils import DynamicLayer
+
+    from assembly.providers.reserved_cache import reserve
+
+    g = torch.Generator().manual_seed(3)
+    states = lambda rows, n: torch.randn(rows, 2, n, 4, generator=g)  # noqa: E731
+    plain, reserved = DynamicLayer(), DynamicLayer()
+    first = (states(5, 4), states(5, 4))
+    plain.update(*first)
+    reserved.update(*first)
+    reserve(type("Cache", (), {"layers": [reserved]})(), 8)
+
+    def step():
+        new = (states(plain.keys.shape[0], 1), states(plain.keys.shape[0], 1))
+        k1, v1 = plain.update(*new)
+        k2, v2 = reserved.update(*new)
+        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+        return k2.data_ptr()
+
+    buffer = step()  # the first step allocates the buffers
+    for keep in ([0, 2, 3, 4], [1, 3], [0]):
+        for layer in (plain, reserved):
+            layer.batch_select_indices(torch.tensor(keep))
+        assert torch.equal(plain.keys, reserved.keys) and torch.equal(plain.values, reserved.values)
+        assert step() == buffer  # still the same buffers, written in place
+    out_of_order = DynamicLayer()
+    out_of_order.update(*first)
+    reserve(type("Cache", (), {"layers": [out_of_order]})(), 8)
+    out_of_order.update(states(5, 1), states(5, 1))
+    before = out_of_order.keys.clone()
+    out_of_order.batch_select_indices(torch.tensor([3, 1]))
+    assert torch.equal(out_of_order.keys, before[[3, 1]])
+
+
 def test_reserved_decoding_cache_generates_what_concatenation_generates(tiny_dir, monkeypatch):
     """The local backend's decoding with the in-place cache (a reserve small enough to regrow mid-answer) gives the
     same tokens and log-probabilities as transformers' concatenating cache, in a batch whose rows end at different

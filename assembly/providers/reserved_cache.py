@@ -44,6 +44,21 @@ class ReservedLayer(DynamicLayer):
                 and self.values.data_ptr() == values.data_ptr() and self.keys.shape[:2] == keys.shape[:2]
                 and self.keys.stride() == keys.stride() and self.values.stride() == values.stride())
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows `indices`: when they are in increasing order and the states are the buffers' own, each kept
+        row moves down within the buffers, so dropping the rows that ended neither allocates nor copies the rows before
+        the first one dropped, and the next step still writes in place."""
+        keep = indices.tolist()
+        length = self.keys.shape[-2] if self.is_initialized else 0
+        if not length or not self._writable(length) or any(b <= a for a, b in zip(keep, keep[1:])):
+            return super().batch_select_indices(indices)
+        for buffer in self._buffers:
+            for new, old in enumerate(keep):
+                if new != old:  # rows are disjoint blocks and new < old: nothing still needed is overwritten
+                    buffer[new, :, :length] = buffer[old, :, :length]
+        self._buffers = tuple(buffer[:len(keep)] for buffer in self._buffers)
+        self.keys, self.values = (buffer[:, :, :length] for buffer in self._buffers)
+
     @staticmethod
     def _grown(states: torch.Tensor, positions: int) -> torch.Tensor:
         buffer = states.new_empty((*states.shape[:2], positions, states.shape[3]))
