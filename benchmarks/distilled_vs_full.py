@@ -12,6 +12,9 @@ Stages (each reads what the earlier ones wrote into `--db`, so they can run on d
   train-data  full-mode studies of `--train-limit` questions of the train split (the distilled adapter's data)
   train       prepare `distilled_ballot` examples from the train-split runs and train a LoRA adapter on them
   tuned       the distilled-mode study of the test questions on the tuned adapter
+  ablate-questions  whether held-out gains come from more questions or more examples: adapters trained as `train`
+              does on half the train questions with all their examples, and on every train question with the
+              examples sampled down to that count (same validation questions, epochs, learning rate)
   report      the table (also printed after every stage)
 
     python benchmarks/distilled_vs_full.py --stage full --stage distilled --stage report
@@ -188,6 +191,8 @@ async def main_async(args) -> dict:
                                                   "full", model)
             elif stage == "train":
                 state["adapter"] = train_adapter(args, state)
+            elif stage == "ablate-questions":
+                state["question_ablation"] = ablate_questions(args, state)
             elif stage == "tuned":
                 tuned = load_model(state["adapter"]["model_spec"], threads=args.threads, max_batch=args.max_batch)
                 try:
@@ -203,20 +208,22 @@ async def main_async(args) -> dict:
     return state
 
 
-def train_adapter(args, state: dict) -> dict:
+def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[str, ...] = (),
+                  max_examples: int | None = None) -> dict:
+    """Prepare distilled_ballot examples from the train-split runs (less the test questions and `exclude`, at most
+    `max_examples` train examples) into `folder` and train an adapter on them beside it."""
     from finetune.config import TrainConfig
     from finetune.dataset import PrepareOptions, prepare_dataset
     from finetune.trainer import train
     from transcripts import Store
 
-    folder = Path(args.db).with_suffix(".sft")
+    folder = folder or Path(args.db).with_suffix(".sft")
     store = Store(args.db)
     try:
         runs = store.sql("SELECT question FROM runs WHERE study_id = ?", [state["train_data"]["study_id"]])
-        test_runs = store.sql("SELECT DISTINCT question FROM runs WHERE study_id = ?", [state["full"]["study_id"]])
         manifest = prepare_dataset(store, folder, PrepareOptions(
             types=("distilled_ballot",), validation=0.1, seed=args.seed, max_per_run=args.jurors,
-            exclude_questions=tuple(test_runs["question"].to_list())))
+            exclude_questions=test_questions(store, state) + exclude, max_examples=max_examples))
     finally:
         store.close()
     log(f"train: {manifest['examples']} examples from {runs.height} runs")
@@ -227,12 +234,45 @@ def train_adapter(args, state: dict) -> dict:
                          threads=args.threads, eval_max_items=64, save_steps=10_000, resume=False)
     card = train(config, progress=False)
     return {"model_spec": card["model_spec"], "training": card["training"], "curves": card["curves"],
-            "eval": card["eval"]}
+            "eval": card["eval"], "examples": manifest["examples"]}
+
+
+def test_questions(store, state: dict) -> tuple[str, ...]:
+    return tuple(store.sql("SELECT DISTINCT question FROM runs WHERE study_id = ?",
+                           [state["full"]["study_id"]])["question"].to_list())
+
+
+def ablate_questions(args, state: dict) -> dict:
+    """Half the train questions with all their examples, against every train question sampled down to as many
+    examples. The validation questions are the same in both (the split is a hash of each question)."""
+    import random
+
+    from finetune.dataset import assign_split
+    from finetune.examples import question_key
+    from transcripts import Store
+
+    store = Store(args.db)
+    try:
+        asked = sorted(set(store.sql("SELECT question FROM runs WHERE study_id = ?",
+                                     [state["train_data"]["study_id"]])["question"].to_list()))
+    finally:
+        store.close()
+    trained = [q for q in asked if assign_split(question_key(q), args.seed, 0.1, 0.0) == "train"]
+    dropped = tuple(random.Random(args.seed).sample(trained, len(trained) // 2))
+    base = Path(args.db).with_suffix("")
+    few = train_adapter(args, state, base.with_name(base.name + ".half-questions.sft"), exclude=dropped)
+    count = few["examples"]["train"]["distilled_ballot"]
+    many = train_adapter(args, state, base.with_name(base.name + ".all-questions-sampled.sft"), max_examples=count)
+    result = {"train_questions": len(trained), "half": len(trained) - len(dropped), "examples": count,
+              "half_questions": few, "all_questions_sampled": many}
+    for label, entry in (("half the questions", few), ("all questions, sampled", many)):
+        log(f"{label}: {entry['examples']} -> eval {entry['eval']}")
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", action="append", choices=["full", "distilled", "train-data", "train", "tuned",
+    parser.add_argument("--stage", action="append", choices=["full", "distilled", "train-data", "train", "tuned", "ablate-questions",
                                                              "report"], required=True)
     parser.add_argument("--db", default=str(RESULTS / "distilled_vs_full.duckdb"))
     parser.add_argument("--bank", default=str(BANK))
