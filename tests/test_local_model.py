@@ -323,21 +323,32 @@ def test_packed_attention_decodes_like_transformers_sdpa(tiny_dir):
     assert calls and not calls[-1]
 
 
+def plain_and_reserved(seed: int, rows: int, positions: int, room: int):
+    """A transformers DynamicLayer and a ReservedLayer with `room` spare positions, holding the same random states;
+    the states, and a maker of more of them."""
+    from transformers.cache_utils import DynamicLayer
+
+    from assembly.providers.reserved_cache import reserve
+
+    g = torch.Generator().manual_seed(seed)
+
+    def states(rows: int, n: int) -> torch.Tensor:
+        return torch.randn(rows, 2, n, 4, generator=g)
+
+    plain, reserved = DynamicLayer(), DynamicLayer()
+    first = (states(rows, positions), states(rows, positions))
+    plain.update(*first)
+    reserved.update(*first)
+    reserve(type("Cache", (), {"layers": [reserved]})(), room)
+    return plain, reserved, first, states
+
+
 def test_reserved_cache_layer_holds_what_concatenation_holds():
     """Writing in place into reserved buffers gives the same states as transformers' concatenation, through
     cropping, dropping rows and forking, and a step within the reserve reuses the buffer instead of copying."""
-    from transformers.cache_utils import DynamicLayer
+    from assembly.providers.reserved_cache import ReservedLayer
 
-    from assembly.providers.reserved_cache import ReservedLayer, reserve
-
-    g = torch.Generator().manual_seed(0)
-    states = lambda rows, n: torch.randn(rows, 2, n, 4, generator=g)  # noqa: E731
-    plain, reserved = DynamicLayer(), DynamicLayer()
-    first = (states(3, 5), states(3, 5))
-    plain.update(*first)
-    reserved.update(*first)
-    cache = type("Cache", (), {"layers": [reserved]})()
-    reserve(cache, 3)
+    plain, reserved, first, states = plain_and_reserved(0, rows=3, positions=5, room=3)
     assert isinstance(reserved, ReservedLayer) and reserved.reserve == 3
     pointers = []
     for step in range(7):
@@ -365,17 +376,7 @@ def test_reserved_cache_drops_rows_in_place():
     """Dropping rows that ended moves the kept rows down within the reserved buffers: the states equal
     concatenation's, and the next steps still write in place; rows kept out of order are selected as transformers
     does."""
-    from transformers.cache_utils import DynamicLayer
-
-    from assembly.providers.reserved_cache import reserve
-
-    g = torch.Generator().manual_seed(3)
-    states = lambda rows, n: torch.randn(rows, 2, n, 4, generator=g)  # noqa: E731
-    plain, reserved = DynamicLayer(), DynamicLayer()
-    first = (states(5, 4), states(5, 4))
-    plain.update(*first)
-    reserved.update(*first)
-    reserve(type("Cache", (), {"layers": [reserved]})(), 8)
+    plain, reserved, first, states = plain_and_reserved(3, rows=5, positions=4, room=8)
 
     def step():
         new = (states(plain.keys.shape[0], 1), states(plain.keys.shape[0], 1))
@@ -390,9 +391,7 @@ def test_reserved_cache_drops_rows_in_place():
             layer.batch_select_indices(torch.tensor(keep))
         assert torch.equal(plain.keys, reserved.keys) and torch.equal(plain.values, reserved.values)
         assert step() == buffer  # still the same buffers, written in place
-    out_of_order = DynamicLayer()
-    out_of_order.update(*first)
-    reserve(type("Cache", (), {"layers": [out_of_order]})(), 8)
+    _, out_of_order, _, states = plain_and_reserved(4, rows=5, positions=4, room=8)
     out_of_order.update(states(5, 1), states(5, 1))
     before = out_of_order.keys.clone()
     out_of_order.batch_select_indices(torch.tensor([3, 1]))
