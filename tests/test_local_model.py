@@ -431,3 +431,23 @@ def test_reserved_decoding_cache_generates_what_concatenation_generates(tiny_dir
 
     with pytest.raises(SpecError, match="cache_reserve"):
         LocalModel(tiny_dir, cache_reserve=-1)
+
+
+def test_cache_of_holds_the_given_states_without_copying_or_changing_them():
+    """cache_of wraps each layer's states as they are (DynamicCache(ddp_cache_data=...) copies them), and a step
+    appended to it leaves the given tensors — a stored prefix's — as they were."""
+    from transformers.cache_utils import DynamicCache
+
+    from assembly.providers.forward import cache_of, joinable
+
+    g = torch.Generator().manual_seed(5)
+    layers = [(torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g)) for _ in range(2)]
+    kept = [(k.clone(), v.clone()) for k, v in layers]
+    cache = cache_of(layers)
+    assert joinable(cache) and cache.get_seq_length() == 5
+    assert all(layer.keys.data_ptr() == k.data_ptr() for layer, (k, _) in zip(cache.layers, layers))
+    assert DynamicCache(ddp_cache_data=layers).layers[0].keys.data_ptr() != layers[0][0].data_ptr()
+    step = torch.randn(2, 3, 1, 4, generator=g)
+    keys, _ = cache.layers[0].update(step, step)
+    assert keys.shape == (2, 3, 6, 4) and torch.equal(keys[:, :, :5], kept[0][0])
+    assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(layers, kept))

@@ -95,7 +95,7 @@ class ForwardMixin:
             per_row = [r or empty for r in per_row]
         layers = [(torch.cat([r[layer][0] for r in per_row]), torch.cat([r[layer][1] for r in per_row]))
                   for layer in range(len(per_row[0]))]
-        cache = DynamicCache(ddp_cache_data=layers)
+        cache = cache_of(layers)
         tails, tail_mask = self._left_pad([p[n:] for p, n in zip(prompts, lengths)])
         own = torch.tensor(lengths, dtype=torch.long, device=self._device)[:, None]
         head_mask = (torch.arange(width, device=self._device)[None, :] >= width - own).long()
@@ -116,7 +116,7 @@ class ForwardMixin:
         if stored < MIN_SHARED_TOKENS:
             stored, layers = 0, None
         rest = torch.tensor([prefix[stored:]], dtype=torch.long, device=self._device)
-        cache = DynamicCache(ddp_cache_data=layers) if layers else None
+        cache = cache_of(layers) if layers else None
         out = self._forward(input_ids=rest, attention_mask=torch.ones((1, len(prefix)), dtype=torch.long,
                                                                       device=self._device),
                             position_ids=torch.arange(stored, len(prefix), device=self._device)[None, :],
@@ -144,8 +144,18 @@ def join_states(a, b):
                torch.cat([_left_pad_states(la.values, width), _left_pad_states(lb.values, width)]))
               for la, lb in zip(cache_a.layers, cache_b.layers)]
     masks = [torch.cat([m.new_zeros((m.shape[0], width - m.shape[1])), m], dim=1) for m in (mask_a, mask_b)]
-    return (DynamicCache(ddp_cache_data=layers), torch.cat(masks), torch.cat([pos_a, pos_b]),
+    return (cache_of(layers), torch.cat(masks), torch.cat([pos_a, pos_b]),
             torch.cat([logits_a, logits_b]))
+
+
+def cache_of(layers) -> DynamicCache:
+    """A DynamicCache holding each layer's (keys, values) as they are. `DynamicCache(ddp_cache_data=...)` would copy
+    every layer once more: its layers take their first states by concatenating them onto an empty tensor."""
+    cache = DynamicCache(ddp_cache_data=[(None, None)] * len(layers))
+    for layer, (keys, values) in zip(cache.layers, layers):
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+    return cache
 
 
 def joinable(cache) -> bool:
