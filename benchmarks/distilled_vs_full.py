@@ -43,6 +43,7 @@ from host import machine  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 BANK = ROOT.parent / "shared" / "data" / "questions" / "habermas_questions.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
+VALIDATION = 0.1  # share of train-split questions held out for the adapter's validation
 
 
 def template(args) -> Path:
@@ -222,7 +223,7 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
     try:
         runs = store.sql("SELECT question FROM runs WHERE study_id = ?", [state["train_data"]["study_id"]])
         manifest = prepare_dataset(store, folder, PrepareOptions(
-            types=("distilled_ballot",), validation=0.1, seed=args.seed, max_per_run=args.jurors,
+            types=("distilled_ballot",), validation=VALIDATION, seed=args.seed, max_per_run=args.jurors,
             exclude_questions=test_questions(store, state) + exclude, max_examples=max_examples))
     finally:
         store.close()
@@ -257,7 +258,7 @@ def ablate_questions(args, state: dict) -> dict:
                                      [state["train_data"]["study_id"]])["question"].to_list()))
     finally:
         store.close()
-    trained = [q for q in asked if assign_split(question_key(q), args.seed, 0.1, 0.0) == "train"]
+    trained = [q for q in asked if assign_split(question_key(q), args.seed, VALIDATION, 0.0) == "train"]
     dropped = tuple(random.Random(args.seed).sample(trained, len(trained) // 2))
     base = Path(args.db).with_suffix("")
     few = train_adapter(args, state, base.with_name(base.name + ".half-questions.sft"), exclude=dropped)

@@ -4,7 +4,7 @@ batch width, joining requests into a decoding batch, dropping rows that ended, g
 
 The timers wrap the backend's methods for this process only (nothing in the package is changed). Decoding steps also
 record the cache's width against the rows' own lengths (what padding costs). Model loading and a warm-up call are
-outside the timings.
+outside the timings (the study is run by study_throughput.one_mode).
 
     python benchmarks/study_profile.py --draws 8                 # side by side, 8 at once (the study default)
     python benchmarks/study_profile.py --draws 2 --concurrency 1 # one after another
@@ -27,11 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from transformers.cache_utils import DynamicCache  # noqa: E402
 
 import assembly.providers.decoding as decoding  # noqa: E402
-from assembly.providers import GenerateRequest, Message  # noqa: E402
 from assembly.providers.local import EmbeddedModel  # noqa: E402
 from assembly.providers.reserved_cache import ReservedLayer  # noqa: E402
-from assembly.study.runner import arun_study  # noqa: E402
 from host import machine  # noqa: E402
+from study_throughput import one_mode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = (("1 row", 1, 1), ("2-8 rows", 2, 8), ("9-24 rows", 9, 24), ("25+ rows", 25, 10_000))
@@ -92,30 +91,19 @@ def install(timers: Timers) -> None:
 async def profile(args) -> dict:
     timers = Timers()
     install(timers)
-    model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch)
     with tempfile.TemporaryDirectory(prefix="study-profile-") as tmp:
-        try:
-            await model.generate(GenerateRequest(messages=[Message(role="user", content="Hello")], max_tokens=2))
-            model.stats.clear()
-            timers.clear()
-            started = time.perf_counter()
-            result = await arun_study([str(args.question)], db=Path(tmp) / "study.duckdb",
-                                      concurrency=args.concurrency, models=model,
-                                      settings={"draws": args.draws, "jurors": args.jurors, "rounds": args.rounds})
-            wall = time.perf_counter() - started
-        finally:
-            await model.aclose()
+        study = await one_mode(args, args.concurrency, Path(tmp), after_warm_up=timers.clear)
     steps = timers.steps
     step_s = sum(s[3] for s in steps) or 1.0
     return {
         "question": str(args.question), "draws": args.draws, "concurrency": args.concurrency, "jurors": args.jurors,
-        "rounds": args.rounds, "completed": result.summary.completed, "wall_s": round(wall, 1),
-        "seconds_per_assembly": round(wall / max(result.summary.completed, 1), 2),
+        "rounds": args.rounds, "completed": study["completed"], "wall_s": study["wall_s"],
+        "seconds_per_assembly": round(study["wall_s"] / max(study["completed"], 1), 2),
         "operations": {name: {"seconds": round(s, 2), "calls": timers.calls[name]}
                        for name, s in sorted(timers.seconds.items(), key=lambda kv: -kv[1])},
         "decoding_cache_width": round(sum(s[1] * s[3] for s in steps) / step_s, 1),  # weighted by step time
         "decoding_row_length": round(sum(s[2] * s[3] for s in steps) / step_s, 1),
-        "model_stats": dict(model.stats), "machine": machine(),
+        "model_stats": study["model_stats"], "machine": machine(),
     }
 
 
@@ -128,6 +116,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-continuous-batching", action="store_true")
+    parser.add_argument("--cache-reserve", type=int, default=64)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(profile(args))

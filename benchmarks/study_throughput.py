@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,12 +34,15 @@ from host import machine  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def one_mode(args, concurrency: int, folder: Path) -> dict:
+async def one_mode(args, concurrency: int, folder: Path, after_warm_up: Callable[[], None] | None = None) -> dict:
+    """The study on a freshly loaded model; `after_warm_up` is called between the warm-up call and the study."""
     model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch,
                           continuous_batching=not args.no_continuous_batching, cache_reserve=args.cache_reserve)
     try:
         await model.generate(GenerateRequest(messages=[Message(role="user", content="Hello")], max_tokens=2))
         model.stats.clear()  # count the study only, not the warm-up
+        if after_warm_up is not None:
+            after_warm_up()
         started = time.perf_counter()
         result = await arun_study([args.question], db=folder / f"c{concurrency}.duckdb", concurrency=concurrency,
                                   models=model, settings={"draws": args.draws, "jurors": args.jurors,
