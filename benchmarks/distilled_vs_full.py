@@ -9,7 +9,8 @@ shares of the two modes and the total variation between them (target <= 0.1), an
 Stages (each reads what the earlier ones wrote into `--db`, so they can run on different days):
   full        the full-mode study of the test questions
   distilled   the distilled-mode study of the same questions on `--distilled-model` (default: the embedded model)
-  train-data  full-mode studies of `--train-limit` questions of the train split (the distilled adapter's data)
+  train-data  full-mode studies of `--train-limit` questions of the train split (the distilled adapter's data;
+              again with another `--seed` for more juries on the same questions: `train` uses every full run)
   train       prepare `distilled_ballot` examples from the train-split runs and train a LoRA adapter on them
   tuned       the distilled-mode study of the test questions on the tuned adapter
   ablate-questions  whether held-out gains come from more questions or more examples: adapters trained as `train`
@@ -19,6 +20,7 @@ Stages (each reads what the earlier ones wrote into `--db`, so they can run on d
 
     python benchmarks/distilled_vs_full.py --stage full --stage distilled --stage report
     python benchmarks/distilled_vs_full.py --draws 2 --limit 1 --jurors 4 --stage full --stage distilled  # quick
+    python benchmarks/distilled_vs_full.py --stage tuned --calibration none  # the tuned model, uncalibrated
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def template(args) -> Path:
     path = Path(args.db).with_suffix(".template.yaml")
     path.write_text(yaml.safe_dump({
         "jury": {"size": args.jurors, "stratify": ["party", "ideology", "age"], "seed": args.seed},
-        "procedure": {"rounds": args.rounds, "words_per_turn": args.words, "recent_turns": 3},
+        "procedure": {"rounds": args.rounds, "words_per_turn": args.words, "recent_turns": 3,
+                      "calibration": args.calibration},
         "ballot": {"rules": ["plurality", "majority"]},
     }))
     return path
@@ -188,6 +191,8 @@ async def main_async(args) -> dict:
                 state["distilled"] = await study(args, "distilled", args.split, args.limit, args.draws, "distilled",
                                                  chosen)
             elif stage == "train-data":
+                if "train_data" in state:
+                    state.setdefault("earlier_train_data", []).append(state["train_data"])
                 state["train_data"] = await study(args, "train-data", "train", args.train_limit, args.train_draws,
                                                   "full", model)
             elif stage == "train":
@@ -232,7 +237,7 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
                          epochs=args.epochs, batch_size=16, gradient_accumulation=1, learning_rate=args.lr,
                          lm_weight=0.0, contrast_weight=0.0,
                          lora={"r": 8, "alpha": 32, "top_layers": args.top_layers or None},
-                         threads=args.threads, eval_max_items=64, save_steps=10_000, resume=False)
+                         threads=args.threads, eval_max_items=256, save_steps=10_000, resume=False)
     card = train(config, progress=False)
     return {"model_spec": card["model_spec"], "training": card["training"], "curves": card["curves"],
             "eval": card["eval"], "examples": manifest["examples"]}
@@ -285,6 +290,8 @@ def main() -> None:
     parser.add_argument("--jurors", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--words", type=int, default=40)
+    parser.add_argument("--calibration", default="neutral", choices=["neutral", "none"],
+                        help="the ballot procedure's calibration (the full-mode runs recorded so far used neutral)")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--top-layers", type=int, default=4, help="adapt only the last N layers (0: all)")
