@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def question_file(tmp_path: Path) -> Path:
     path = tmp_path / "question.yaml"
     path.write_text(MINIMAL)
     return path
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raising KeyboardInterrupt, as in a terminal, even when the suite was started with SIGINT ignored (a
+    background job of a non-interactive shell): asyncio.run only turns Ctrl-C into cancellation with that handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True)

@@ -106,7 +106,7 @@ class Failing(ScriptedModel):
 
 
 @pytest.mark.parametrize("mode", ["full", "distilled"])
-def test_both_modes_record_failure_and_interruption_the_same_way(tmp_path, mode):
+def test_both_modes_record_failure_and_interruption_the_same_way(tmp_path, mode, ctrl_c):
     from assembly.deliberation import adeliberate
     from assembly.errors import AssemblyError
     from assembly.providers.types import ModelError

@@ -141,7 +141,7 @@ class Failing(PersonaModel):
     ("assembly", ModelError("out of memory"), AssemblyError, "model error: out of memory"),
 ])
 def test_an_evaluation_records_failure_and_interruption_like_the_other_modes(tmp_path, monkeypatch, population,  # noqa: F811
-                                                                              mode, error, raised, reason):
+                                                                              mode, error, raised, reason, ctrl_c):
     """`assembly eval survey --db` finishes the question in progress with the run lifecycle the full and distilled
     modes use (tests/test_distilled.py): `failed` with the reason, or `interrupted` by the user."""
     import io
