@@ -86,6 +86,13 @@ def ballot_messages(
     return juror_messages(shared_block(question=question, background=background, context=context), persona, own)
 
 
+def neutral_messages(*, question: str, options: list[str], ballot_type: str, background: str = "",
+                     item: str | None = None) -> list[Message]:
+    """The neutral-calibration prior's prompt: the ballot with no persona, pre-ballot wording and no context."""
+    return ballot_messages(persona=NEUTRAL_PERSONA, question=question, options=options, ballot_type=ballot_type,
+                           phase="pre", context=None, background=background, structured=False, item=item)
+
+
 def parse_ballot_reply(text: str, ballot_type: str, options: list[str]) -> tuple[dict, str | None]:
     """Parse a structured reply into ballot fields; ValueError says what is wrong with it.
 
@@ -248,7 +255,8 @@ async def cast_ballot(
             if procedure.calibration == "neutral":
                 async def neutral() -> list[_Prompt]:
                     found = _prompts(ballot_type, options, orders, procedure.option_orders)
-                    await _score(model, found, messages_for(NEUTRAL_PERSONA, "pre", None), seed=None,
+                    await _score(model, found, lambda p: neutral_messages(**{**common, "options": p.shown},
+                                                                          item=p.item), seed=None,
                                  tags={"role": "juror", "participant": "neutral-prior", "phase": "ballot-prior"})
                     return found
 

@@ -235,7 +235,7 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
     log(f"train: {manifest['examples']} examples from {runs.height} runs")
     config = TrainConfig(base_model="embedded", dataset=str(folder), output_dir=str(folder.with_suffix(".adapter")),
                          epochs=args.epochs, batch_size=16, gradient_accumulation=1, learning_rate=args.lr,
-                         lm_weight=0.0, contrast_weight=0.0,
+                         lm_weight=0.0, contrast_weight=0.0, calibrated=args.calibrated,
                          lora={"r": 8, "alpha": 32, "top_layers": args.top_layers or None},
                          threads=args.threads, eval_max_items=256, save_steps=10_000, resume=False)
     card = train(config, progress=False)
@@ -292,6 +292,8 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40)
     parser.add_argument("--calibration", default="neutral", choices=["neutral", "none"],
                         help="the ballot procedure's calibration (the full-mode runs recorded so far used neutral)")
+    parser.add_argument("--calibrated", action="store_true",
+                        help="train: the loss on the calibrated distribution, as the tuned model's ballots use it")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--top-layers", type=int, default=4, help="adapt only the last N layers (0: all)")

@@ -43,7 +43,14 @@ def lm_item(tokenizer, example: dict, max_length: int) -> dict[str, Any]:
     return {"kind": "lm", "prompt": prompt, "reply": answer, "id": example["id"]}
 
 
-def choice_member(tokenizer, example: dict, max_length: int, persona: bool = True) -> dict[str, Any]:
+def _fit(prompt: list[int], options: list[list[int]], max_length: int) -> list[int]:
+    room = max_length - max(len(o) for o in options)
+    return prompt[-max(room, 1):] if len(prompt) > room else prompt
+
+
+def choice_member(tokenizer, example: dict, max_length: int, persona: bool = True,
+                  calibrated: bool = False) -> dict[str, Any]:
+    """`calibrated`: also the token ids of the example's neutral prompt (target.prior_messages), when it has one."""
     prompt_messages, _ = split_example(example["messages"])
     if not persona:
         prompt_messages = without_persona(prompt_messages)
@@ -57,13 +64,14 @@ def choice_member(tokenizer, example: dict, max_length: int, persona: bool = Tru
     if sorted(canon) != list(range(len(choices))):
         raise TrainError(f"example {example['id']}: target.order must list each option's index once")
     options = [reply_ids(tokenizer, prompt_messages, c) for c in choices]
-    prompt = prompt_ids(tokenizer, prompt_messages)
-    room = max_length - max(len(o) for o in options)
-    if len(prompt) > room:
-        prompt = prompt[-max(room, 1):]
-    group = target.get("group") or example["id"]
-    return {"prompt": prompt, "options": options, "target": [d / total for d in dist], "canon": canon,
-            "group": group}
+    member = {"prompt": _fit(prompt_ids(tokenizer, prompt_messages), options, max_length), "options": options,
+              "target": [d / total for d in dist], "canon": canon, "group": target.get("group") or example["id"]}
+    if calibrated and target.get("prior_messages"):
+        prior = target["prior_messages"]
+        if [reply_ids(tokenizer, prior, c) for c in choices] != options:
+            raise TrainError(f"example {example['id']}: its options tokenize differently after the neutral prompt")
+        member["prior"] = _fit(prompt_ids(tokenizer, prior), options, max_length)
+    return member
 
 
 def build_items(examples: list[dict], tokenizer, config: TrainConfig, *, persona: bool = True) -> list[dict[str, Any]]:
@@ -79,7 +87,7 @@ def build_items(examples: list[dict], tokenizer, config: TrainConfig, *, persona
             if config.choice_weight == 0 and config.contrast_weight == 0:
                 continue
             key = example.get("contrast") or f"single:{example['id']}"
-            groups[key].append(choice_member(tokenizer, example, config.max_length, persona))
+            groups[key].append(choice_member(tokenizer, example, config.max_length, persona, config.calibrated))
         elif persona and config.lm_weight > 0:
             items.append(lm_item(tokenizer, example, config.max_length))
     for key, members in groups.items():
@@ -163,12 +171,7 @@ def _collate_choice(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     members = [m for item in items for m in item["members"]]
     g = len(members)
     k = max(len(m["options"]) for m in members)
-    width = max(len(m["prompt"]) for m in members)
-    prompts = torch.full((g, width), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((g, width), dtype=torch.long)
-    for i, m in enumerate(members):
-        prompts[i, width - len(m["prompt"]):] = torch.tensor(m["prompt"])
-        prompt_mask[i, width - len(m["prompt"]):] = 1
+    prompts, prompt_mask = _left_padded([m["prompt"] for m in members], pad_id)
     first = torch.zeros((g, k), dtype=torch.long)
     option_mask = torch.zeros((g, k), dtype=torch.bool)
     targets = torch.zeros((g, k), dtype=torch.float)
@@ -190,8 +193,23 @@ def _collate_choice(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
                 rest_mask[i * k + j, : len(tail)] = 1
     item_of = torch.tensor([n for n, item in enumerate(items) for _ in item["members"]])
     contrast = torch.tensor([bool(item["contrast"]) for item in items])
-    return {
+    batch = {
         "kind": "choice", "prompts": prompts, "prompt_mask": prompt_mask, "first": first, "rest": rest,
         "rest_mask": rest_mask, "option_mask": option_mask, "targets": targets, "n_options": n_options,
         "canon": canon, "item_of": item_of, "contrast": contrast[item_of],
     }
+    if any("prior" in m for m in members):  # members without a neutral prompt repeat their own, left uncalibrated
+        batch["prior_prompts"], batch["prior_prompt_mask"] = _left_padded(
+            [m.get("prior", m["prompt"]) for m in members], pad_id)
+        batch["calibrate"] = torch.tensor(["prior" in m for m in members])
+    return batch
+
+
+def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    return ids, mask

@@ -365,6 +365,7 @@ class Builder:
     def distilled_ballots(self, data: RunData) -> list[dict[str, Any]]:
         """The distilled mode's examples: each juror's post-deliberation ballot, asked in the distilled prompt.
         Simulated runs give the juror's recorded post-ballot distribution; real ones the participant's post vote."""
+        from assembly.casting import neutral_messages
         from assembly.distilled import distilled_ballot_messages
 
         options = list(data.run["options"] or [])
@@ -396,6 +397,9 @@ class Builder:
                 ballot_type="single" if real else ballot_type, witnesses=witnesses,
                 background=spec.get("background") or "")
             label, target = soft_target(shown, probabilities, seed, order)
+            target["prior_messages"] = _msgs(neutral_messages(
+                question=data.run["question"], options=shown, ballot_type="single" if real else ballot_type,
+                background=spec.get("background") or ""))
             out.append(self.example(data, "distilled_ballot", messages, label, len(out), target=target))
         return self.capped(data, "distilled_ballot", out)
 

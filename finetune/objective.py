@@ -8,6 +8,8 @@
   members of one contrast group of ((m_model(a) - m_model(b)) - (m_human(a) - m_human(b)))^2, with m the mean answer
   position on 0..1 in the question's own option order. The contrast term rewards a Democrat and a Republican persona
   answering as differently as real Democrats and Republicans do, which a flatter answer shape cannot fake.
+  With `calibrated`, the model's distribution is first divided by its answer to the example's neutral prompt and
+  renormalised, as neutral calibration does at run time, so the tuned model is trained on what the ballot uses.
 
 Every loss is a mean over the batch's sequences, so gradient accumulation over n batches of b equals one batch of
 n*b (tests/test_finetune_batches.py).
@@ -143,11 +145,26 @@ def lm_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
     return loss, {"lm_loss": float(loss.detach())}
 
 
+def calibrated_scores(scores: torch.Tensor, prior: torch.Tensor, valid: torch.Tensor,
+                      rows: torch.Tensor) -> torch.Tensor:
+    """[G, K] log option distributions divided by the neutral prompt's (rows where `rows`; the others as given),
+    unnormalised: choice_loss renormalises, as assembly.casting's calibration does."""
+    lp = torch.log_softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)
+    lq = torch.log_softmax(prior.masked_fill(~valid, float("-inf")), dim=-1)
+    divided = torch.where(valid, lp - lq.masked_fill(~valid, 0.0), torch.full_like(lp, float("-inf")))
+    return torch.where(rows[:, None], divided, scores)
+
+
 def batch_loss(model, batch: dict[str, Any], config: TrainConfig, shared: bool = True) -> tuple[torch.Tensor, dict]:
     if batch["kind"] == "lm":
         loss, metrics = lm_loss(model, batch)
         return config.lm_weight * loss, metrics
-    return choice_loss(option_scores(model, batch, shared=shared), batch, config)
+    scores = option_scores(model, batch, shared=shared)
+    if "prior_prompts" in batch:
+        prior = option_scores(model, {**batch, "prompts": batch["prior_prompts"],
+                                      "prompt_mask": batch["prior_prompt_mask"]}, shared=shared)
+        scores = calibrated_scores(scores, prior, batch["option_mask"], batch["calibrate"])
+    return choice_loss(scores, batch, config)
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:

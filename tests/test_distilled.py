@@ -8,6 +8,7 @@ import asyncio
 import pytest
 import yaml
 
+from assembly.casting import neutral_messages
 from assembly.distilled import DistilledUnavailable, adistill, distill, distilled_ballot_messages
 from assembly.providers.scripted import ScriptedModel
 from tests.conftest import MINIMAL
@@ -151,6 +152,9 @@ def test_distilled_ballot_examples_come_from_recorded_post_ballots(tmp_path):
                                              options=shown, ballot_type="single", witnesses=spec()["witnesses"],
                                              background=spec()["background"])
         assert e["messages"][:-1] == [m.model_dump() for m in expected]
+        # and the calibration prior's prompt, for training on the calibrated distribution (TrainConfig.calibrated)
+        assert target["prior_messages"] == [m.model_dump() for m in neutral_messages(
+            question=full.question, options=shown, ballot_type="single", background=spec()["background"])]
         assert e["messages"][-1]["content"] in shown
     assert len(orders) > 1  # shuffled per example
     fixed = build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",), shuffle_options=False))

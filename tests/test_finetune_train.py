@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 
 import pytest
@@ -343,3 +344,68 @@ def test_learning_curves_per_epoch_in_the_card(world):
         assert c["persona_effect"] == pytest.approx(c["r"] - c["r_no_persona"], abs=1e-4)
     assert card["training"]["examples_per_second"] > 0 and card["training"]["epochs_run"] == pytest.approx(2.0)
     assert "## Learning curves" in (world["tmp"] / "curves" / "CARD.md").read_text()
+
+
+def test_calibrated_scores_divide_by_the_neutral_answer_and_renormalise():
+    """KL on p/q renormalised (rows flagged), on p alone (rows not), over the valid options only."""
+    from finetune.config import TrainConfig
+    from finetune.objective import calibrated_scores, choice_loss
+
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.6, 0.4, 0.0]])
+    q = torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.8, 0.0]])
+    t = torch.tensor([[0.2, 0.3, 0.5], [0.5, 0.5, 0.0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    batch = {"option_mask": valid, "targets": t, "canon": torch.tensor([[0, 1, 2], [0, 1, 2]]),
+             "n_options": torch.tensor([3, 2]), "item_of": torch.tensor([0, 1]), "contrast": torch.tensor([False, False])}
+    scores = (p + 1e-9).log() + 3.0  # unnormalised, as option scores are
+    prior = (q + 1e-9).log() - 1.0
+
+    def kl(target, model):
+        keep = target > 0
+        return float((target[keep] * (target[keep].log() - model[keep].log())).sum())
+
+    for rows, row0 in ((torch.tensor([True, False]), (p[0] / q[0]) / (p[0] / q[0]).sum()),
+                       (torch.tensor([False, False]), p[0])):
+        got = choice_loss(calibrated_scores(scores, prior, valid, rows), batch, TrainConfig())[1]["kl"]
+        assert got == pytest.approx((kl(t[0], row0) + kl(t[1, :2], p[1, :2])) / 2, abs=1e-5)
+
+
+def test_calibrated_training_scores_what_a_calibrated_ballot_uses(world):
+    """With `calibrated`, a member's distribution is the local backend's answer to its prompt divided by its answer to
+    the example's neutral prompt (target.prior_messages), renormalised: what neutral calibration computes."""
+    from assembly.providers.local import LocalModel
+    from assembly.providers.types import GenerateRequest, Message
+    from finetune.batches import build_items, collate
+    from finetune.config import TrainConfig
+    from finetune.dataset import read_examples
+    from finetune.objective import calibrated_scores, option_scores
+
+    local = LocalModel(world["model"], dtype="float32").load()
+    examples = [e for e in read_examples(world["dataset"], "train") if e.get("target")][:3]
+    assert examples
+    for e in examples:  # a neutral prompt of its own: the same ballot, with the persona message left out
+        e["target"]["prior_messages"] = [m for m in e["messages"][:-1] if "Who you are" not in m["content"]]
+    pad = local.tokenizer.pad_token_id
+    plain = collate(build_items(examples, local.tokenizer, TrainConfig()), pad)
+    assert "prior_prompts" not in plain
+    batch = collate(build_items(examples, local.tokenizer, TrainConfig(calibrated=True)), pad)
+    assert bool(batch["calibrate"].all()) and not torch.equal(batch["prior_prompts"], batch["prompts"])
+    with torch.no_grad():
+        prior = option_scores(local.hf_model, {**batch, "prompts": batch["prior_prompts"],
+                                               "prompt_mask": batch["prior_prompt_mask"]})
+        got = torch.softmax(calibrated_scores(option_scores(local.hf_model, batch), prior, batch["option_mask"],
+                                              batch["calibrate"]), dim=-1)
+    by_prompt = {tuple(build_items([e], local.tokenizer, TrainConfig())[0]["members"][0]["prompt"]): e
+                 for e in examples}
+    for g in range(got.shape[0]):
+        example = by_prompt[tuple(batch["prompts"][g][batch["prompt_mask"][g].bool()].tolist())]
+        choices = example["target"]["choices"]
+
+        def answer(messages):
+            request = GenerateRequest(messages=[Message(**m) for m in messages], choices=choices)
+            return {o: math.exp(v) for o, v in asyncio.run(local.generate(request)).choice_logprobs.items()}
+
+        p, q = answer(example["messages"][:-1]), answer(example["target"]["prior_messages"])
+        ratio = {o: p[o] / q[o] for o in choices}
+        for k, option in enumerate(choices):
+            assert got[g, k].item() == pytest.approx(ratio[option] / sum(ratio.values()), abs=1e-4)
