@@ -198,9 +198,18 @@ def _collate_choice(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         "rest_mask": rest_mask, "option_mask": option_mask, "targets": targets, "n_options": n_options,
         "canon": canon, "item_of": item_of, "contrast": contrast[item_of],
     }
-    if any("prior" in m for m in members):  # members without a neutral prompt repeat their own, left uncalibrated
-        batch["prior_prompts"], batch["prior_prompt_mask"] = _left_padded(
-            [m.get("prior", m["prompt"]) for m in members], pad_id)
+    if any("prior" in m for m in members):
+        # Each distinct neutral prompt once (a question's jurors in one option order share it), scored with the
+        # options of the first member that has it (the same listed options: choice_member checks their tokens);
+        # members without one point at row 0 and are left uncalibrated.
+        rows: dict[tuple[int, ...], int] = {}
+        for i, m in enumerate(members):
+            if "prior" in m:
+                rows.setdefault(tuple(m["prior"]), i)
+        order = list(rows)
+        batch["prior_prompts"], batch["prior_prompt_mask"] = _left_padded([list(r) for r in order], pad_id)
+        batch["prior_rows"] = torch.tensor(list(rows.values()))
+        batch["prior_of"] = torch.tensor([order.index(tuple(m["prior"])) if "prior" in m else 0 for m in members])
         batch["calibrate"] = torch.tensor(["prior" in m for m in members])
     return batch
 

@@ -159,12 +159,22 @@ def batch_loss(model, batch: dict[str, Any], config: TrainConfig, shared: bool =
     if batch["kind"] == "lm":
         loss, metrics = lm_loss(model, batch)
         return config.lm_weight * loss, metrics
+    return choice_loss(calibrated_option_scores(model, batch, shared=shared), batch, config)
+
+
+def calibrated_option_scores(model, batch: dict[str, Any], shared: bool = True) -> torch.Tensor:
+    """option_scores, divided by the neutral prompts' (each distinct one scored once) where the batch has them."""
     scores = option_scores(model, batch, shared=shared)
-    if "prior_prompts" in batch:
-        prior = option_scores(model, {**batch, "prompts": batch["prior_prompts"],
-                                      "prompt_mask": batch["prior_prompt_mask"]}, shared=shared)
-        scores = calibrated_scores(scores, prior, batch["option_mask"], batch["calibrate"])
-    return choice_loss(scores, batch, config)
+    if "prior_prompts" not in batch:
+        return scores
+    rows, k = batch["prior_rows"], batch["first"].shape[1]
+    per_member = batch["rest"].shape[1]
+    view = {"prompts": batch["prior_prompts"], "prompt_mask": batch["prior_prompt_mask"], "first": batch["first"][rows],
+            "option_mask": batch["option_mask"][rows],
+            "rest": batch["rest"].reshape(-1, k, per_member)[rows].reshape(-1, per_member),
+            "rest_mask": batch["rest_mask"].reshape(-1, k, per_member)[rows].reshape(-1, per_member)}
+    prior = option_scores(model, view, shared=shared)[batch["prior_of"]]
+    return calibrated_scores(scores, prior, batch["option_mask"], batch["calibrate"])
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:

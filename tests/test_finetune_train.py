@@ -378,23 +378,32 @@ def test_calibrated_training_scores_what_a_calibrated_ballot_uses(world):
     from finetune.batches import build_items, collate
     from finetune.config import TrainConfig
     from finetune.dataset import read_examples
-    from finetune.objective import calibrated_scores, option_scores
+    from finetune.objective import batch_loss, calibrated_option_scores
 
     local = LocalModel(world["model"], dtype="float32").load()
     examples = [e for e in read_examples(world["dataset"], "train") if e.get("target")][:3]
     assert examples
     for e in examples:  # a neutral prompt of its own: the same ballot, with the persona message left out
         e["target"]["prior_messages"] = [m for m in e["messages"][:-1] if "Who you are" not in m["content"]]
+    twin = json.loads(json.dumps(examples[0]))  # another juror of the same ballot: the same neutral prompt
+    twin["id"] += ":twin"
+    persona = next(m for m in twin["messages"] if "Who you are" in m["content"])
+    persona["content"] += " " + persona["content"]
+    examples.append(twin)
     pad = local.tokenizer.pad_token_id
     plain = collate(build_items(examples, local.tokenizer, TrainConfig()), pad)
     assert "prior_prompts" not in plain
     batch = collate(build_items(examples, local.tokenizer, TrainConfig(calibrated=True)), pad)
     assert bool(batch["calibrate"].all()) and not torch.equal(batch["prior_prompts"], batch["prompts"])
+    distinct = {tuple(m["prior"]) for i in build_items(examples, local.tokenizer, TrainConfig(calibrated=True))
+                for m in i["members"]}
+    assert batch["prior_prompts"].shape[0] == len(distinct) < len(examples)  # each neutral prompt scored once
     with torch.no_grad():
-        prior = option_scores(local.hf_model, {**batch, "prompts": batch["prior_prompts"],
-                                               "prompt_mask": batch["prior_prompt_mask"]})
-        got = torch.softmax(calibrated_scores(option_scores(local.hf_model, batch), prior, batch["option_mask"],
-                                              batch["calibrate"]), dim=-1)
+        got = torch.softmax(calibrated_option_scores(local.hf_model, batch), dim=-1)
+        kl = batch_loss(local.hf_model, batch, TrainConfig(calibrated=True))[1]["kl"]  # the loss uses them
+    t = batch["targets"]
+    assert kl == pytest.approx(float((t * (t.clamp(min=1e-12).log() - got.clamp(min=1e-12).log())).sum(-1).mean()),
+                               abs=1e-4)
     by_prompt = {tuple(build_items([e], local.tokenizer, TrainConfig())[0]["members"][0]["prompt"]): e
                  for e in examples}
     for g in range(got.shape[0]):
