@@ -23,7 +23,8 @@ from assembly.resuming import aresume
 from tests.conftest import MINIMAL
 from tests.scripted_cli import SCRIPTED_CLI, digest_reply
 
-SLOW = "slow:0.25"  # seconds a call, roughly: a run takes ~5 s, long enough to stop it mid-phase
+SLOW = "slow:0.5"  # seconds a call, roughly: a run takes ~10 s, and a question waits 0.25-1 s for its answer, long
+# enough for the store peeks (each opens the file, and may find it locked) to catch a run mid-phase
 # A juror asked a witness, who has not answered yet: a task with two calls, cut between them.
 MID_QUESTIONS = ("SELECT count(*) FILTER (phase = 'question') > count(*) FILTER (phase = 'answer') "
                  "FROM turns")
