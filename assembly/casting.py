@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import VoteMode, draws_for, kind_of
@@ -72,6 +72,14 @@ def ballot_schema(ballot_type: str, options: list[str]) -> dict:
     return kind_of(ballot_type).schema(options)
 
 
+class BallotPrompt(Protocol):
+    """What builds a ballot's prompt, called as `ballot_messages` is."""
+
+    def __call__(self, *, persona: str, question: str, options: list[str], ballot_type: str, phase: str,
+                 context: str | None, background: str = "", structured: bool,
+                 item: str | None = None) -> list[Message]: ...
+
+
 def ballot_messages(
     *, persona: str, question: str, options: list[str], ballot_type: str, phase: str, context: str | None,
     background: str = "", structured: bool, item: str | None = None
@@ -82,15 +90,17 @@ def ballot_messages(
 
     `item`: one option of an approval ballot asked as its own yes/no question (`options` then lists the answers)."""
     own = render_prompt("ballot", phase=phase, ballot_type=ballot_type, options=options, structured=structured,
-                        item=item)
+                        item=item, intro=True)
     return juror_messages(shared_block(question=question, background=background, context=context), persona, own)
 
 
 def neutral_messages(*, question: str, options: list[str], ballot_type: str, background: str = "",
-                     item: str | None = None) -> list[Message]:
-    """The neutral-calibration prior's prompt: the ballot with no persona, pre-ballot wording and no context."""
-    return ballot_messages(persona=NEUTRAL_PERSONA, question=question, options=options, ballot_type=ballot_type,
-                           phase="pre", context=None, background=background, structured=False, item=item)
+                     item: str | None = None, prompt: BallotPrompt | None = None) -> list[Message]:
+    """The neutral-calibration prior's prompt: the ballot (`prompt`, default `ballot_messages`) with no persona,
+    pre-ballot wording and no context."""
+    return (prompt or ballot_messages)(persona=NEUTRAL_PERSONA, question=question, options=options,
+                                       ballot_type=ballot_type, phase="pre", context=None, background=background,
+                                       structured=False, item=item)
 
 
 def parse_ballot_reply(text: str, ballot_type: str, options: list[str]) -> tuple[dict, str | None]:
@@ -227,12 +237,16 @@ async def cast_ballot(
     procedure: BallotProcedure | None = None,
     priors: NeutralPriors | None = None,
     order_seed: int = 0,
+    prompt: BallotPrompt | None = None,
 ) -> Ballot:
     """Ask one juror for a private ballot. Never raises for a bad reply: an invalid one becomes an abstention.
 
     `seed` seeds the model calls; `vote_seed` the juror's vote draws (give the same one for the pre- and the
-    post-ballot: common random numbers); `order_seed` the option orders beyond the cyclic ones (one per run)."""
+    post-ballot: common random numbers); `order_seed` the option orders beyond the cyclic ones (one per run);
+    `prompt` builds the scored prompts and their neutral prior's (default `ballot_messages`; the distilled mode
+    passes its own)."""
     procedure = procedure or BallotProcedure()
+    prompt = prompt or ballot_messages
     kind = kind_of(ballot_type)
     vote_seed = seed if vote_seed is None else vote_seed
     orders = option_orders(len(options), min(procedure.option_orders, MAX_OPTION_ORDERS), order_seed)
@@ -246,8 +260,8 @@ async def cast_ballot(
         prompts = _prompts(ballot_type, options, orders, procedure.option_orders)
 
         def messages_for(who: str, where: str, context_: str | None):
-            return lambda p: ballot_messages(**{**common, "options": p.shown}, persona=who, phase=where,
-                                             context=context_, structured=False, item=p.item)
+            return lambda p: prompt(**{**common, "options": p.shown}, persona=who, phase=where, context=context_,
+                                    structured=False, item=p.item)
 
         try:
             call_ids, method = await _score(model, prompts, messages_for(persona, phase, context), seed=seed, tags=tags)
@@ -256,11 +270,11 @@ async def cast_ballot(
                 async def neutral() -> list[_Prompt]:
                     found = _prompts(ballot_type, options, orders, procedure.option_orders)
                     await _score(model, found, lambda p: neutral_messages(**{**common, "options": p.shown},
-                                                                          item=p.item), seed=None,
+                                                                          item=p.item, prompt=prompt), seed=None,
                                  tags={"role": "juror", "participant": "neutral-prior", "phase": "ballot-prior"})
                     return found
 
-                key = (question, background, tuple(options), ballot_type, tuple(map(tuple, orders)))
+                key = (prompt, question, background, tuple(options), ballot_type, tuple(map(tuple, orders)))
                 prior_prompts = await (priors or NeutralPriors()).get(key, neutral)
                 _calibrate(prompts, prior_prompts)
         except ChoiceScoringUnavailable:
@@ -292,8 +306,8 @@ async def cast_ballot(
     rotations = orders if len(orders) > 1 else option_orders(len(options), len(options))
     order = rotations[random.Random(vote_seed).randrange(len(rotations))]
     shown = [options[i] for i in order]
-    messages = ballot_messages(**{**common, "options": shown}, persona=persona, phase=phase, context=context,
-                               structured=True)
+    messages = prompt(**{**common, "options": shown}, persona=persona, phase=phase, context=context,
+                      structured=True)
     schema = ballot_schema(ballot_type, shown)
     call_ids: list[str] = []
     error = "no attempt made"

@@ -81,6 +81,9 @@ class WitnessSpec(Strict):
         return value
 
 
+DistilledPrompt = Literal["ballot", "compact"]
+
+
 class ProcedureSpec(Strict):
     rounds: int = Field(2, ge=0, le=20)
     questions: bool = True
@@ -93,6 +96,9 @@ class ProcedureSpec(Strict):
     vote: Literal["sample", "mode"] = "sample"  # a vote is a draw from the juror's distribution, or its mode
     option_orders: int = Field(DEFAULT_OPTION_ORDERS, ge=1, le=MAX_OPTION_ORDERS)  # orders each ballot is scored in
     calibration: Literal["none", "neutral"] = DEFAULT_CALIBRATION  # neutral: divide out the no-persona, no-context prior
+    # --mode distilled's ballot prompt: the full mode's ballot (prose persona) or the compact one (attributes stated
+    # plainly): assembly.distilled
+    distilled_prompt: DistilledPrompt = "ballot"
 
     def ballot_procedure(self) -> BallotProcedure:
         return BallotProcedure(vote=self.vote, option_orders=self.option_orders, calibration=self.calibration,

@@ -1,16 +1,25 @@
 """The distilled mode: a mini-public's outcome predicted in one batched scoring pass, recorded like any run.
 
-Instead of simulating testimony and rounds of talk, every juror casts the post-deliberation ballot directly: the
-ballot prompt of the full mode (assembly.casting: persona, question, background, options) with what the jury would
-have been told — the witnesses' briefs — as its context (`distilled_context`). The backend scores the options, so
-each juror's answer is a distribution and no ballot can be unreadable; votes are drawn from it with the same
-common random numbers as in the full mode, tallied under the question file's rules, and the verdict is written from
-the tally (`prompts/distilled_verdict.j2`), with no generation at all.
+Instead of simulating testimony and rounds of talk, every juror casts the post-deliberation ballot directly, with
+what the jury would have been told — the witnesses' briefs (`distilled_context`) — as its context, in one of two
+prompts (`procedure.distilled_prompt`), both laid out as every juror call is (assembly.layout: what the jury shares,
+then who the juror is, then the options):
+  - `ballot` (the default): the full mode's own ballot prompt (assembly.casting), prose persona and all, so an untuned
+    model answers as it would in a full run's post-ballot;
+  - `compact` (prompts/distilled_ballot.j2): a short preamble, no empty testimony heading, and the juror's
+    attributes stated plainly (`juries.plain_persona`, as SubPOP states a respondent's demographics) instead of the
+    prose persona — fewer tokens, for a model tuned on it.
+The backend scores the options, so each juror's answer is a distribution and no ballot can be unreadable; it is
+calibrated on the same prompt with no persona and no context (`distilled_prior_messages`); votes are drawn from it
+with the same common random numbers as in the full mode, tallied under the question file's rules, and the verdict
+is written from the tally (`prompts/distilled_verdict.j2`), with no generation at all. What each prompt costs and
+how close each comes to the full mode, untuned and tuned: docs/finetune.md §6.
 
 A model tuned for it predicts what the juror's ballot would have been after a full deliberation: `finetune prepare
 --types distilled_ballot` builds the training examples from the post-ballot distributions recorded by simulated full
-runs (soft targets) and from real deliberations' post-deliberation votes, in exactly this prompt
-(`distilled_ballot_messages`). On an untuned model the mode is the jurors' informed first opinion.
+runs (soft targets) and from real deliberations' post-deliberation votes, in exactly the prompt it will be run with
+(`--distilled-prompt`), with its calibration prior's (`TrainConfig.calibrated`). Untuned, the mode is the model's
+informed first opinion of each juror.
 
 A distilled run is an ordinary run in the store (`summary.mode = "distilled"`, ballots in phase "post", no pre-ballot
 and no turns but the verdict), made with the same run lifecycle as the full mode's (`assembly.deliberation.conduct`'s
@@ -23,21 +32,31 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from assembly.ballot import Ballot
 from assembly.ballot_types import kind_of
-from assembly.casting import NeutralPriors, ballot_messages, cast_ballot, position_bias
-from assembly.config import AssemblySpec
+from assembly.casting import (
+    BallotPrompt,
+    NeutralPriors,
+    ballot_messages,
+    cast_ballot,
+    neutral_messages,
+    position_bias,
+)
+from assembly.config import AssemblySpec, DistilledPrompt
 from assembly.errors import AssemblyError
+from assembly.layout import juror_messages
 from assembly.prompts import render_prompt
 from assembly.providers.base import Model
 from assembly.providers.types import Message, ModelError
 from assembly.result import AssemblyResult, JurorSummary, Verdict
 from assembly.seeds import seed_for
 from assembly.text import clip_words
+from juries import plain_persona
 
 MODE = "distilled"
+PROMPTS: tuple[str, ...] = get_args(DistilledPrompt)  # procedure.distilled_prompt
 PHASE = "post"
 MODEL_ERROR = "model error: "  # how cast_ballot words an abstention after a model error
 BRIEF_WORDS = 60  # per witness: the context stays a short, shared prefix of every juror's prompt
@@ -47,9 +66,10 @@ class DistilledUnavailable(AssemblyError):
     """The juror model cannot score options, so a distilled ballot would have to be parsed from text."""
 
 
-def distilled_context(witnesses: Sequence[Mapping[str, Any]]) -> str:
+def distilled_context(witnesses: Sequence[Mapping[str, Any]], prompt: str = "ballot") -> str:
     """What the jury would have heard, as the ballot's context: one line per witness (name, expertise, stance and
-    the opening of the brief). `witnesses` are the question file's witness entries (dicts)."""
+    the opening of the brief). `witnesses` are the question file's witness entries; `prompt` the distilled prompt
+    it is for (compact: empty without witnesses, as its template adds the heading)."""
     lines = []
     for w in witnesses:
         line = f"{w.get('name')} ({w.get('expertise')})"
@@ -57,16 +77,49 @@ def distilled_context(witnesses: Sequence[Mapping[str, Any]]) -> str:
         if said:
             line += f": {clip_words(said, BRIEF_WORDS, one_line=True)}"
         lines.append(line)
+    if prompt == "compact":
+        return "\n".join(f"- {line}" for line in lines)
     return "Expert testimony:\n" + ("\n".join(lines) if lines else "(no expert testimony)")
 
 
-def distilled_ballot_messages(*, persona: str, question: str, options: list[str], ballot_type: str,
-                              witnesses: Sequence[Mapping[str, Any]], background: str = "",
-                              item: str | None = None) -> list[Message]:
-    """The prompt a distilled ballot is scored on (and a distilled_ballot training example is written in)."""
-    return ballot_messages(persona=persona, question=question, options=options, ballot_type=ballot_type,
-                           phase=PHASE, context=distilled_context(witnesses), background=background,
-                           structured=False, item=item)
+def compact_ballot_messages(*, persona: str, question: str, options: list[str], ballot_type: str,
+                            phase: str = PHASE, context: str | None = None, background: str = "",
+                            structured: bool = False, item: str | None = None) -> list[Message]:
+    """The compact distilled prompt (prompts/distilled_ballot.j2), called as `assembly.casting.ballot_messages`
+    is: `persona` the juror's attributes stated plainly, `context` the testimony lines. The calibration prior asks
+    it with no persona and no context; `phase` and `structured` are accepted for that call's sake, as the distilled
+    ballot is always the scored post-ballot."""
+    shared = render_prompt("distilled_ballot", question=question, background=background, testimony=context or "")
+    own = render_prompt("ballot", phase=phase, ballot_type=ballot_type, options=options, structured=structured,
+                        item=item, intro=False)
+    return juror_messages(shared, persona, own, preamble=False)
+
+
+def ballot_prompt(prompt: str) -> BallotPrompt:
+    """The ballot prompt builder of a distilled prompt (`procedure.distilled_prompt`)."""
+    return compact_ballot_messages if prompt == "compact" else ballot_messages
+
+
+def juror_description(prompt: str, *, persona: str, attributes: Mapping[str, str]) -> str:
+    """Who the juror is, as a distilled prompt says it: the prose persona (ballot) or the attributes (compact)."""
+    return plain_persona(attributes) if prompt == "compact" else persona
+
+
+def distilled_ballot_messages(*, persona: str, attributes: Mapping[str, str], question: str, options: list[str],
+                              ballot_type: str, witnesses: Sequence[Mapping[str, Any]], background: str = "",
+                              prompt: str = "ballot", item: str | None = None) -> list[Message]:
+    """The prompt a distilled ballot is scored on, and a distilled_ballot training example is written in."""
+    return ballot_prompt(prompt)(
+        persona=juror_description(prompt, persona=persona, attributes=attributes), question=question,
+        options=options, ballot_type=ballot_type, phase=PHASE, context=distilled_context(witnesses, prompt),
+        background=background, structured=False, item=item)
+
+
+def distilled_prior_messages(*, question: str, options: list[str], ballot_type: str, background: str = "",
+                             prompt: str = "ballot", item: str | None = None) -> list[Message]:
+    """The calibration prior's prompt for a distilled ballot: the same prompt with no persona and no context."""
+    return neutral_messages(question=question, options=options, ballot_type=ballot_type, background=background,
+                            item=item, prompt=ballot_prompt(prompt))
 
 
 def verdict_text(spec: AssemblySpec, tallies: list[dict], ballots: Sequence[Ballot]) -> Verdict:
@@ -145,15 +198,17 @@ async def adistill(
               for j in jury.jurors),
         ])
         emit(PhaseStarted(phase=f"ballot-{PHASE}"))
-        context = distilled_context([w.model_dump() for w in spec.witnesses])
+        form = spec.procedure.distilled_prompt
+        context = distilled_context([w.model_dump() for w in spec.witnesses], form)
         priors = NeutralPriors()
         ballots = await asyncio.gather(*(cast_ballot(
-            recorder, juror_id=j.id, persona=j.persona.text, question=spec.question, options=spec.ballot.options,
+            recorder, juror_id=j.id, persona=juror_description(form, persona=j.persona.text, attributes=j.attributes),
+            question=spec.question, options=spec.ballot.options,
             ballot_type=spec.ballot.type, phase=PHASE, context=context, background=spec.background,
             seed=seed_for(spec.jury.seed, "ballot", PHASE, j.id),
             vote_seed=seed_for(spec.jury.seed, "vote", j.id),  # the full mode's common random numbers
             order_seed=seed_for(spec.jury.seed, "orders"), procedure=spec.procedure.ballot_procedure(),
-            priors=priors) for j in jury.jurors))
+            priors=priors, prompt=ballot_prompt(form)) for j in jury.jurors))
         kind = kind_of(spec.ballot.type)
         for j, ballot in zip(jury.jurors, ballots):
             if ballot.status != "valid":  # a scoring backend that failed: never a silent default

@@ -35,10 +35,11 @@ PROMPT_LAYOUT = 3
 log = logging.getLogger(__name__)
 
 
-def juror_messages(shared: str, persona: str, own: str) -> list[Message]:
-    """Every juror call: the preamble and shared block, the persona (none for the calibration prior), then what is
-    the juror's own in this call."""
-    messages = [Message(role="system", content=render_prompt("juror_system", shared=shared))]
+def juror_messages(shared: str, persona: str, own: str, *, preamble: bool = True) -> list[Message]:
+    """Every juror call: the preamble and shared block (`preamble=False`: `shared` brings its own), the persona
+    (none for the calibration prior), then what is the juror's own in this call."""
+    first = render_prompt("juror_system", shared=shared) if preamble else shared
+    messages = [Message(role="system", content=first)]
     if persona:
         messages.append(Message(role="system", content=render_prompt("juror_persona", persona=persona)))
     return [*messages, Message(role="user", content=own)]

@@ -21,6 +21,8 @@ Stages (each reads what the earlier ones wrote into `--db`, so they can run on d
     python benchmarks/distilled_vs_full.py --stage full --stage distilled --stage report
     python benchmarks/distilled_vs_full.py --draws 2 --limit 1 --jurors 4 --stage full --stage distilled  # quick
     python benchmarks/distilled_vs_full.py --stage tuned --calibration none  # the tuned model, uncalibrated
+    python benchmarks/distilled_vs_full.py --distilled-prompt compact --calibrated --epochs 1 \
+        --stage distilled --stage train --stage tuned  # the compact prompt, untuned and tuned on it
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def template(args) -> Path:
     path.write_text(yaml.safe_dump({
         "jury": {"size": args.jurors, "stratify": ["party", "ideology", "age"], "seed": args.seed},
         "procedure": {"rounds": args.rounds, "words_per_turn": args.words, "recent_turns": 3,
-                      "calibration": args.calibration},
+                      "calibration": args.calibration, "distilled_prompt": args.distilled_prompt},
         "ballot": {"rules": ["plurality", "majority"]},
     }))
     return path
@@ -229,7 +231,8 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
         runs = store.sql("SELECT question FROM runs WHERE study_id = ?", [state["train_data"]["study_id"]])
         manifest = prepare_dataset(store, folder, PrepareOptions(
             types=("distilled_ballot",), validation=VALIDATION, seed=args.seed, max_per_run=args.jurors,
-            exclude_questions=test_questions(store, state) + exclude, max_examples=max_examples))
+            exclude_questions=test_questions(store, state) + exclude, max_examples=max_examples,
+            distilled_prompt=args.distilled_prompt))
     finally:
         store.close()
     log(f"train: {manifest['examples']} examples from {runs.height} runs")
@@ -292,6 +295,9 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40)
     parser.add_argument("--calibration", default="neutral", choices=["neutral", "none"],
                         help="the ballot procedure's calibration (the full-mode runs recorded so far used neutral)")
+    parser.add_argument("--distilled-prompt", default="ballot", choices=["ballot", "compact"],
+                        help="the distilled mode's prompt (procedure.distilled_prompt), and the one train writes "
+                             "its examples in")
     parser.add_argument("--calibrated", action="store_true",
                         help="train: the loss on the calibrated distribution, as the tuned model's ballots use it")
     parser.add_argument("--epochs", type=float, default=2.0)

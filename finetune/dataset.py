@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the store (and its DuckDB) is needed to prepare, not to read a prepared folder when training
     from transcripts import Store
 
+from assembly.distilled import PROMPTS as DISTILLED_PROMPTS
 from assembly.seeds import seed_for, unit_for
 from finetune.config import EXAMPLE_TYPES
 from finetune.examples import Builder, RunData, question_key
@@ -99,6 +100,7 @@ class PrepareOptions:
     splits: dict[str, str] = field(default_factory=dict)
     include_distilled: bool = False  # runs made by the distilled mode (the model's own one-pass output)
     shuffle_options: bool = True  # ballot examples list the options in a seeded order of their own
+    distilled_prompt: str = "ballot"  # distilled_ballot examples: the form `--mode distilled` will ask them in
     # Python API only: a predicate over built examples (e.g. a quality rule for simulated turns), applied before the
     # weights and the mix, so the manifest's counts and hashes describe what was kept
     keep: Callable[[dict[str, Any]], bool] | None = None
@@ -107,6 +109,9 @@ class PrepareOptions:
         unknown = [t for t in self.types if t not in EXAMPLE_TYPES]
         if unknown:
             raise PrepareError(f"unknown example type(s) {', '.join(unknown)}; expected {', '.join(EXAMPLE_TYPES)}")
+        if self.distilled_prompt not in DISTILLED_PROMPTS:
+            raise PrepareError(f"--distilled-prompt {self.distilled_prompt!r}: expected one of "
+                               f"{', '.join(DISTILLED_PROMPTS)}")
         if self.real is not None and not 0.0 <= self.real <= 1.0:
             raise PrepareError(f"--real must be between 0 and 1, got {self.real}")
         if self.validation < 0 or self.test < 0 or self.validation + self.test >= 1:

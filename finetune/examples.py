@@ -365,8 +365,7 @@ class Builder:
     def distilled_ballots(self, data: RunData) -> list[dict[str, Any]]:
         """The distilled mode's examples: each juror's post-deliberation ballot, asked in the distilled prompt.
         Simulated runs give the juror's recorded post-ballot distribution; real ones the participant's post vote."""
-        from assembly.casting import neutral_messages
-        from assembly.distilled import distilled_ballot_messages
+        from assembly.distilled import distilled_ballot_messages, distilled_prior_messages
 
         options = list(data.run["options"] or [])
         if len(options) < 2 or data.run["summary"].get("mode") == "distilled":
@@ -377,6 +376,8 @@ class Builder:
         if ballot_type not in ("single", "yes_no", "ranked"):
             return []  # approval: one yes/no question per option, no one distribution over the options to learn
         witnesses = [w for w in spec.get("witnesses") or [] if isinstance(w, dict)]
+        attributes = {p["id"]: p.get("attributes") or {} for p in data.participants}
+        form = self.options.distilled_prompt
         real = data.run["provenance"] == "imported-real"
         out = []
         for b in data.ballots:
@@ -393,13 +394,13 @@ class Builder:
             seed = seed_for(self.options.seed, data.id, b["participant_id"], "distilled")
             shown, order = self.shown(options, seed)
             messages = distilled_ballot_messages(
-                persona=self._persona(data, b["participant_id"]), question=data.run["question"], options=shown,
-                ballot_type="single" if real else ballot_type, witnesses=witnesses,
-                background=spec.get("background") or "")
-            label, target = soft_target(shown, probabilities, seed, order)
-            target["prior_messages"] = _msgs(neutral_messages(
+                persona=self._persona(data, b["participant_id"]), attributes=attributes.get(b["participant_id"], {}),
                 question=data.run["question"], options=shown, ballot_type="single" if real else ballot_type,
-                background=spec.get("background") or ""))
+                witnesses=witnesses, background=spec.get("background") or "", prompt=form)
+            label, target = soft_target(shown, probabilities, seed, order)
+            target["prior_messages"] = _msgs(distilled_prior_messages(
+                question=data.run["question"], options=shown, ballot_type="single" if real else ballot_type,
+                background=spec.get("background") or "", prompt=form))
             out.append(self.example(data, "distilled_ballot", messages, label, len(out), target=target))
         return self.capped(data, "distilled_ballot", out)
 

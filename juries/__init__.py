@@ -8,7 +8,7 @@ A plain library: it imports nothing from the other packages of the project.
 """
 
 from juries.errors import JuryError
-from juries.personas import Juror, Persona, render_persona
+from juries.personas import Juror, Persona, plain_persona, render_persona
 from juries.population import Population, load_population
 from juries.sortition import Draw, allocate_seats, draw_jury, measure_representativeness
 
@@ -22,5 +22,6 @@ __all__ = [
     "draw_jury",
     "load_population",
     "measure_representativeness",
+    "plain_persona",
     "render_persona",
 ]

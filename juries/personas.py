@@ -7,6 +7,7 @@ Attributes outside the canonical vocabulary (custom frames) fall back to neutral
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,13 @@ def render_persona(attributes: dict[str, str], seed: int) -> Persona:
     values_text = " ".join(values)
     text = f"You are {name}, {age}, {occupation} in {location}. {background_text} {values_text}".strip()
     return Persona(name, age, occupation, location, background_text, values_text, text)
+
+
+def plain_persona(attributes: Mapping[str, str]) -> str:
+    """A juror's attributes stated plainly, one "Attribute: value" line each, as SubPOP states a respondent's
+    demographics: the compact persona of the distilled ballot. Empty without attributes (no persona)."""
+    return "\n".join(f"{key.replace('_', ' ').capitalize()}: {value}" for key, value in attributes.items()
+                     if isinstance(value, str) and value.strip())
 
 
 def _draw_age(band: str | None, rng: np.random.Generator) -> int:

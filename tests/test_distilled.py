@@ -4,13 +4,21 @@ mode's, the verdict written from the tally, recorded with the full mode's run li
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import yaml
 
 from assembly.casting import neutral_messages
-from assembly.distilled import DistilledUnavailable, adistill, distill, distilled_ballot_messages
+from assembly.distilled import (
+    DistilledUnavailable,
+    adistill,
+    distill,
+    distilled_ballot_messages,
+    distilled_prior_messages,
+)
 from assembly.providers.scripted import ScriptedModel
+from juries import plain_persona
 from tests.conftest import MINIMAL
 
 OPTIONS = ["Ban cars", "Keep access", "Ban only in summer"]
@@ -42,9 +50,9 @@ def test_a_distilled_run_scores_every_juror_once_and_records_a_run(tmp_path):
     # one scored call per juror and the shared calibration prior (MINIMAL: 3 option orders each); nothing generated
     assert all(r.choices for r in model.history)
     assert len(model.history) == 6 * 3
-    first = model.history[0].messages
+    first = model.history[0].messages  # the default prompt: the full mode's post-ballot, with the testimony digest
     assert "Expert testimony:\nAda Planner (town planner): Pedestrian squares raise footfall." in first[0].content
-    assert first[1].content.startswith("Who you are:") and "after the deliberation" in first[2].content
+    assert first[1].content.startswith("Who you are:\nYou are ") and "after the deliberation" in first[2].content
     assert sum(result.post_counts.values()) == 6 and not result.pre_counts and result.abstentions == {"post": 0}
     assert result.verdict.winner == result.tallies[0]["winner"]
     assert result.verdict.winner in result.verdict.text and "no deliberation was simulated" in result.verdict.text
@@ -61,6 +69,39 @@ def test_a_distilled_run_scores_every_juror_once_and_records_a_run(tmp_path):
     turns = store.sql("SELECT phase FROM turns WHERE run_id = ? ORDER BY seq", [result.run_id])["phase"].to_list()
     assert turns[0] == "verdict" and set(turns) <= {"verdict", "minority"}
     assert {e["kind"] for e in events} >= {"phase", "ballot"}
+
+
+def test_the_compact_prompt_states_attributes_plainly_and_is_shorter(tmp_path):
+    """procedure.distilled_prompt: compact: a short preamble with the question and testimony, the juror's attributes
+    instead of the prose persona, then the options; calibrated on the same prompt without persona or testimony."""
+    calls, priors = {}, {}
+    for form in ("ballot", "compact"):
+        data = spec()
+        data["procedure"].update(distilled_prompt=form, calibration="neutral")
+        model = ScriptedModel(scores=by_persona)
+        result = distill(data, models=model, db=tmp_path / f"{form}.duckdb", seed=11)
+        calls[form] = [r.messages for r in model.history if r.tags.get("participant") != "neutral-prior"]
+        priors[form] = [r.messages for r in model.history if r.tags.get("participant") == "neutral-prior"]
+    # each form is calibrated on its own prompt with no persona and no testimony (one call per option order)
+    assert [m.model_dump() for m in priors["ballot"][0]] == [m.model_dump() for m in neutral_messages(
+        question=result.question, options=OPTIONS, ballot_type="single", background=spec()["background"])]
+    first = calls["compact"][0]
+    assert "has deliberated" in first[0].content and f"Question: {result.question}" in first[0].content
+    assert "Expert testimony:\n- Ada Planner (town planner): Pedestrian squares raise footfall." in first[0].content
+    assert first[1].content.startswith("Who you are:\nParty: ") and "You are " not in first[1].content
+    assert first[2].content.startswith("Choose exactly one option:\n- ")
+    compact = priors["compact"]
+    assert len(compact) == 3 and all(len(m) == 2 and "Expert testimony" not in m[0].content for m in compact)
+    assert compact[0][0].content == first[0].content.split("\n\nExpert testimony:")[0]
+    assert [m.model_dump() for m in compact[0]] == [m.model_dump() for m in distilled_prior_messages(
+        question=result.question, options=OPTIONS, ballot_type="single", background=spec()["background"],
+        prompt="compact")]
+
+    def size(messages):
+        return sum(len(m.content) for m in messages)
+
+    assert len(calls["compact"]) == len(calls["ballot"])
+    assert sum(map(size, calls["compact"])) < 0.8 * sum(map(size, calls["ballot"]))
 
 
 def test_distilled_votes_are_drawn_like_the_full_modes(tmp_path):
@@ -123,7 +164,8 @@ def test_both_modes_record_failure_and_interruption_the_same_way(tmp_path, mode,
     assert rows == [("failed", "model error: out of memory"), ("interrupted", "interrupted by the user")]
 
 
-def test_distilled_ballot_examples_come_from_recorded_post_ballots(tmp_path):
+@pytest.mark.parametrize("form", ["ballot", "compact"])
+def test_distilled_ballot_examples_come_from_recorded_post_ballots(tmp_path, form):
     """`finetune prepare --types distilled_ballot`: the distilled prompt -> the full run's recorded post-ballot
     distribution, options in a seeded order of their own; distilled runs themselves are left out."""
     from assembly.deliberation import deliberate
@@ -134,27 +176,33 @@ def test_distilled_ballot_examples_come_from_recorded_post_ballots(tmp_path):
     full = deliberate(spec(), models=ScriptedModel(scores=by_persona), db=db, seed=3)
     distill(spec(), models=ScriptedModel(scores=by_persona), db=db, seed=4)
     store = Store(db)
-    examples = build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",)))
+    examples = build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",), distilled_prompt=form))
     assert len(examples) == 6 and {e["run_id"] for e in examples} == {full.run_id}
     recorded = {r["participant_id"]: r for r in store.sql(
-        "SELECT participant_id, probabilities, p.persona FROM ballots b JOIN participants p ON p.id = b.participant_id "
-        "AND p.run_id = b.run_id WHERE b.run_id = ? AND phase = 'post'", [full.run_id]).iter_rows(named=True)}
+        "SELECT participant_id, probabilities, p.persona, p.attributes FROM ballots b JOIN participants p "
+        "ON p.id = b.participant_id AND p.run_id = b.run_id WHERE b.run_id = ? AND phase = 'post'",
+        [full.run_id]).iter_rows(named=True)}
     orders = set()
     for e in examples:
         target = e["target"]
         shown = target["choices"]
         orders.add(tuple(shown))
         assert [OPTIONS[i] for i in target["order"]] == shown
-        juror = next(pid for pid, r in recorded.items() if r["persona"] in e["messages"][1]["content"])
-        probabilities = __import__("json").loads(recorded[juror]["probabilities"])
+        described = {pid: r["persona"] if form == "ballot" else plain_persona(json.loads(r["attributes"]))
+                     for pid, r in recorded.items()}
+        juror = next(pid for pid, text in described.items() if e["messages"][1]["content"].endswith(text))
+        probabilities = json.loads(recorded[juror]["probabilities"])
         assert target["distribution"] == pytest.approx([probabilities[o] for o in shown])
-        expected = distilled_ballot_messages(persona=recorded[juror]["persona"], question=full.question,
-                                             options=shown, ballot_type="single", witnesses=spec()["witnesses"],
-                                             background=spec()["background"])
+        expected = distilled_ballot_messages(
+            persona=recorded[juror]["persona"], attributes=json.loads(recorded[juror]["attributes"]),
+            question=full.question, options=shown, ballot_type="single", witnesses=spec()["witnesses"],
+            background=spec()["background"], prompt=form)
         assert e["messages"][:-1] == [m.model_dump() for m in expected]
-        # and the calibration prior's prompt, for training on the calibrated distribution (TrainConfig.calibrated)
-        assert target["prior_messages"] == [m.model_dump() for m in neutral_messages(
-            question=full.question, options=shown, ballot_type="single", background=spec()["background"])]
+        # and the calibration prior's prompt, for training on the calibrated distribution (TrainConfig.calibrated):
+        # the prompt the distilled run divides by
+        assert target["prior_messages"] == [m.model_dump() for m in distilled_prior_messages(
+            question=full.question, options=shown, ballot_type="single", background=spec()["background"],
+            prompt=form)]
         assert e["messages"][-1]["content"] in shown
     assert len(orders) > 1  # shuffled per example
     fixed = build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",), shuffle_options=False))

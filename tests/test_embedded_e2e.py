@@ -92,19 +92,30 @@ APPROVAL = textwrap.dedent(
 
 
 def test_distilled_mode_on_embedded_model(tmp_path):
-    """One scored call per juror plus the calibration prior: every post-ballot valid, nothing generated."""
-    result, db = run_cli(tmp_path, QUESTION, "--mode", "distilled", timeout=600)
-    assert result["mode"] == "distilled" and result["status"] == "completed"
-    assert sum(result["post_counts"].values()) == 4 and result["abstentions"] == {"post": 0}
-    assert result["usage"]["calls"] == 4 + 1 and result["verdict"]["winner"] in (None, *result["options"])
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute("select phase, status, method from ballots").fetchall()
-        prompts = con.execute("select messages from llm_calls where participant_id like 'juror-%'").fetchall()
-    finally:
-        con.close()
-    assert rows == [("post", "valid", "scored:sum")] * 4
-    assert len(prompts) == 4 and all("Rosa Lind (head librarian)" in json.loads(m)[0]["content"] for (m,) in prompts)
+    """One scored call per juror plus the calibration prior: every post-ballot valid, nothing generated; in both
+    distilled prompts, the compact one (attributes stated plainly) shorter."""
+    sent = {}
+    for form in ("ballot", "compact"):
+        folder = tmp_path / form
+        folder.mkdir()
+        text = QUESTION.replace("testimony_words: 40}", f"testimony_words: 40, distilled_prompt: {form}}}")
+        result, db = run_cli(folder, text, "--mode", "distilled", timeout=600)
+        assert result["mode"] == "distilled" and result["status"] == "completed"
+        assert sum(result["post_counts"].values()) == 4 and result["abstentions"] == {"post": 0}
+        assert result["usage"]["calls"] == 4 + 1 and result["verdict"]["winner"] in (None, *result["options"])
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            rows = con.execute("select phase, status, method from ballots").fetchall()
+            prompts = con.execute("select messages from llm_calls where participant_id like 'juror-%'").fetchall()
+            sent[form] = con.execute("select sum(input_tokens) from llm_calls").fetchone()[0]
+        finally:
+            con.close()
+        assert rows == [("post", "valid", "scored:sum")] * 4
+        assert len(prompts) == 4
+        assert all("Rosa Lind (head librarian)" in json.loads(m)[0]["content"] for (m,) in prompts)
+        persona = json.loads(prompts[0][0])[1]["content"]
+        assert persona.startswith("Who you are:\nParty: " if form == "compact" else "Who you are:\nYou are ")
+    assert sent["compact"] < 0.75 * sent["ballot"]
 
 
 def test_approval_ballot_on_embedded_model(tmp_path):

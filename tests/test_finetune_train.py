@@ -121,6 +121,7 @@ def test_train_save_reload_generate_and_score(world):
     assert card["training"]["steps"] == 18 and card["model_spec"] == f"local:{world['model']}+{adapter}"
     assert card["base_model"]["path"] == str(world["model"])
     assert card["data"]["sources"]["testsurvey"]["sha256"] and card["data"]["real_share"]["train"] is not None
+    assert card["data"]["mix_options"]["distilled_prompt"] == "ballot"  # the prompt distilled examples are in
     assert card["shippable"] is False and "testsurvey" in card["restrictions"][0]
     assert card["hyperparameters"]["lora"]["r"] == 8 and card["machine"]["torch"]
     assert card["prompt_layout"] == PROMPT_LAYOUT  # a local model warns when it loads an adapter of another layout
