@@ -96,8 +96,8 @@ def ballot_messages(
 
 def neutral_messages(*, question: str, options: list[str], ballot_type: str, background: str = "",
                      item: str | None = None, prompt: BallotPrompt | None = None) -> list[Message]:
-    """The neutral-calibration prior's prompt: the ballot (`prompt`, default `ballot_messages`) with no persona,
-    pre-ballot wording and no context."""
+    """The neutral-calibration prior's prompt: the ballot (`prompt`, default `ballot_messages`) with no persona and no
+    context, asked as a pre-ballot (for `ballot_messages`, in pre-ballot wording)."""
     return (prompt or ballot_messages)(persona=NEUTRAL_PERSONA, question=question, options=options,
                                        ballot_type=ballot_type, phase="pre", context=None, background=background,
                                        structured=False, item=item)
@@ -144,7 +144,8 @@ class _Prompt:
 
 
 class NeutralPriors:
-    """The model's no-persona, no-context answer per (question, order), computed once and shared by all jurors."""
+    """The model's no-persona, no-context answer per (prompt builder, question, order), computed once and shared by
+    all jurors."""
 
     def __init__(self) -> None:
         self._tasks: dict[tuple, asyncio.Task] = {}

@@ -9,8 +9,9 @@ then who the juror is, then the options):
   - `compact` (prompts/distilled_ballot.j2): a short preamble, no empty testimony heading, and the juror's
     attributes stated plainly (`juries.plain_persona`, as SubPOP states a respondent's demographics) instead of the
     prose persona — fewer tokens, for a model tuned on it.
-The backend scores the options, so each juror's answer is a distribution and no ballot can be unreadable; it is
-calibrated on the same prompt with no persona and no context (`distilled_prior_messages`); votes are drawn from it
+The backend scores the options, so each juror's answer is a distribution and no ballot can be unreadable; with
+`calibration: neutral` it is calibrated by the same builder's prompt with no persona and no context
+(`distilled_prior_messages`; for `ballot`, the full mode's prior, in pre-ballot wording); votes are drawn from it
 with the same common random numbers as in the full mode, tallied under the question file's rules, and the verdict
 is written from the tally (`prompts/distilled_verdict.j2`), with no generation at all. What each prompt costs and
 how close each comes to the full mode, untuned and tuned: docs/finetune.md §6.
@@ -97,12 +98,19 @@ def compact_ballot_messages(*, persona: str, question: str, options: list[str], 
 
 def ballot_prompt(prompt: str) -> BallotPrompt:
     """The ballot prompt builder of a distilled prompt (`procedure.distilled_prompt`)."""
+    _check(prompt)
     return compact_ballot_messages if prompt == "compact" else ballot_messages
 
 
 def juror_description(prompt: str, *, persona: str, attributes: Mapping[str, str]) -> str:
     """Who the juror is, as a distilled prompt says it: the prose persona (ballot) or the attributes (compact)."""
+    _check(prompt)
     return plain_persona(attributes) if prompt == "compact" else persona
+
+
+def _check(prompt: str) -> None:
+    if prompt not in PROMPTS:
+        raise ValueError(f"distilled prompt {prompt!r}: expected one of {', '.join(PROMPTS)}")
 
 
 def distilled_ballot_messages(*, persona: str, attributes: Mapping[str, str], question: str, options: list[str],
@@ -117,7 +125,8 @@ def distilled_ballot_messages(*, persona: str, attributes: Mapping[str, str], qu
 
 def distilled_prior_messages(*, question: str, options: list[str], ballot_type: str, background: str = "",
                              prompt: str = "ballot", item: str | None = None) -> list[Message]:
-    """The calibration prior's prompt for a distilled ballot: the same prompt with no persona and no context."""
+    """The calibration prior's prompt for a distilled ballot: the same builder with no persona and no context (for
+    `ballot`, the full mode's prior: pre-ballot wording)."""
     return neutral_messages(question=question, options=options, ballot_type=ballot_type, background=background,
                             item=item, prompt=ballot_prompt(prompt))
 

@@ -202,6 +202,10 @@ async def main_async(args) -> dict:
             elif stage == "ablate-questions":
                 state["question_ablation"] = ablate_questions(args, state)
             elif stage == "tuned":
+                trained_on = state["adapter"].get("distilled_prompt", "ballot")
+                if trained_on != args.distilled_prompt:
+                    raise SystemExit(f"the adapter was trained on the {trained_on} distilled prompt; run --stage "
+                                     f"tuned with --distilled-prompt {trained_on}, or --stage train first")
                 tuned = load_model(state["adapter"]["model_spec"], threads=args.threads, max_batch=args.max_batch)
                 try:
                     state["tuned"] = await study(args, "tuned", args.split, args.limit, args.draws, "distilled", tuned)
@@ -243,7 +247,7 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
                          threads=args.threads, eval_max_items=256, save_steps=10_000, resume=False)
     card = train(config, progress=False)
     return {"model_spec": card["model_spec"], "training": card["training"], "curves": card["curves"],
-            "eval": card["eval"], "examples": manifest["examples"]}
+            "eval": card["eval"], "examples": manifest["examples"], "distilled_prompt": args.distilled_prompt}
 
 
 def test_questions(store, state: dict) -> tuple[str, ...]:

@@ -31,8 +31,9 @@ Example types and where they come from:
   population frame conditional on the group (as the fidelity evaluation seats them) with the group's
   distribution as the target.
 * moderator_turn, witness_turn — simulated runs only (recorded prompt -> recorded turn).
-* distilled_ballot — for the distilled mode (assembly.distilled): the juror's persona, the question and the
-  witnesses' briefs in the distilled prompt (`distilled_ballot_messages`) -> the juror's post-deliberation ballot:
+* distilled_ballot — for the distilled mode (assembly.distilled): the juror's persona (`distilled_prompt`
+  compact: their attributes), the question and the witnesses' briefs in the distilled prompt
+  (`distilled_ballot_messages`) -> the juror's post-deliberation ballot:
   a simulated full run's recorded post-ballot distribution (soft target), or a real participant's post vote.
 
 Ballot examples list their options in an order drawn per example (seeded; `shuffle_options`), and the target records
@@ -54,12 +55,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 if TYPE_CHECKING:  # the store (and its DuckDB) is needed to prepare, not to read a prepared folder when training
     from transcripts import Store
 
-from assembly.distilled import PROMPTS as DISTILLED_PROMPTS
+from assembly.config import DistilledPrompt
 from assembly.seeds import seed_for, unit_for
 from finetune.config import EXAMPLE_TYPES
 from finetune.examples import Builder, RunData, question_key
@@ -109,9 +110,9 @@ class PrepareOptions:
         unknown = [t for t in self.types if t not in EXAMPLE_TYPES]
         if unknown:
             raise PrepareError(f"unknown example type(s) {', '.join(unknown)}; expected {', '.join(EXAMPLE_TYPES)}")
-        if self.distilled_prompt not in DISTILLED_PROMPTS:
+        if self.distilled_prompt not in get_args(DistilledPrompt):
             raise PrepareError(f"--distilled-prompt {self.distilled_prompt!r}: expected one of "
-                               f"{', '.join(DISTILLED_PROMPTS)}")
+                               f"{', '.join(get_args(DistilledPrompt))}")
         if self.real is not None and not 0.0 <= self.real <= 1.0:
             raise PrepareError(f"--real must be between 0 and 1, got {self.real}")
         if self.validation < 0 or self.test < 0 or self.validation + self.test >= 1:

@@ -376,9 +376,11 @@ class Builder:
         if ballot_type not in ("single", "yes_no", "ranked"):
             return []  # approval: one yes/no question per option, no one distribution over the options to learn
         witnesses = [w for w in spec.get("witnesses") or [] if isinstance(w, dict)]
-        attributes = {p["id"]: p.get("attributes") or {} for p in data.participants}
-        form = self.options.distilled_prompt
         real = data.run["provenance"] == "imported-real"
+        attributes = {p["id"]: p.get("attributes") or {} for p in data.participants}
+        if real:  # an importer's own fields (a Polis group, a platform id) are not who the participant is
+            attributes = {pid: {k: v for k, v in a.items() if k in ATTRIBUTES} for pid, a in attributes.items()}
+        form = self.options.distilled_prompt
         out = []
         for b in data.ballots:
             if b["phase"] != "post" or b["target"] is not None or b["status"] != "valid":

@@ -259,3 +259,17 @@ def test_bad_ballot_procedure_is_a_one_line_error_naming_the_field(field, value,
         parse_spec(data, "q.yaml")
     text = str(info.value)
     assert text.startswith(f"q.yaml: {message}:") and "\n" not in text
+
+
+def test_the_scored_ballot_prompt_reads_as_it_always_has():
+    """The instruction after the persona, pinned: recorded runs replay and adapters were tuned on these words."""
+    from assembly.casting import ballot_messages
+
+    def own(phase):
+        return ballot_messages(persona="P", question="Q?", options=["a", "b"], ballot_type="single", phase=phase,
+                               context=None, structured=False)[-1].content
+
+    assert own("pre") == ("This is a private, secret ballot. You have not heard anyone else yet: vote on your own "
+                          "view.\nChoose exactly one option:\n- a\n- b\n\nYour answer:")
+    assert own("post") == ("This is a private, secret ballot. Vote on your view now, after the deliberation.\n"
+                           "Choose exactly one option:\n- a\n- b\n\nYour answer:")

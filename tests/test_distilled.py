@@ -32,6 +32,12 @@ def spec(**changes):
     return data
 
 
+def draw_jurors(data, seed):
+    from assembly.deliberation import draw, resolve_spec
+
+    return draw(resolve_spec(data, seed=seed))[1].jurors
+
+
 def by_persona(request):
     """A scoring double whose answer depends on who the juror is (the persona message), not on the option order."""
     persona = next((m.content for m in request.messages[1:] if m.role == "system"), "")
@@ -82,6 +88,13 @@ def test_the_compact_prompt_states_attributes_plainly_and_is_shorter(tmp_path):
         result = distill(data, models=model, db=tmp_path / f"{form}.duckdb", seed=11)
         calls[form] = [r.messages for r in model.history if r.tags.get("participant") != "neutral-prior"]
         priors[form] = [r.messages for r in model.history if r.tags.get("participant") == "neutral-prior"]
+        # what the run asks is what a distilled_ballot example for this juror is written in
+        juror = result.jurors[0]
+        asked = next(r.messages for r in model.history if r.tags.get("participant") == juror.id)
+        persona = next(p for p in draw_jurors(data, 11) if p.id == juror.id).persona.text
+        assert [m.model_dump() for m in asked] == [m.model_dump() for m in distilled_ballot_messages(
+            persona=persona, attributes=juror.attributes, question=result.question, options=OPTIONS,
+            ballot_type="single", witnesses=data["witnesses"], background=data["background"], prompt=form)]
     # each form is calibrated on its own prompt with no persona and no testimony (one call per option order)
     assert [m.model_dump() for m in priors["ballot"][0]] == [m.model_dump() for m in neutral_messages(
         question=result.question, options=OPTIONS, ballot_type="single", background=spec()["background"])]
@@ -182,14 +195,14 @@ def test_distilled_ballot_examples_come_from_recorded_post_ballots(tmp_path, for
         "SELECT participant_id, probabilities, p.persona, p.attributes FROM ballots b JOIN participants p "
         "ON p.id = b.participant_id AND p.run_id = b.run_id WHERE b.run_id = ? AND phase = 'post'",
         [full.run_id]).iter_rows(named=True)}
+    described = {pid: r["persona"] if form == "ballot" else plain_persona(json.loads(r["attributes"]))
+                 for pid, r in recorded.items()}
     orders = set()
     for e in examples:
         target = e["target"]
         shown = target["choices"]
         orders.add(tuple(shown))
         assert [OPTIONS[i] for i in target["order"]] == shown
-        described = {pid: r["persona"] if form == "ballot" else plain_persona(json.loads(r["attributes"]))
-                     for pid, r in recorded.items()}
         juror = next(pid for pid, text in described.items() if e["messages"][1]["content"].endswith(text))
         probabilities = json.loads(recorded[juror]["probabilities"])
         assert target["distribution"] == pytest.approx([probabilities[o] for o in shown])

@@ -99,6 +99,7 @@ def test_distilled_mode_on_embedded_model(tmp_path):
         folder = tmp_path / form
         folder.mkdir()
         text = QUESTION.replace("testimony_words: 40}", f"testimony_words: 40, distilled_prompt: {form}}}")
+        assert text != QUESTION
         result, db = run_cli(folder, text, "--mode", "distilled", timeout=600)
         assert result["mode"] == "distilled" and result["status"] == "completed"
         assert sum(result["post_counts"].values()) == 4 and result["abstentions"] == {"post": 0}

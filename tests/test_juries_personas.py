@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from juries import Persona, draw_jury, load_population, render_persona
+from juries import Persona, draw_jury, load_population, plain_persona, render_persona
 from juries import lexicon
 
 MARIA = {"party": "Democrat", "ideology": "Liberal", "age": "30-49", "sex": "Female", "race": "Hispanic",
@@ -109,8 +109,6 @@ def test_jurors_of_a_draw_have_distinct_consistent_personas():
 
 
 def test_plain_persona_states_each_attribute_on_its_own_line_and_skips_empty_ones():
-    from juries import plain_persona
-
     text = plain_persona({"party": "Democrat", "age": "65+", "home_region": "South", "religion": "", "sex": None})
     assert text == "Party: Democrat\nAge: 65+\nHome region: South"
     assert plain_persona({}) == ""  # no persona message at all, as for the calibration prior
