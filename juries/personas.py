@@ -71,7 +71,7 @@ def render_persona(attributes: dict[str, str], seed: int) -> Persona:
 def plain_persona(attributes: Mapping[str, str]) -> str:
     """A juror's attributes stated plainly, one "Attribute: value" line each, as SubPOP states a respondent's
     demographics: the compact persona of the distilled ballot. Empty without attributes (no persona)."""
-    return "\n".join(f"{key.replace('_', ' ').capitalize()}: {value}" for key, value in attributes.items()
+    return "\n".join(f"{key.replace('_', ' ').capitalize()}: {value.strip()}" for key, value in attributes.items()
                      if isinstance(value, str) and value.strip())
 
 

@@ -109,6 +109,6 @@ def test_jurors_of_a_draw_have_distinct_consistent_personas():
 
 
 def test_plain_persona_states_each_attribute_on_its_own_line_and_skips_empty_ones():
-    text = plain_persona({"party": "Democrat", "age": "65+", "home_region": "South", "religion": "", "sex": None})
+    text = plain_persona({"party": "Democrat", "age": "65+", "home_region": " South ", "religion": " ", "sex": None})
     assert text == "Party: Democrat\nAge: 65+\nHome region: South"
     assert plain_persona({}) == ""  # no persona message at all, as for the calibration prior
