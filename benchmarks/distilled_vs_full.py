@@ -39,6 +39,7 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from assembly.distilled import PROMPTS  # noqa: E402
 from assembly.providers.local import EmbeddedModel  # noqa: E402
 from assembly.providers.registry import load_model  # noqa: E402
 from assembly.study.runner import arun_study  # noqa: E402
@@ -299,7 +300,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=40)
     parser.add_argument("--calibration", default="neutral", choices=["neutral", "none"],
                         help="the ballot procedure's calibration (the full-mode runs recorded so far used neutral)")
-    parser.add_argument("--distilled-prompt", default="ballot", choices=["ballot", "compact"],
+    parser.add_argument("--distilled-prompt", default="ballot", choices=PROMPTS,
                         help="the distilled mode's prompt (procedure.distilled_prompt), and the one train writes "
                              "its examples in")
     parser.add_argument("--calibrated", action="store_true",

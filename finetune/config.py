@@ -90,8 +90,8 @@ class TrainConfig(Strict):
     choice_weight: float = Field(1.0, ge=0)
     contrast_weight: float = Field(1.0, ge=0)
     # Train what run time computes under neutral calibration (assembly.casting): the model's option distribution
-    # divided by its own answer to the neutral prompt (no persona, pre-ballot wording, no context) that the example
-    # carries (target.prior_messages; distilled_ballot examples), gradients through both; examples without one keep
+    # divided by its own answer to the neutral prompt (no persona, no context) that the example carries
+    # (target.prior_messages; distilled_ballot examples), gradients through both; examples without one keep
     # the plain distribution.
     calibrated: bool = False
     shared_prompt: bool = True  # score options over one cached prompt pass (off under gradient checkpointing)
