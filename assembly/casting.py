@@ -90,7 +90,7 @@ def ballot_messages(
 
     `item`: one option of an approval ballot asked as its own yes/no question (`options` then lists the answers)."""
     own = render_prompt("ballot", phase=phase, ballot_type=ballot_type, options=options, structured=structured,
-                        item=item, intro=True)
+                        item=item, intro=True, cue=True)
     return juror_messages(shared_block(question=question, background=background, context=context), persona, own)
 
 

@@ -81,7 +81,7 @@ class WitnessSpec(Strict):
         return value
 
 
-DistilledPrompt = Literal["ballot", "compact"]
+DistilledPrompt = Literal["ballot", "compact", "brief"]
 
 
 class ProcedureSpec(Strict):
@@ -96,8 +96,8 @@ class ProcedureSpec(Strict):
     vote: Literal["sample", "mode"] = "sample"  # a vote is a draw from the juror's distribution, or its mode
     option_orders: int = Field(DEFAULT_OPTION_ORDERS, ge=1, le=MAX_OPTION_ORDERS)  # orders each ballot is scored in
     calibration: Literal["none", "neutral"] = DEFAULT_CALIBRATION  # neutral: divide out the no-persona, no-context prior
-    # --mode distilled's ballot prompt: the full mode's ballot (prose persona) or the compact one (attributes stated
-    # plainly): assembly.distilled
+    # --mode distilled's ballot prompt: the full mode's ballot (prose persona), the compact one (attributes stated
+    # plainly) or the brief one (everything but the juror's one-line attributes shared): assembly.distilled
     distilled_prompt: DistilledPrompt = "ballot"
 
     def ballot_procedure(self) -> BallotProcedure:

@@ -1,14 +1,17 @@
 """The distilled mode: a mini-public's outcome predicted in one batched scoring pass, recorded like any run.
 
 Instead of simulating testimony and rounds of talk, every juror casts the post-deliberation ballot directly, with
-what the jury would have been told — the witnesses' briefs (`distilled_context`) — as its context, in one of two
-prompts (`procedure.distilled_prompt`), both laid out as every juror call is (assembly.layout: what the jury shares,
-then who the juror is, then the options):
+what the jury would have been told — the witnesses' briefs (`distilled_context`) — as its context, in one of three
+prompts (`procedure.distilled_prompt`), all with what the jury shares first and who the juror is after it
+(assembly.layout):
   - `ballot` (the default): the full mode's own ballot prompt (assembly.casting), prose persona and all, so an untuned
     model answers as it would in a full run's post-ballot;
   - `compact` (prompts/distilled_ballot.j2): a short preamble, no empty testimony heading, and the juror's
     attributes stated plainly (`juries.plain_persona`, as SubPOP states a respondent's demographics) instead of the
-    prose persona — fewer tokens, for a model tuned on it.
+    prose persona, then the options — fewer tokens, for a model tuned on it;
+  - `brief` (prompts/distilled_brief.j2): the options move into the shared part too, and the attributes are one
+    line of values, so per juror a backend computes only that line and the answer cue — the fewest tokens, again
+    for a model tuned on it.
 The backend scores the options, so each juror's answer is a distribution and no ballot can be unreadable; with
 `calibration: neutral` it is calibrated by the same builder's prompt with no persona and no context
 (`distilled_prior_messages`; for `ballot`, the full mode's prior, in pre-ballot wording); votes are drawn from it
@@ -19,8 +22,9 @@ how close each comes to the full mode, untuned and tuned: docs/finetune.md §6.
 A model tuned for it predicts what the juror's ballot would have been after a full deliberation: `finetune prepare
 --types distilled_ballot` builds the training examples from the post-ballot distributions recorded by simulated full
 runs (soft targets) and from real deliberations' post-deliberation votes, in exactly the prompt it will be run with
-(`--distilled-prompt`), with its calibration prior's (`TrainConfig.calibrated`). Untuned, the mode is the model's
-informed first opinion of each juror.
+(`--distilled-prompt`), with its calibration prior's (`TrainConfig.calibrated`); with `--include-distilled`, also
+from distilled runs asked in another prompt (a `ballot` run teaching `brief` what it answered: context
+distillation). Untuned, the mode is the model's informed first opinion of each juror.
 
 A distilled run is an ordinary run in the store (`summary.mode = "distilled"`, ballots in phase "post", no pre-ballot
 and no turns but the verdict), made with the same run lifecycle as the full mode's (`assembly.deliberation.conduct`'s
@@ -78,7 +82,7 @@ def distilled_context(witnesses: Sequence[Mapping[str, Any]], prompt: str = "bal
         if said:
             line += f": {clip_words(said, BRIEF_WORDS, one_line=True)}"
         lines.append(line)
-    if prompt == "compact":
+    if prompt != "ballot":
         return "\n".join(f"- {line}" for line in lines)
     return "Expert testimony:\n" + ("\n".join(lines) if lines else "(no expert testimony)")
 
@@ -92,20 +96,37 @@ def compact_ballot_messages(*, persona: str, question: str, options: list[str], 
     ballot is always the scored post-ballot."""
     shared = render_prompt("distilled_ballot", question=question, background=background, testimony=context or "")
     own = render_prompt("ballot", phase=phase, ballot_type=ballot_type, options=options, structured=structured,
-                        item=item, intro=False)
+                        item=item, intro=False, cue=True)
     return juror_messages(shared, persona, own, preamble=False)
+
+
+def brief_ballot_messages(*, persona: str, question: str, options: list[str], ballot_type: str,
+                          phase: str = PHASE, context: str | None = None, background: str = "",
+                          structured: bool = False, item: str | None = None) -> list[Message]:
+    """The brief distilled prompt (prompts/distilled_brief.j2), called as `compact_ballot_messages` is: the
+    question, testimony lines and ballot first, then the juror's attributes, then only the answer cue."""
+    ballot = render_prompt("ballot", phase=phase, ballot_type=ballot_type, options=options, structured=structured,
+                           item=item, intro=False, cue=False)
+    shared = render_prompt("distilled_brief", part="shared", question=question, background=background,
+                           testimony=context or "", ballot=ballot)
+    return juror_messages(shared, persona, render_prompt("distilled_brief", part="cue"), preamble=False)
+
+
+BUILDERS: dict[str, BallotPrompt] = {"ballot": ballot_messages, "compact": compact_ballot_messages,
+                                     "brief": brief_ballot_messages}
 
 
 def ballot_prompt(prompt: str) -> BallotPrompt:
     """The ballot prompt builder of a distilled prompt (`procedure.distilled_prompt`)."""
     _check(prompt)
-    return compact_ballot_messages if prompt == "compact" else ballot_messages
+    return BUILDERS[prompt]
 
 
 def juror_description(prompt: str, *, persona: str, attributes: Mapping[str, str]) -> str:
-    """Who the juror is, as a distilled prompt says it: the prose persona (ballot) or the attributes (compact)."""
+    """Who the juror is, as a distilled prompt says it: the prose persona (ballot) or the attributes (compact: a
+    line each; brief: one line)."""
     _check(prompt)
-    return plain_persona(attributes) if prompt == "compact" else persona
+    return persona if prompt == "ballot" else plain_persona(attributes, labels=prompt == "compact")
 
 
 def _check(prompt: str) -> None:

@@ -11,6 +11,9 @@ Stages (each reads what the earlier ones wrote into `--db`, so they can run on d
   distilled   the distilled-mode study of the same questions on `--distilled-model` (default: the embedded model)
   train-data  full-mode studies of `--train-limit` questions of the train split (the distilled adapter's data;
               again with another `--seed` for more juries on the same questions: `train` uses every full run)
+  teacher-data  one distilled-mode draw of each of `--teacher-limit` train-split questions, spread over the bank's
+              topics, in the `ballot` prompt on the untuned model: the teacher for another prompt (context distillation; `train` then also learns, in
+              `--distilled-prompt`, the answers those runs recorded)
   train       prepare `distilled_ballot` examples from the train-split runs and train a LoRA adapter on them
   tuned       the distilled-mode study of the test questions on the tuned adapter
   ablate-questions  whether held-out gains come from more questions or more examples: adapters trained as `train`
@@ -51,21 +54,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 VALIDATION = 0.1  # share of train-split questions held out for the adapter's validation
 
 
-def template(args) -> Path:
+def template(args, prompt: str | None = None) -> Path:
     path = Path(args.db).with_suffix(".template.yaml")
     path.write_text(yaml.safe_dump({
         "jury": {"size": args.jurors, "stratify": ["party", "ideology", "age"], "seed": args.seed},
         "procedure": {"rounds": args.rounds, "words_per_turn": args.words, "recent_turns": 3,
-                      "calibration": args.calibration, "distilled_prompt": args.distilled_prompt},
+                      "calibration": args.calibration, "distilled_prompt": prompt or args.distilled_prompt},
         "ballot": {"rules": ["plurality", "majority"]},
     }))
     return path
 
 
-async def study(args, label: str, split: str, limit: int, draws: int, mode: str, model) -> dict:
+async def study(args, label: str, split: str, limit: int, draws: int, mode: str, model,
+                prompt: str | None = None) -> dict:
     started = time.perf_counter()
     result = await arun_study([str(args.bank)], db=args.db, concurrency=args.concurrency, models=model,
-                              settings={"draws": draws, "template": str(template(args)), "split": split,
+                              settings={"draws": draws, "template": str(template(args, prompt)), "split": split,
                                         "limit": limit, "mode": mode, "seed": args.seed})
     wall = time.perf_counter() - started
     entry = {"label": label, "study_id": result.study_id, "mode": mode, "split": split, "draws": draws,
@@ -185,7 +189,7 @@ async def main_async(args) -> dict:
     model = None
     try:
         for stage in args.stage:
-            if stage in ("full", "distilled", "train-data") and model is None:
+            if stage in ("full", "distilled", "train-data", "teacher-data") and model is None:
                 model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch)
             if stage == "full":
                 state["full"] = await study(args, "full", args.split, args.limit, args.draws, "full", model)
@@ -198,6 +202,10 @@ async def main_async(args) -> dict:
                     state.setdefault("earlier_train_data", []).append(state["train_data"])
                 state["train_data"] = await study(args, "train-data", "train", args.train_limit, args.train_draws,
                                                   "full", model)
+            elif stage == "teacher-data":
+                teachers = argparse.Namespace(**{**vars(args), "bank": str(teacher_bank(args))})
+                state["teacher_data"] = await study(teachers, "teacher-data", "train", args.teacher_limit, 1,
+                                                    "distilled", model, prompt="ballot")
             elif stage == "train":
                 state["adapter"] = train_adapter(args, state)
             elif stage == "ablate-questions":
@@ -221,6 +229,22 @@ async def main_async(args) -> dict:
     return state
 
 
+def teacher_bank(args) -> Path:
+    """`--teacher-limit` train-split questions of the bank taken round-robin over its topics (the bank lists its
+    questions topic by topic, so its first 150 train questions span 4 of 93 topics), written beside the store."""
+    questions = [json.loads(line) for line in Path(args.bank).read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_topic: dict = {}
+    for q in questions:
+        if q.get("split") == "train":
+            by_topic.setdefault(q.get("topic"), []).append(q)
+    topics = sorted(by_topic, key=str)
+    picked = [by_topic[t][i] for i in range(max(map(len, by_topic.values()), default=0)) for t in topics
+              if i < len(by_topic[t])][:args.teacher_limit]
+    path = Path(args.db).with_suffix(".teacher_bank.jsonl")
+    path.write_text("".join(json.dumps(q) + "\n" for q in picked), encoding="utf-8")
+    return path
+
+
 def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[str, ...] = (),
                   max_examples: int | None = None) -> dict:
     """Prepare distilled_ballot examples from the train-split runs (less the test questions and `exclude`, at most
@@ -237,7 +261,7 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
         manifest = prepare_dataset(store, folder, PrepareOptions(
             types=("distilled_ballot",), validation=VALIDATION, seed=args.seed, max_per_run=args.jurors,
             exclude_questions=test_questions(store, state) + exclude, max_examples=max_examples,
-            distilled_prompt=args.distilled_prompt))
+            distilled_prompt=args.distilled_prompt, include_distilled="teacher_data" in state))
     finally:
         store.close()
     log(f"train: {manifest['examples']} examples from {runs.height} runs")
@@ -286,7 +310,7 @@ def ablate_questions(args, state: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", action="append", choices=["full", "distilled", "train-data", "train", "tuned", "ablate-questions",
+    parser.add_argument("--stage", action="append", choices=["full", "distilled", "train-data", "teacher-data", "train", "tuned", "ablate-questions",
                                                              "report"], required=True)
     parser.add_argument("--db", default=str(RESULTS / "distilled_vs_full.duckdb"))
     parser.add_argument("--bank", default=str(BANK))
@@ -295,6 +319,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--train-limit", type=int, default=12)
     parser.add_argument("--train-draws", type=int, default=4)
+    parser.add_argument("--teacher-limit", type=int, default=200,
+                        help="teacher-data: train-split questions (round-robin over topics) asked once each in the "
+                             "distilled mode's ballot prompt")
     parser.add_argument("--jurors", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--words", type=int, default=40)

@@ -79,8 +79,11 @@ def prepare(
     shuffle_options: Annotated[bool, typer.Option(help="List a ballot example's options in a seeded order of its "
                                                        "own, so no position prior is learned.")] = True,
     distilled_prompt: Annotated[str, typer.Option(
-        help="The distilled prompt distilled_ballot examples are written in: ballot or compact (a question file's "
-             "procedure.distilled_prompt, which the tuned model will be run with).")] = "ballot",
+        help="The distilled prompt distilled_ballot examples are written in: ballot, compact or brief (a question "
+             "file's procedure.distilled_prompt, which the tuned model will be run with).")] = "ballot",
+    include_distilled: Annotated[bool, typer.Option(
+        help="Also read runs made by --mode distilled; their ballots, asked in another distilled prompt, teach "
+             "distilled_ballot examples in --distilled-prompt what that prompt answered.")] = False,
     max_examples: Annotated[Optional[int], typer.Option(min=1, help="Cap on train examples.")] = None,
     split_file: Annotated[Optional[Path], typer.Option(
         help="Fixed splits: JSON {split: [question ids or texts]} (e.g. OpinionQA's by-wave split); other questions "
@@ -126,7 +129,7 @@ def prepare(
             survey_attributes=None if survey_attributes.strip() == "all" else tuple(_csv(survey_attributes) or ()),
             survey_groups=tuple(_csv(survey_groups)) if survey_groups else None,
             personas_per_group=personas_per_group, max_per_run=max_per_run, max_examples=max_examples,
-            shuffle_options=shuffle_options, distilled_prompt=distilled_prompt,
+            shuffle_options=shuffle_options, distilled_prompt=distilled_prompt, include_distilled=include_distilled,
             exclude_questions=read_question_list(exclude_questions) if exclude_questions else (),
             splits=read_split_file(split_file) if split_file else {},
         )

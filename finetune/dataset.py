@@ -32,9 +32,11 @@ Example types and where they come from:
   distribution as the target.
 * moderator_turn, witness_turn — simulated runs only (recorded prompt -> recorded turn).
 * distilled_ballot — for the distilled mode (assembly.distilled): the juror's persona (`distilled_prompt`
-  compact: their attributes), the question and the witnesses' briefs in the distilled prompt
+  compact or brief: their attributes), the question and the witnesses' briefs in the distilled prompt
   (`distilled_ballot_messages`) -> the juror's post-deliberation ballot:
-  a simulated full run's recorded post-ballot distribution (soft target), or a real participant's post vote.
+  a simulated full run's recorded post-ballot distribution (soft target), or a real participant's post vote; with
+  `include_distilled`, also a distilled run's recorded ballot when that run asked it in another distilled prompt (a
+  teacher: the `brief` prompt learns what the `ballot` prompt answers, as context distillation does).
 
 Ballot examples list their options in an order drawn per example (seeded; `shuffle_options`), and the target records
 each listed option's place in the question's own order (`target.order`), so the trainer learns no position prior and
@@ -99,7 +101,8 @@ class PrepareOptions:
     # fixed splits: a run's external id (a survey's question id) or normalised question text -> split; runs not named
     # take the seeded hash split (e.g. OpinionQA's by-wave split: whole survey waves held out)
     splits: dict[str, str] = field(default_factory=dict)
-    include_distilled: bool = False  # runs made by the distilled mode (the model's own one-pass output)
+    include_distilled: bool = False  # runs made by the distilled mode (the model's own one-pass output; teachers of
+    # distilled_ballot examples in another distilled prompt)
     shuffle_options: bool = True  # ballot examples list the options in a seeded order of their own
     distilled_prompt: str = "ballot"  # distilled_ballot examples: the form `--mode distilled` will ask them in
     # Python API only: a predicate over built examples (e.g. a quality rule for simulated turns), applied before the

@@ -364,13 +364,16 @@ class Builder:
 
     def distilled_ballots(self, data: RunData) -> list[dict[str, Any]]:
         """The distilled mode's examples: each juror's post-deliberation ballot, asked in the distilled prompt.
-        Simulated runs give the juror's recorded post-ballot distribution; real ones the participant's post vote."""
+        Simulated runs give the juror's recorded post-ballot distribution; real ones the participant's post vote;
+        distilled runs (with `include_distilled`) asked in another distilled prompt their recorded answer, so that
+        this prompt learns what that one answers (context distillation)."""
         from assembly.distilled import distilled_ballot_messages, distilled_prior_messages
 
         options = list(data.run["options"] or [])
-        if len(options) < 2 or data.run["summary"].get("mode") == "distilled":
-            return []
         spec = data.spec
+        form = self.options.distilled_prompt
+        if len(options) < 2 or (data.run["summary"].get("mode") == "distilled" and _distilled_prompt(spec) == form):
+            return []  # a distilled run in this very prompt: the model's own answer, nothing to learn
         ballot = spec.get("ballot") if isinstance(spec.get("ballot"), dict) else {}
         ballot_type = ballot.get("type", "single")
         if ballot_type not in ("single", "yes_no", "ranked"):
@@ -380,7 +383,6 @@ class Builder:
         attributes = {p["id"]: p.get("attributes") or {} for p in data.participants}
         if real:  # an importer's own fields (a Polis group, a platform id) are not who the participant is
             attributes = {pid: {k: v for k, v in a.items() if k in ATTRIBUTES} for pid, a in attributes.items()}
-        form = self.options.distilled_prompt
         out = []
         for b in data.ballots:
             if b["phase"] != "post" or b["target"] is not None or b["status"] != "valid":
@@ -414,6 +416,12 @@ class Builder:
             return dict(self.population.sample(1, np.random.default_rng(seed), where=where)[0])
         except Exception:  # noqa: BLE001 - juries.JuryError: a group outside the frame (e.g. a free religion label)
             return dict(where or {})
+
+
+def _distilled_prompt(spec: Mapping[str, Any]) -> str:
+    """The distilled prompt a run's spec asked its ballots in (runs recorded before the setting: `ballot`)."""
+    procedure = spec.get("procedure") if isinstance(spec.get("procedure"), dict) else {}
+    return procedure.get("distilled_prompt") or "ballot"
 
 
 def soft_target(choices: list[str], probabilities: Mapping[str, float], seed: int,

@@ -117,6 +117,30 @@ def test_the_compact_prompt_states_attributes_plainly_and_is_shorter(tmp_path):
     assert sum(map(size, calls["compact"])) < 0.8 * sum(map(size, calls["ballot"]))
 
 
+def test_the_brief_prompt_shares_everything_but_the_juror(tmp_path):
+    """procedure.distilled_prompt: brief: the question, testimony and options come first, the same for the whole
+    jury in one option order; each juror's own part is their attributes on one line and the answer cue."""
+    data = spec()
+    data["procedure"].update(distilled_prompt="brief", calibration="neutral")
+    model = ScriptedModel(scores=by_persona)
+    result = distill(data, models=model, db=tmp_path / "brief.duckdb", seed=11)
+    asked = {r.tags.get("participant"): r.messages for r in model.history}
+    first = asked[result.jurors[0].id]
+    assert "Expert testimony:\n- Ada Planner (town planner): Pedestrian squares raise footfall." in first[0].content
+    listed = first[0].content.split("Choose exactly one option:\n")[1].split("\n")
+    assert sorted(listed) == sorted(f"- {o}" for o in OPTIONS)  # the options, last in the shared part
+    assert first[1].content == "Who you are:\n" + plain_persona(result.jurors[0].attributes, labels=False)
+    assert "\n" not in first[1].content.removeprefix("Who you are:\n") and first[2].content == "Your answer:"
+    # one shared first message per option order, whoever the juror; the prior is it with no persona and no testimony
+    jurors = [r.messages for r in model.history if r.tags.get("participant") != "neutral-prior"]
+    assert len(jurors) == 6 * 3 and len({m[0].content for m in jurors}) == 3
+    prior = next(r.messages for r in model.history if r.tags.get("participant") == "neutral-prior")
+    assert [m.model_dump() for m in prior] == [m.model_dump() for m in distilled_prior_messages(
+        question=result.question, options=OPTIONS, ballot_type="single", background=spec()["background"],
+        prompt="brief")]
+    assert len(prior) == 2 and "Expert testimony" not in prior[0].content and prior[1].content == "Your answer:"
+
+
 def test_distilled_votes_are_drawn_like_the_full_modes(tmp_path):
     """Same seed, same juror distributions: the distilled votes are the full mode's post votes (common random
     numbers), so the two modes differ only where the predicted distributions differ."""
@@ -220,3 +244,49 @@ def test_distilled_ballot_examples_come_from_recorded_post_ballots(tmp_path, for
     assert len(orders) > 1  # shuffled per example
     fixed = build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",), shuffle_options=False))
     assert {tuple(e["target"]["choices"]) for e in fixed} == {tuple(OPTIONS)}
+
+
+def test_distilled_runs_teach_another_distilled_prompt_only(tmp_path):
+    """Context distillation: with `include_distilled`, a distilled run asked in the `ballot` prompt gives compact
+    examples whose targets are its recorded (calibrated) answers; in its own prompt it teaches nothing."""
+    from finetune.dataset import PrepareOptions, build_examples
+    from transcripts import Store
+
+    db = tmp_path / "s.duckdb"
+    teacher = distill(spec(), models=ScriptedModel(scores=by_persona), db=db, seed=4)
+    store = Store(db)
+
+    def examples(form, include):
+        return build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",), distilled_prompt=form,
+                                                    include_distilled=include))
+
+    assert examples("compact", False) == [] and examples("ballot", True) == []
+    taught = examples("compact", True)
+    recorded = {r["attributes"]: json.loads(r["probabilities"])
+                for r in store.sql(
+                    "SELECT probabilities, p.attributes FROM ballots b JOIN participants p ON p.id = b.participant_id "
+                    "AND p.run_id = b.run_id WHERE b.run_id = ? AND phase = 'post'", [teacher.run_id]
+                ).iter_rows(named=True)}
+    assert len(taught) == 6 and {e["run_id"] for e in taught} == {teacher.run_id}
+    for e in taught:
+        juror = next(key for key in recorded if e["messages"][1]["content"].endswith(plain_persona(json.loads(key))))
+        shown = e["target"]["choices"]
+        assert e["target"]["distribution"] == pytest.approx([recorded[juror][o] for o in shown])
+        assert "Party:" in e["messages"][1]["content"]  # asked in the compact prompt, not the teacher's
+    # and from the command line, in the brief prompt
+    import typer
+    from typer.testing import CliRunner
+
+    from finetune import cli
+
+    app = typer.Typer()
+    app.command("prepare")(cli.prepare)
+    app.command("train")(cli.train)
+    store.close()
+    flags = ["prepare", "--db", str(db), "--types", "distilled_ballot", "--validation", "0", "--json",
+             "--distilled-prompt", "brief"]
+    taught = CliRunner().invoke(app, [*flags, "--out", str(tmp_path / "b"), "--include-distilled"])
+    assert taught.exit_code == 0, taught.output
+    assert json.loads(taught.stdout)["examples"]["train"] == {"distilled_ballot": 6}
+    alone = CliRunner().invoke(app, [*flags, "--out", str(tmp_path / "c")])
+    assert isinstance(alone.exception, cli.FinetuneCliError) and "no training examples" in str(alone.exception)

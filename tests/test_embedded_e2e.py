@@ -93,9 +93,10 @@ APPROVAL = textwrap.dedent(
 
 def test_distilled_mode_on_embedded_model(tmp_path):
     """One scored call per juror plus the calibration prior: every post-ballot valid, nothing generated; in both
-    distilled prompts, the compact one (attributes stated plainly) shorter."""
-    sent = {}
-    for form in ("ballot", "compact"):
+    three distilled prompts: the compact one (attributes stated plainly) shorter, the brief one (options before the
+    juror) computing fewer tokens per juror still, as more of it is the shared prefix."""
+    sent, computed = {}, {}
+    for form in ("ballot", "compact", "brief"):
         folder = tmp_path / form
         folder.mkdir()
         text = QUESTION.replace("testimony_words: 40}", f"testimony_words: 40, distilled_prompt: {form}}}")
@@ -108,15 +109,19 @@ def test_distilled_mode_on_embedded_model(tmp_path):
         try:
             rows = con.execute("select phase, status, method from ballots").fetchall()
             prompts = con.execute("select messages from llm_calls where participant_id like 'juror-%'").fetchall()
-            sent[form] = con.execute("select sum(input_tokens) from llm_calls").fetchone()[0]
+            sent[form], computed[form] = con.execute(
+                "select sum(input_tokens), sum(input_tokens - coalesce(cached_input_tokens, 0)) from llm_calls"
+            ).fetchone()
         finally:
             con.close()
         assert rows == [("post", "valid", "scored:sum")] * 4
         assert len(prompts) == 4
         assert all("Rosa Lind (head librarian)" in json.loads(m)[0]["content"] for (m,) in prompts)
         persona = json.loads(prompts[0][0])[1]["content"]
-        assert persona.startswith("Who you are:\nParty: " if form == "compact" else "Who you are:\nYou are ")
+        start = {"ballot": "Who you are:\nYou are ", "compact": "Who you are:\nParty: ", "brief": "Who you are:\n"}
+        assert persona.startswith(start[form])
     assert sent["compact"] < 0.75 * sent["ballot"]
+    assert "\n" not in persona.removeprefix("Who you are:\n") and computed["brief"] < 0.8 * computed["compact"]
 
 
 def test_approval_ballot_on_embedded_model(tmp_path):
