@@ -74,7 +74,7 @@ class DistilledUnavailable(AssemblyError):
 def distilled_context(witnesses: Sequence[Mapping[str, Any]], prompt: str = "ballot") -> str:
     """What the jury would have heard, as the ballot's context: one line per witness (name, expertise, stance and
     the opening of the brief). `witnesses` are the question file's witness entries; `prompt` the distilled prompt
-    it is for (compact: empty without witnesses, as its template adds the heading)."""
+    it is for (compact and brief: empty without witnesses, as their templates add the heading)."""
     lines = []
     for w in witnesses:
         line = f"{w.get('name')} ({w.get('expertise')})"

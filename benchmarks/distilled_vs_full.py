@@ -12,9 +12,10 @@ Stages (each reads what the earlier ones wrote into `--db`, so they can run on d
   train-data  full-mode studies of `--train-limit` questions of the train split (the distilled adapter's data;
               again with another `--seed` for more juries on the same questions: `train` uses every full run)
   teacher-data  one distilled-mode draw of each of `--teacher-limit` train-split questions, spread over the bank's
-              topics, in the `ballot` prompt on the untuned model: the teacher for another prompt (context distillation; `train` then also learns, in
-              `--distilled-prompt`, the answers those runs recorded)
-  train       prepare `distilled_ballot` examples from the train-split runs and train a LoRA adapter on them
+              topics, in the `ballot` prompt on the untuned model: the teacher for another prompt (context
+              distillation; `train` then also learns, in `--distilled-prompt`, the answers those runs recorded)
+  train       prepare `distilled_ballot` examples from the train-split full runs (and the latest teacher-data study's
+              runs) and train a LoRA adapter on them
   tuned       the distilled-mode study of the test questions on the tuned adapter
   ablate-questions  whether held-out gains come from more questions or more examples: adapters trained as `train`
               does on half the train questions with all their examples, and on every train question with the
@@ -246,9 +247,10 @@ def teacher_bank(args) -> Path:
 
 
 def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[str, ...] = (),
-                  max_examples: int | None = None) -> dict:
+                  max_examples: int | None = None, teachers: bool = True) -> dict:
     """Prepare distilled_ballot examples from the train-split runs (less the test questions and `exclude`, at most
-    `max_examples` train examples) into `folder` and train an adapter on them beside it."""
+    `max_examples` train examples) into `folder` and train an adapter on them beside it; with `teachers`, the
+    latest teacher-data study's distilled runs teach too (no other distilled run: not the tuned or test studies)."""
     from finetune.config import TrainConfig
     from finetune.dataset import PrepareOptions, prepare_dataset
     from finetune.trainer import train
@@ -257,14 +259,17 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
     folder = folder or Path(args.db).with_suffix(".sft")
     store = Store(args.db)
     try:
-        runs = store.sql("SELECT question FROM runs WHERE study_id = ?", [state["train_data"]["study_id"]])
+        teacher = state.get("teacher_data", {}).get("study_id") if teachers else None
+        others = set(store.sql("SELECT id FROM runs WHERE summary->>'$.mode' = 'distilled' AND study_id IS DISTINCT "
+                               "FROM ?", [teacher])["id"].to_list())
         manifest = prepare_dataset(store, folder, PrepareOptions(
             types=("distilled_ballot",), validation=VALIDATION, seed=args.seed, max_per_run=args.jurors,
             exclude_questions=test_questions(store, state) + exclude, max_examples=max_examples,
-            distilled_prompt=args.distilled_prompt, include_distilled="teacher_data" in state))
+            distilled_prompt=args.distilled_prompt, include_distilled=teacher is not None,
+            keep=lambda example: example["run_id"] not in others))
     finally:
         store.close()
-    log(f"train: {manifest['examples']} examples from {runs.height} runs")
+    log(f"train: {manifest['examples']} examples from {sum(v['runs'] for v in manifest['sources'].values())} runs")
     config = TrainConfig(base_model="embedded", dataset=str(folder), output_dir=str(folder.with_suffix(".adapter")),
                          epochs=args.epochs, batch_size=16, gradient_accumulation=1, learning_rate=args.lr,
                          lm_weight=0.0, contrast_weight=0.0, calibrated=args.calibrated,
@@ -298,9 +303,11 @@ def ablate_questions(args, state: dict) -> dict:
     trained = [q for q in asked if assign_split(question_key(q), args.seed, VALIDATION, 0.0) == "train"]
     dropped = tuple(random.Random(args.seed).sample(trained, len(trained) // 2))
     base = Path(args.db).with_suffix("")
-    few = train_adapter(args, state, base.with_name(base.name + ".half-questions.sft"), exclude=dropped)
+    few = train_adapter(args, state, base.with_name(base.name + ".half-questions.sft"), exclude=dropped,
+                        teachers=False)
     count = few["examples"]["train"]["distilled_ballot"]
-    many = train_adapter(args, state, base.with_name(base.name + ".all-questions-sampled.sft"), max_examples=count)
+    many = train_adapter(args, state, base.with_name(base.name + ".all-questions-sampled.sft"), max_examples=count,
+                         teachers=False)
     result = {"train_questions": len(trained), "half": len(trained) - len(dropped), "examples": count,
               "half_questions": few, "all_questions_sampled": many}
     for label, entry in (("half the questions", few), ("all questions, sampled", many)):
@@ -310,8 +317,9 @@ def ablate_questions(args, state: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", action="append", choices=["full", "distilled", "train-data", "teacher-data", "train", "tuned", "ablate-questions",
-                                                             "report"], required=True)
+    parser.add_argument("--stage", action="append", required=True,
+                        choices=["full", "distilled", "train-data", "teacher-data", "train", "tuned",
+                                 "ablate-questions", "report"])
     parser.add_argument("--db", default=str(RESULTS / "distilled_vs_full.duckdb"))
     parser.add_argument("--bank", default=str(BANK))
     parser.add_argument("--split", default="ood_test")

@@ -101,8 +101,8 @@ class PrepareOptions:
     # fixed splits: a run's external id (a survey's question id) or normalised question text -> split; runs not named
     # take the seeded hash split (e.g. OpinionQA's by-wave split: whole survey waves held out)
     splits: dict[str, str] = field(default_factory=dict)
-    include_distilled: bool = False  # runs made by the distilled mode (the model's own one-pass output; teachers of
-    # distilled_ballot examples in another distilled prompt)
+    include_distilled: bool = False  # runs made by the distilled mode: teachers of distilled_ballot examples in
+    # another distilled prompt (no other example type is built from them: their calls are the model's own answers)
     shuffle_options: bool = True  # ballot examples list the options in a seeded order of their own
     distilled_prompt: str = "ballot"  # distilled_ballot examples: the form `--mode distilled` will ask them in
     # Python API only: a predicate over built examples (e.g. a quality rule for simulated turns), applied before the

@@ -137,7 +137,7 @@ class Builder:
             if "ballot" in types:
                 out += self.capped(data, "ballot", self.real_ballots(data))
                 out += self.statement_votes(data)
-        else:
+        elif data.run["summary"].get("mode") != "distilled":  # a distilled run's calls are the model's own answers
             out += self.recorded(data, types)
         if "distilled_ballot" in types:
             out += self.distilled_ballots(data)

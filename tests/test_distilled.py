@@ -81,7 +81,7 @@ def test_the_compact_prompt_states_attributes_plainly_and_is_shorter(tmp_path):
     """procedure.distilled_prompt: compact: a short preamble with the question and testimony, the juror's attributes
     instead of the prose persona, then the options; calibrated on the same prompt without persona or testimony."""
     calls, priors = {}, {}
-    for form in ("ballot", "compact"):
+    for form in ("ballot", "compact", "brief"):
         data = spec()
         data["procedure"].update(distilled_prompt=form, calibration="neutral")
         model = ScriptedModel(scores=by_persona)
@@ -120,6 +120,9 @@ def test_the_compact_prompt_states_attributes_plainly_and_is_shorter(tmp_path):
 def test_the_brief_prompt_shares_everything_but_the_juror(tmp_path):
     """procedure.distilled_prompt: brief: the question, testimony and options come first, the same for the whole
     jury in one option order; each juror's own part is their attributes on one line and the answer cue."""
+    from assembly.distilled import BUILDERS, PROMPTS
+
+    assert set(BUILDERS) == set(PROMPTS)  # every procedure.distilled_prompt has its builder
     data = spec()
     data["procedure"].update(distilled_prompt="brief", calibration="neutral")
     model = ScriptedModel(scores=by_persona)
@@ -249,18 +252,23 @@ def test_distilled_ballot_examples_come_from_recorded_post_ballots(tmp_path, for
 def test_distilled_runs_teach_another_distilled_prompt_only(tmp_path):
     """Context distillation: with `include_distilled`, a distilled run asked in the `ballot` prompt gives compact
     examples whose targets are its recorded (calibrated) answers; in its own prompt it teaches nothing."""
+    from finetune.config import EXAMPLE_TYPES
     from finetune.dataset import PrepareOptions, build_examples
     from transcripts import Store
 
     db = tmp_path / "s.duckdb"
-    teacher = distill(spec(), models=ScriptedModel(scores=by_persona), db=db, seed=4)
+    data = spec()
+    data["procedure"]["calibration"] = "neutral"
+    teacher = distill(data, models=ScriptedModel(scores=by_persona), db=db, seed=4)
     store = Store(db)
 
-    def examples(form, include):
-        return build_examples(store, PrepareOptions(validation=0, types=("distilled_ballot",), distilled_prompt=form,
+    def examples(form, include, types=("distilled_ballot",)):
+        return build_examples(store, PrepareOptions(validation=0, types=types, distilled_prompt=form,
                                                     include_distilled=include))
 
     assert examples("compact", False) == [] and examples("ballot", True) == []
+    # nothing else is built from a distilled run: its calls are the model's own answers in its own prompt
+    assert {e["type"] for e in examples("compact", True, types=EXAMPLE_TYPES)} == {"distilled_ballot"}
     taught = examples("compact", True)
     recorded = {r["attributes"]: json.loads(r["probabilities"])
                 for r in store.sql(
@@ -273,6 +281,9 @@ def test_distilled_runs_teach_another_distilled_prompt_only(tmp_path):
         shown = e["target"]["choices"]
         assert e["target"]["distribution"] == pytest.approx([recorded[juror][o] for o in shown])
         assert "Party:" in e["messages"][1]["content"]  # asked in the compact prompt, not the teacher's
+        assert e["target"]["prior_messages"] == [m.model_dump() for m in distilled_prior_messages(
+            question=teacher.question, options=shown, ballot_type="single", background=data["background"],
+            prompt="compact")]  # and calibrated by the student's own prior, as a compact run is
     # and from the command line, in the brief prompt
     import typer
     from typer.testing import CliRunner

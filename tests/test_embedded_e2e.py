@@ -120,8 +120,9 @@ def test_distilled_mode_on_embedded_model(tmp_path):
         persona = json.loads(prompts[0][0])[1]["content"]
         start = {"ballot": "Who you are:\nYou are ", "compact": "Who you are:\nParty: ", "brief": "Who you are:\n"}
         assert persona.startswith(start[form])
-    assert sent["compact"] < 0.75 * sent["ballot"]
-    assert "\n" not in persona.removeprefix("Who you are:\n") and computed["brief"] < 0.8 * computed["compact"]
+        if form == "brief":  # the values alone, on one line
+            assert ": " not in persona.removeprefix(start[form]) and "\n" not in persona.removeprefix(start[form])
+    assert sent["compact"] < 0.75 * sent["ballot"] and computed["brief"] < 0.8 * computed["compact"]
 
 
 def test_approval_ballot_on_embedded_model(tmp_path):
