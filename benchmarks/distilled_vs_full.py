@@ -232,7 +232,8 @@ async def main_async(args) -> dict:
 
 def teacher_bank(args) -> Path:
     """`--teacher-limit` train-split questions of the bank taken round-robin over its topics (the bank lists its
-    questions topic by topic, so its first 150 train questions span 4 of 93 topics), written beside the store."""
+    questions topic by topic, so its first ones span few topics: docs/finetune.md §6, turn 13), written beside the
+    store. Topics are ordered as strings, as they may be numbers or labels."""
     questions = [json.loads(line) for line in Path(args.bank).read_text(encoding="utf-8").splitlines() if line.strip()]
     by_topic: dict = {}
     for q in questions:
