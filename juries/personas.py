@@ -71,10 +71,11 @@ def render_persona(attributes: dict[str, str], seed: int) -> Persona:
 def plain_persona(attributes: Mapping[str, str], *, labels: bool = True) -> str:
     """A juror's attributes stated plainly, one "Attribute: value" line each, as SubPOP states a respondent's
     demographics: the compact persona of the distilled ballot (`labels=False`: the values alone on one line, the
-    brief one's). Empty without attributes (no persona)."""
+    brief one's, joined by semicolons because some values hold commas: "Some college, no degree"). Empty without
+    attributes (no persona)."""
     stated = [(key, value.strip()) for key, value in attributes.items() if isinstance(value, str) and value.strip()]
     if not labels:
-        return ", ".join(value for _, value in stated)
+        return "; ".join(value for _, value in stated)
     return "\n".join(f"{key.replace('_', ' ').capitalize()}: {value}" for key, value in stated)
 
 

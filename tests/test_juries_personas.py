@@ -113,4 +113,6 @@ def test_plain_persona_states_each_attribute_on_its_own_line_and_skips_empty_one
     assert text == "Party: Democrat\nAge: 65+\nHome region: South"
     assert plain_persona({}) == ""  # no persona message at all, as for the calibration prior
     assert plain_persona({"party": "Democrat", "age": "65+", "religion": " ", "region": " South"},
-                         labels=False) == "Democrat, 65+, South"  # the brief distilled prompt's one line
+                         labels=False) == "Democrat; 65+; South"  # the brief distilled prompt's one line
+    assert plain_persona({"education": "Some college, no degree", "party": "Independent"},
+                         labels=False) == "Some college, no degree; Independent"  # a value's comma stays inside it
