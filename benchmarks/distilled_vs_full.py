@@ -20,6 +20,9 @@ Stages (each reads what the earlier ones wrote into `--db`, so they can run on d
   ablate-questions  whether held-out gains come from more questions or more examples: adapters trained as `train`
               does on half the train questions with all their examples, and on every train question with the
               examples sampled down to that count (same validation questions, epochs, learning rate)
+  export-full  add the full study's completed questions (pooled results) to `--full-reference`, a small JSON file:
+              the other stages compare with it where the full runs' store is not, and `full` then runs only
+              the questions it lacks
   report      the table (also printed after every stage)
 
     python benchmarks/distilled_vs_full.py --stage full --stage distilled --stage report
@@ -27,6 +30,9 @@ Stages (each reads what the earlier ones wrote into `--db`, so they can run on d
     python benchmarks/distilled_vs_full.py --stage tuned --calibration none  # the tuned model, uncalibrated
     python benchmarks/distilled_vs_full.py --distilled-prompt compact --calibrated --epochs 1 \
         --stage distilled --stage train --stage tuned  # the compact prompt, untuned and tuned on it
+    python benchmarks/distilled_vs_full.py --jurors 12 --rounds 2 --words 60 --distilled-prompt brief \
+        --full-reference benchmarks/reference/distilled_vs_full.defaults.json --stage full --stage export-full \
+        --stage distilled  # at the study defaults, adding to (and comparing with) the committed full-mode results
 """
 
 from __future__ import annotations
@@ -87,8 +93,8 @@ def log(text: str) -> None:
 def pooled(store, study_id: str) -> dict:
     """Per question of a study: pooled post-ballot vote shares, abstentions and tokens per run."""
     rows = store.sql(
-        "SELECT r.study_question AS q, r.id AS run_id, b.choice, b.status FROM runs r JOIN ballots b "
-        "ON b.run_id = r.id WHERE r.study_id = ? AND r.status = 'completed' AND b.phase = 'post' "
+        "SELECT r.study_question AS q, r.question AS text, r.id AS run_id, b.choice, b.status FROM runs r "
+        "JOIN ballots b ON b.run_id = r.id WHERE r.study_id = ? AND r.status = 'completed' AND b.phase = 'post' "
         "AND b.target IS NULL", [study_id])
     usage = store.sql(
         "SELECT r.study_question AS q, r.id AS run_id, sum(c.input_tokens)::BIGINT AS inp, "
@@ -98,6 +104,7 @@ def pooled(store, study_id: str) -> dict:
     out: dict[str, dict] = {}
     for r in rows.iter_rows(named=True):
         q = out.setdefault(r["q"], {"votes": {}, "ballots": 0, "abstained": 0, "runs": set()})
+        q["question"] = r["text"]
         q["runs"].add(r["run_id"])
         q["ballots"] += 1
         if r["status"] != "valid":
@@ -123,8 +130,8 @@ def tv(a: dict, b: dict) -> float:
     return 0.5 * sum(abs(a.get(o, 0.0) - b.get(o, 0.0)) for o in set(a) | set(b))
 
 
-def compare(store, full_id: str, other_id: str) -> dict:
-    full, other = pooled(store, full_id), pooled(store, other_id)
+def compare(full: dict, other: dict) -> dict:
+    """The distilled (or tuned) study's pooled results against the full mode's, per question and on average."""
     rows = []
     for q in full:
         if q not in other:
@@ -158,9 +165,10 @@ def report(args, state: dict) -> None:
 
     store = Store(args.db)
     try:
+        full = full_results(store, args, state)
         for key in ("distilled", "tuned"):
-            if "full" in state and key in state:
-                state[f"compare_{key}"] = compare(store, state["full"]["study_id"], state[key]["study_id"])
+            if full is not None and key in state:
+                state[f"compare_{key}"] = compare(full, pooled(store, state[key]["study_id"]))
     finally:
         store.close()
     for key in ("compare_distilled", "compare_tuned"):
@@ -193,7 +201,8 @@ async def main_async(args) -> dict:
             if stage in ("full", "distilled", "train-data", "teacher-data") and model is None:
                 model = EmbeddedModel(threads=args.threads, max_batch=args.max_batch)
             if stage == "full":
-                state["full"] = await study(args, "full", args.split, args.limit, args.draws, "full", model)
+                remaining = argparse.Namespace(**{**vars(args), "bank": str(remaining_bank(args))})
+                state["full"] = await study(remaining, "full", args.split, args.limit, args.draws, "full", model)
             elif stage == "distilled":
                 chosen = model if args.distilled_model == "embedded" else load_model(args.distilled_model)
                 state["distilled"] = await study(args, "distilled", args.split, args.limit, args.draws, "distilled",
@@ -211,6 +220,8 @@ async def main_async(args) -> dict:
                 state["adapter"] = train_adapter(args, state)
             elif stage == "ablate-questions":
                 state["question_ablation"] = ablate_questions(args, state)
+            elif stage == "export-full":
+                export_full(args, state)
             elif stage == "tuned":
                 trained_on = state["adapter"].get("distilled_prompt", "ballot")
                 if trained_on != args.distilled_prompt:
@@ -265,7 +276,7 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
                                "FROM ?", [teacher])["id"].to_list())
         manifest = prepare_dataset(store, folder, PrepareOptions(
             types=("distilled_ballot",), validation=VALIDATION, seed=args.seed, max_per_run=args.jurors,
-            exclude_questions=test_questions(store, state) + exclude, max_examples=max_examples,
+            exclude_questions=test_questions(store, args, state) + exclude, max_examples=max_examples,
             distilled_prompt=args.distilled_prompt, include_distilled=teacher is not None,
             keep=lambda example: example["run_id"] not in others))
     finally:
@@ -281,9 +292,84 @@ def train_adapter(args, state: dict, folder: Path | None = None, exclude: tuple[
             "eval": card["eval"], "examples": manifest["examples"], "distilled_prompt": args.distilled_prompt}
 
 
-def test_questions(store, state: dict) -> tuple[str, ...]:
-    return tuple(store.sql("SELECT DISTINCT question FROM runs WHERE study_id = ?",
-                           [state["full"]["study_id"]])["question"].to_list())
+def test_questions(store, args, state: dict) -> tuple[str, ...]:
+    full = full_results(store, args, state)
+    if full is None:
+        raise SystemExit("train: no full-mode study of the test questions in --db, and no --full-reference")
+    return tuple(sorted({q["question"] for q in full.values() if q.get("question")}))
+
+
+# What a reference's full runs must share with this invocation for its juries to be the same draws (the question
+# count may differ: comparisons are per question).
+REFERENCE_SETTINGS = ("split", "draws", "jurors", "rounds", "words", "calibration", "seed")
+
+
+def load_reference(args) -> dict:
+    """`--full-reference`'s full-mode results per question ({} without one, or before it is written)."""
+    if not args.full_reference or not Path(args.full_reference).exists():
+        return {}
+    path = Path(args.full_reference)
+    try:
+        reference = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--full-reference {path}: cannot read it ({exc})") from None
+    settings = reference.get("settings", {})
+    for key in REFERENCE_SETTINGS:
+        if str(settings.get(key)) != str(getattr(args, key)):
+            raise SystemExit(f"--full-reference {path}: its full runs had {key} {settings.get(key)!r}, this run "
+                             f"asks {getattr(args, key)!r}; pass the same --{key.replace('_', '-')}")
+    return reference["questions"]
+
+
+def full_results(store, args, state: dict) -> dict | None:
+    """The full mode's pooled results per test question: `--full-reference`'s (written by `--stage export-full`,
+    so that later stages can run where the full runs' store is not), and this store's full study, which wins."""
+    found = {**load_reference(args), **(pooled(store, state["full"]["study_id"]) if "full" in state else {})}
+    return found or None
+
+
+def remaining_bank(args) -> Path:
+    """The bank for the full stage: the first `--limit` questions of `--split` that `--full-reference` does not
+    already hold (all of them without one), written beside the store; draw seeds depend on the question and the
+    draw, not on its place in the bank, so these runs are the draws a single study would have made."""
+    done = load_reference(args)
+    lines = [line for line in Path(args.bank).read_text(encoding="utf-8").splitlines() if line.strip()]
+    picked = [line for line in lines if json.loads(line).get("split") == args.split][:args.limit]
+    kept = [line for line in picked if json.loads(line).get("id") not in done]
+    if not kept:
+        raise SystemExit(f"full: --full-reference {args.full_reference} already holds all {len(picked)} questions")
+    path = Path(args.db).with_suffix(".full_bank.jsonl")
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return path
+
+
+def export_full(args, state: dict) -> Path:
+    """Add the full study's questions whose draws all completed to `--full-reference` (pooled results, with the
+    settings and the machine they ran on)."""
+    from transcripts import Store
+
+    if "full" not in state or not args.full_reference:
+        raise SystemExit("export-full: needs a full-mode study in --db (--stage full) and a --full-reference path")
+    store = Store(args.db)
+    try:
+        found = pooled(store, state["full"]["study_id"])
+    finally:
+        store.close()
+    complete = {q: r for q, r in found.items() if r["runs"] == args.draws}
+    if len(complete) < len(found):
+        log(f"export-full: left out {sorted(set(found) - set(complete))}: fewer than {args.draws} completed draws")
+    load_reference(args)  # an earlier reference must be of the same settings
+    path = Path(args.full_reference)
+    earlier = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    questions = {**earlier.get("questions", {}), **complete}
+    studies = [*earlier.get("studies", []), {"study_id": state["full"]["study_id"], "questions": sorted(complete),
+                                             "machine": state["machine"]}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": {key: getattr(args, key) for key in REFERENCE_SETTINGS},
+                                "bank": Path(args.bank).name, "studies": studies, "questions": questions},
+                               indent=1, default=str) + "\n", encoding="utf-8")
+    log(f"export-full: {len(questions)} questions in {path}")
+    return path
 
 
 def ablate_questions(args, state: dict) -> dict:
@@ -320,7 +406,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stage", action="append", required=True,
                         choices=["full", "distilled", "train-data", "teacher-data", "train", "tuned",
-                                 "ablate-questions", "report"])
+                                 "ablate-questions", "export-full", "report"])
     parser.add_argument("--db", default=str(RESULTS / "distilled_vs_full.duckdb"))
     parser.add_argument("--bank", default=str(BANK))
     parser.add_argument("--split", default="ood_test")
@@ -349,6 +435,9 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--distilled-model", default="embedded")
+    parser.add_argument("--full-reference",
+                        help="export-full: where to write the full study's pooled results; later stages compare "
+                             "with that file when --db holds no full study")
     args = parser.parse_args()
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     asyncio.run(main_async(args))
